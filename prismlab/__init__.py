@@ -1,0 +1,1 @@
+"""prismlab: distributed training of vision models on SLURM clusters."""
