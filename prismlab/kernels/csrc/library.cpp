@@ -1,0 +1,33 @@
+// Operator schemas of the prismlab library and the Python module entry point of prismlab._C.
+//
+// Kernels are registered per backend next to their implementation:
+//   CPU  -> channel_adapter.cpp        (TORCH_LIBRARY_IMPL(prismlab, CPU, m))
+//   CUDA -> cuda/channel_adapter.cu    (TORCH_LIBRARY_IMPL(prismlab, CUDA, m))
+// Fake (meta) kernels and autograd formulas are registered from Python, in
+// prismlab/kernels/ops.py.
+#include <Python.h>
+
+#include <torch/library.h>
+
+extern "C" {
+// `import prismlab._C` loads this shared object, which runs the static TORCH_LIBRARY /
+// TORCH_LIBRARY_IMPL initializers below and in the other translation units. The module
+// itself is empty: every op is reached through torch.ops.prismlab.*.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C", // name of module
+      nullptr, // module documentation
+      -1, // size of per-interpreter state of the module
+      nullptr, // methods
+  };
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(prismlab, m) {
+  // y[n,o,h,w] = bias[o] + (1/C_in) * sum_c weight[channel_ids[c], o] * x[n,c,h,w]
+  // x [N, C_in, H, W]; channel_ids [C_in] int64 in [0, K), no repeats; weight [K, C_out];
+  // bias [C_out]. Returns a contiguous [N, C_out, H, W] tensor of x's dtype.
+  m.def("channel_adapter(Tensor x, Tensor channel_ids, Tensor weight, Tensor bias) -> Tensor");
+}
