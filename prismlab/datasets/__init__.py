@@ -1,0 +1,1 @@
+"""Datasets: synthetic image sources and their on-disk shard format."""
