@@ -1,0 +1,16 @@
+"""One place that configures logging: INFO on the main process, WARNING on the other ranks."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def setup_logging(verbose: bool = False) -> None:
+    # RANK is set by torchrun / accelerate launch / our SLURM env before Python starts.
+    rank = int(os.environ.get("RANK", "0"))
+    level = logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Third-party libraries are chatty at INFO.
+    for name in ("wandb", "accelerate", "urllib3", "matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""nn.Modules for the experiments."""

@@ -1,0 +1,1 @@
+"""The Accelerate training engine: config, loop, tasks, checkpoints, metrics, logging."""
