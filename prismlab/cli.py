@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from prismlab.datasets.shards_cli import add_shards_parser
+from prismlab.dist_env import global_rank
 from prismlab.errors import PrismlabError
 
 logger = logging.getLogger("prismlab")
@@ -25,22 +27,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
 class UsageError(PrismlabError):
     exit_code = 2
-
-
-def add_shards_parser(commands) -> None:
-    p = commands.add_parser("shards", help="write an image set as WebDataset shards",
-                            description="Write a data source as sharded WebDataset tar files with a manifest per split.")
-    p.add_argument("source", choices=["clocks"], help="data source: `clocks` renders synthetic analog clocks")
-    p.add_argument("--out", required=True, type=Path, help="output folder for <split>-NNNNNN.tar and <split>.manifest.json")
-    p.add_argument("--train", type=int, default=20000, help="training samples (default 20000)")
-    p.add_argument("--val", type=int, default=2000, help="validation samples (default 2000)")
-    p.add_argument("--test", type=int, default=2000, help="test samples (default 2000)")
-    p.add_argument("--size", type=int, default=150, help="image side in pixels (default 150, like the reference clock set)")
-    p.add_argument("--channels", type=int, default=1, help="1 (gray, default) or 3 (RGB)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
-    p.add_argument("--workers", type=int, default=2, help="writer processes (default 2)")
-    p.set_defaults(run=run_shards)
 
 
 def add_train_parser(commands) -> None:
@@ -60,6 +46,11 @@ def add_eval_parser(commands) -> None:
     p.add_argument("run_dir", type=Path, help="the run dir `prismlab train` printed")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in <run_dir>/checkpoints (default best.pt)")
+    p.add_argument("--channel-subsets", action="store_true",
+                   help="evaluate on every subset of the run's channels (RGB, RG, ..., B) and write a table")
+    p.add_argument("--fill", choices=["zero", "duplicate"], default="zero",
+                   help="with --channel-subsets, for models that are not any-channel: fill missing channels with "
+                        "zeros or with the mean of the present ones (default zero)")
     p.set_defaults(run=run_eval)
 
 
@@ -73,25 +64,17 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run_shards(args) -> int:
-    from prismlab.datasets.shards import write_clock_shards
-
-    manifests = write_clock_shards(args.out, {"train": args.train, "val": args.val, "test": args.test}, seed=args.seed,
-                                   size=args.size, channels=args.channels, shard_size=args.shard_size, workers=args.workers)
-    for split, m in manifests.items():
-        print(f"{split}: {m.samples} samples in {len(m.shards)} shards -> {args.out / (split + '.manifest.json')}")
-    return 0
-
-
 def run_train(args) -> int:
     from prismlab.config import load_config
     from prismlab.train.config import ExperimentConfig
-    from prismlab.train.engine import train
+    from prismlab.train.engine import format_metrics, train
 
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
     summary = train(cfg, args.run_dir, resume=args.resume == "auto")
+    if global_rank() != 0:
+        return 0
     print(f"run dir:   {summary['run_dir']}")
-    print(f"val:       {format_errors(summary)}")
+    print(f"val:       {format_metrics(summary)}")
     print(f"plots:     {', '.join(summary['plots'])}")
     if "wandb_run" in summary:
         print(f"wandb run: {summary['wandb_run']} ({cfg.wandb.mode}; upload later with `wandb sync` on that folder)")
@@ -99,18 +82,23 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
-    from prismlab.train.engine import evaluate_run
+    from prismlab.train.engine import format_metrics
+    from prismlab.train.trained_run import evaluate_channel_subsets, evaluate_run
 
+    if args.channel_subsets:
+        rows = evaluate_channel_subsets(args.run_dir, args.split, args.fill, args.checkpoint)
+        if global_rank() == 0:
+            for row in rows:
+                print(f"{row['channels']:>8}: {format_metrics(row)}")
+            print(f"written:    {args.run_dir / f'channel_subsets_{args.split}.md'} (.csv, .json)")
+        return 0
     metrics = evaluate_run(args.run_dir, args.split, args.checkpoint)
-    print(f"{args.split}: {format_errors(metrics)}")
+    if global_rank() != 0:
+        return 0
+    print(f"{args.split}: {format_metrics(metrics)}")
     print(f"checkpoint: {metrics['checkpoint']} (step {metrics['step']})")
-    print(f"written:    {args.run_dir / f'eval_{args.split}.json'}, {metrics['plot']}")
+    print(f"written:    {', '.join([str(args.run_dir / f'eval_{args.split}.json'), *metrics['plots']])}")
     return 0
-
-
-def format_errors(metrics: dict) -> str:
-    return (f"median common-sense error {metrics['median_error_min']:.1f} min, "
-            f"mean {metrics['mean_error_min']:.1f} min over {metrics['samples']} held-out clocks")
 
 
 def main(argv: list[str] | None = None) -> int:

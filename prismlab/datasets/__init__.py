@@ -1,1 +1,2 @@
-"""Datasets: synthetic image sources and their on-disk shard format."""
+"""Datasets: image sources (folders, CIFAR, IDX, synthetic clocks), their shard format and writers,
+and the streaming loader that reads shards back exactly across ranks and resumably mid-epoch."""

@@ -1,26 +1,25 @@
-"""Write image sets as WebDataset tar shards, with a manifest per split.
+"""Shard folders and their manifests, and the writer of synthetic clock shards.
 
 Layout of an output folder: `<split>-000000.tar ...` and `<split>.manifest.json`. Each shard is
 written to a temp file and renamed, so an interrupted write leaves only whole shards; a rerun skips
-them. The manifest is written last, atomically: its presence means the split is complete.
+them. The manifest is written last, atomically: its presence means the split is complete. Real
+image sets (folders, CIFAR, IDX) are written by `writer.py` into the same layout.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import webdataset as wds
-from PIL import Image
 
 from prismlab.datasets.clocks import clock_sample
+from prismlab.datasets.pil_images import encode_png
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
 from prismlab.progress import progress
@@ -46,6 +45,13 @@ class Manifest:
     image_size: list[int]
     channels: list[str]
     shards: list[ShardInfo]
+    class_names: list[str] = field(default_factory=list)
+    pack: int = 0
+    """0: one sample per tar member group; n: groups of n images packed as uint8 arrays."""
+    skipped: list[dict] = field(default_factory=list)
+    """Source files left out because they could not be read: {"path", "reason", "split"}."""
+    fingerprint: str = ""
+    """Identifies the source and writer settings, so a rerun never mixes shards of different writes."""
 
     @property
     def bytes(self) -> int:
@@ -78,12 +84,6 @@ def read_manifest(out_dir: str | Path, split: str) -> Manifest:
 
 def channel_names(channels: int) -> list[str]:
     return ["gray"] if channels == 1 else ["R", "G", "B"][:channels]
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
 
 
 def split_seed(seed: int, split: str) -> int:

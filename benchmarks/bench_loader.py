@@ -1,0 +1,138 @@
+"""Images/s of the prismlab shard loader vs torchvision ImageFolder + DataLoader, side by side.
+
+Same images, same transforms (random horizontal flip, scaling to [0, 1], per-channel
+normalisation), same batch size and worker count, one full pass each, alternating rounds so both
+see the same machine load; the best round of each counts. Two image sets from the CIFAR-10 JPEG
+tree in <repo>/../shared/data: the 50,000 training images at 32 px (prismlab reads them packed,
+`--pack`), and a subset re-encoded as 224 px JPEGs (prismlab reads the JPEG bytes as written).
+
+    .venv/bin/python benchmarks/bench_loader.py [--workers 2] [--rounds 2] [--images-224 5000]
+
+Prints a table, then as its last line a JSON object of the headline figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from prismlab.datasets.loader import ShardLoader
+from prismlab.datasets.sources import detect_source
+from prismlab.datasets.transforms import TransformSpec
+from prismlab.datasets.writer import write_source_shards
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def imagefolder_rate(root: Path, workers: int, batch_size: int) -> float:
+    tf = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    loader = DataLoader(datasets.ImageFolder(str(root), tf), batch_size=batch_size, shuffle=True, num_workers=workers)
+    return timed_pass(loader, lambda batch: len(batch[1]))
+
+
+def prismlab_rate(shards: Path, workers: int, batch_size: int) -> float:
+    loader = ShardLoader(shards, "train", mode="exact", batch_size=batch_size, num_workers=workers, seed=0,
+                         transform=TransformSpec(flip=True, mean=MEAN, std=STD), rank=0, world_size=1)
+    return timed_pass(loader, lambda batch: len(batch.labels))
+
+
+def timed_pass(loader, count) -> float:
+    """Images/s of one full pass, worker start-up included (as a training epoch pays it)."""
+    start = time.perf_counter()
+    images = sum(count(batch) for batch in loader)
+    return images / (time.perf_counter() - start)
+
+
+def resize_tree(src: Path, dst: Path, per_class: int, side: int) -> int:
+    """The first `per_class` images of each class of `src`, as `side`-px JPEGs (quality 90) in `dst`."""
+    written = 0
+    for class_dir in sorted(p for p in src.iterdir() if p.is_dir()):
+        (dst / class_dir.name).mkdir(parents=True, exist_ok=True)
+        for path in sorted(class_dir.iterdir())[:per_class]:
+            with Image.open(path) as im:
+                im.convert("RGB").resize((side, side), Image.BICUBIC).save(dst / class_dir.name / path.name, quality=90)
+            written += 1
+    return written
+
+
+def write_shards(tree: Path, out: Path, workers: int, pack: int) -> tuple[float, int]:
+    start = time.perf_counter()
+    manifests = write_source_shards(detect_source(tree), out, shard_size=5120 if pack else 1000, pack=pack, workers=max(1, workers))
+    return time.perf_counter() - start, manifests["train"].samples
+
+
+def best_rates(rounds: int, runs: dict) -> dict[str, float]:
+    best = {name: 0.0 for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            best[name] = max(best[name], run())
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for both loaders (default 2)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating timed passes per loader; the best counts")
+    parser.add_argument("--images-224", type=int, default=5000, help="images re-encoded at 224 px (default 5000)")
+    args = parser.parse_args(argv)
+    if not ARCHIVE.is_file():
+        print(f"skipped: {ARCHIVE} is absent (the benchmark needs the CIFAR-10 JPEG tree from ../shared/data)")
+        return 0
+    # Both loaders decode in single-threaded workers; keep the main process from oversubscribing cores too.
+    torch.set_num_threads(1)
+    scratch = Path(tempfile.mkdtemp(prefix="prismlab-bench-"))
+    try:
+        with tarfile.open(ARCHIVE) as tar:
+            tar.extractall(scratch, filter="data")
+        tree32 = scratch / "cifar10" / "train"
+        tree224 = scratch / "cifar10-224"
+        count224 = resize_tree(tree32, tree224, args.images_224 // 10, 224)
+        write32, n32 = write_shards(tree32, scratch / "shards32", args.workers, pack=256)
+        write224, n224 = write_shards(tree224, scratch / "shards224", args.workers, pack=0)
+        w, b = args.workers, args.batch_size
+        rates = best_rates(args.rounds, {
+            "imagefolder_32px": lambda: imagefolder_rate(tree32, w, b),
+            "prismlab_32px": lambda: prismlab_rate(scratch / "shards32", w, b),
+            "imagefolder_224px": lambda: imagefolder_rate(tree224, w, b),
+            "prismlab_224px": lambda: prismlab_rate(scratch / "shards224", w, b),
+        })
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    processes = max(1, args.workers)
+    print(f"{'set':<8}{'images':>8}  {'loader':<40}{'images/s':>10}{'per core':>10}  shard writing")
+    for size, images, written in (("32px", n32, write32), ("224px", n224, write224)):
+        for name, label in (("imagefolder", "torchvision ImageFolder + DataLoader"),
+                            ("prismlab", "prismlab ShardLoader" + (" (packed)" if size == "32px" else " (JPEG bytes)"))):
+            rate = rates[f"{name}_{size}"]
+            note = f"{written:.1f} s ({images / written:,.0f} img/s)" if name == "prismlab" else "-"
+            print(f"{size:<8}{images:>8}  {label:<40}{rate:>10,.0f}{rate / processes:>10,.0f}  {note}")
+    print(f"workers {args.workers}, batch {args.batch_size}, best of {args.rounds} rounds, {os.cpu_count()} cores; "
+          f"per core = images/s / loader processes; 224px set: {count224} images")
+    headline = {
+        "speedup_32px": round(rates["prismlab_32px"] / rates["imagefolder_32px"], 2),
+        "speedup_224px": round(rates["prismlab_224px"] / rates["imagefolder_224px"], 2),
+        **{f"{k}_img_s": round(v) for k, v in rates.items()},
+        "shard_write_s_32px": round(write32, 1), "shard_write_s_224px": round(write224, 1),
+        "workers": args.workers, "cores": os.cpu_count(),
+    }
+    print(json.dumps(headline))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

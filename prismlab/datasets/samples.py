@@ -1,0 +1,78 @@
+"""The on-disk sample format inside a shard, and turning its bytes back into tensors.
+
+A plain sample is a group of tar members sharing a key (no dots): `<key>.png` or `<key>.jpg` (the
+source bytes where possible), `<key>.cls` (the class index as text) and `<key>.json` (label name,
+channel names, original size). A packed group holds many small images of one size:
+`<key>.images.npy` (uint8 [n, H, W, C]), `<key>.labels.npy` (int64 [n]) and `<key>.json`.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_image
+
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+PACKED_IMAGES = "images.npy"
+PACKED_LABELS = "labels.npy"
+
+
+class CorruptSample(Exception):
+    """A sample whose bytes cannot be decoded; the loader skips and counts it."""
+
+
+def sample_key(index: int) -> str:
+    return f"{index:09d}"
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def packed_group(key: str, images: np.ndarray, labels: np.ndarray, meta: dict) -> dict:
+    """One tar sample holding `len(images)` images: far fewer tar members to parse for tiny images."""
+    return {"__key__": key, PACKED_IMAGES: encode_npy(images), PACKED_LABELS: encode_npy(labels.astype(np.int64)), "json": meta}
+
+
+def unpack_group(members: dict[str, bytes]) -> list[dict]:
+    """A packed group as per-sample dicts {"pixels": uint8 [H, W, C] array view, "cls": int}."""
+    try:
+        images = decode_npy(members[PACKED_IMAGES])
+        labels = decode_npy(members[PACKED_LABELS])
+    except (KeyError, ValueError, EOFError) as exc:
+        raise CorruptSample(f"packed group unreadable: {exc}") from exc
+    return [{"pixels": image, "cls": label} for image, label in zip(images, labels.tolist())]
+
+
+def is_packed(members: dict[str, bytes]) -> bool:
+    return PACKED_IMAGES in members
+
+
+def encoded_image(members: dict[str, bytes]) -> bytes:
+    for ext in IMAGE_EXTENSIONS:
+        if ext in members:
+            return members[ext]
+    raise CorruptSample(f"no image member (one of .{', .'.join(IMAGE_EXTENSIONS)})")
+
+
+def decode_pixels(data: bytes) -> torch.Tensor:
+    """Encoded image -> uint8 (or uint16 for 16-bit PNG) [C, H, W], channels as stored."""
+    try:
+        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+    except RuntimeError as exc:
+        raise CorruptSample(f"cannot decode image: {str(exc).splitlines()[0]}") from exc
+
+
+def label_of(members: dict[str, bytes]) -> int:
+    try:
+        return int(members["cls"])
+    except (KeyError, ValueError) as exc:
+        raise CorruptSample(f"bad or missing .cls: {exc}") from exc

@@ -1,0 +1,72 @@
+"""Readable image sets as lists of records per split: detection by content, splits, class names.
+
+A source is read eagerly into light records (a file path, or the pixels of array formats), so the
+writer can shuffle them globally and hand each shard's records to a worker process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prismlab.errors import PrismlabError
+
+FORMATS = ("folder", "cifar", "idx")
+
+
+@dataclass
+class Record:
+    label: int
+    origin: str
+    """Where the sample came from, for messages: a file path or `<file>[<index>]`."""
+    path: str | None = None
+    """Image file to read (image folders)."""
+    pixels: np.ndarray | None = None
+    """uint8 [H, W, C] pixels (array formats)."""
+    nbytes: int = 0
+    """Estimated encoded size, for cutting shards by bytes."""
+    size: tuple[int, int] = (0, 0)
+    """(height, width) as stored in the source."""
+
+
+@dataclass
+class Source:
+    description: str
+    class_names: list[str]
+    splits: dict[str, list[Record]]
+    mode: str | None = None
+    """PIL mode every sample is written in (L, LA, RGB, RGBA or I;16); None: found by the writer."""
+    skipped: list[dict] = field(default_factory=list)
+    """Files that could not be read while listing the source: {"path", "reason", "split"}."""
+
+
+def detect_source(path: Path, fmt: str | None = None) -> Source:
+    """Read the image set at `path`, of format `fmt` or detected from its content."""
+    from prismlab.datasets.sources import cifar, folder, idx
+
+    path = Path(path)
+    if not path.exists():
+        raise PrismlabError(f"source {path} does not exist; pass an image folder, a CIFAR pickle folder, an IDX folder or `clocks`")
+    readers = {"folder": folder.read_folder, "cifar": cifar.read_cifar, "idx": idx.read_idx}
+    if fmt is None:
+        fmt = "cifar" if cifar.looks_like_cifar(path) else "idx" if idx.looks_like_idx(path) else "folder"
+    if fmt not in readers:
+        raise PrismlabError(f"--format {fmt} is unknown; use one of {', '.join(FORMATS)}")
+    return readers[fmt](path)
+
+
+def carve_split(source: Source, split: str, fraction: float, seed: int) -> None:
+    """Move a seeded random `fraction` of the training records into a new split."""
+    if not 0 < fraction < 1:
+        raise PrismlabError(f"--{split}-fraction {fraction} must be between 0 and 1 (exclusive)")
+    if split in source.splits:
+        raise PrismlabError(f"the source already has a '{split}' split; drop --{split}-fraction")
+    train = source.splits.get("train", [])
+    count = int(round(len(train) * fraction))
+    if not 0 < count < len(train):
+        raise PrismlabError(f"--{split}-fraction {fraction} of {len(train)} training samples leaves an empty split; use a larger source or fraction")
+    order = np.random.default_rng([seed, *split.encode()]).permutation(len(train))
+    source.splits[split] = [train[i] for i in sorted(order[:count])]
+    source.splits["train"] = [train[i] for i in sorted(order[count:])]

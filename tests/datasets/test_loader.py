@@ -1,0 +1,285 @@
+"""The streaming loader: equal batch counts on every rank and worker, exact coverage, seeded
+reproducibility, exact mid-epoch resume without re-reading, corrupt and truncated data, channels."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from prismlab.datasets import loader as loader_module
+from prismlab.datasets.loader import ShardLoader, eval_stream
+from prismlab.datasets.plan import exact_plan, resampled_plan
+from prismlab.datasets.shards import Manifest, ShardInfo, manifest_path
+from prismlab.datasets.sources import Record, Source
+from prismlab.datasets.transforms import TransformSpec
+from prismlab.datasets.writer import write_source_shards
+from prismlab.errors import PrismlabError
+from prismlab.io import atomic_write_json
+
+SAMPLES = 77  # with shards of 10: 8 shards, the last one short
+
+
+def indexed_source(count: int, channels: int = 1) -> Source:
+    """Sample i has label i and pixels that spell i, so every sample is identifiable."""
+    records = []
+    for i in range(count):
+        pixels = np.full((4, 4, channels), i % 256, dtype=np.uint8)
+        pixels[0, 0, :] = i // 256
+        pixels[..., 1:] = np.arange(1, channels, dtype=np.uint8) * 40 if channels > 1 else pixels[..., 1:]
+        records.append(Record(i, f"sample[{i}]", pixels=pixels, nbytes=pixels.nbytes, size=(4, 4)))
+    mode = {1: "L", 3: "RGB"}[channels]
+    return Source("indexed", [str(i) for i in range(count)], {"train": records}, mode=mode)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("indexed")
+    write_source_shards(indexed_source(SAMPLES), out, shard_size=10, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def packed_shards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("indexed-packed")
+    write_source_shards(indexed_source(SAMPLES), out, shard_size=10, pack=4, workers=1)
+    return out
+
+
+def run(loader: ShardLoader) -> list[loader_module.Batch]:
+    return list(loader)
+
+
+def make(shards: Path, **kwargs) -> ShardLoader:
+    settings = {"mode": "exact", "batch_size": 8, "num_workers": 0, "seed": 5, "rank": 0, "world_size": 1} | kwargs
+    return ShardLoader(shards, "train", **settings)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_plans_give_equal_batch_counts_and_exact_cover(world_size, workers):
+    """The plan alone (no I/O), for both modes; a loader with 0 workers plans for 1."""
+    shard_samples = [10] * 7 + [7]
+    for shuffle in (False, True):
+        counts, valid = [], []
+        for rank in range(world_size):
+            plans = exact_plan(shard_samples, rank=rank, world_size=world_size, workers=workers, batch_size=6,
+                               seed=1, epoch=2, shuffle=shuffle, window=4)
+            counts.append(sum(len(p.batch_sizes) for p in plans))
+            for plan in plans:
+                assert sum(plan.batch_sizes) == sum(len(piece) for piece in plan.pieces)
+                valid += [(pc.shard, i) for pc in plan.pieces if pc.valid for i in range(pc.start, pc.stop)]
+        assert len(set(counts)) == 1
+        assert sorted(valid) == sorted((s, i) for s, n in enumerate(shard_samples) for i in range(n))
+        for rank in range(world_size):
+            plans = resampled_plan(shard_samples, rank=rank, workers=workers, batch_size=6, batches_per_epoch=7,
+                                   seed=1, epoch=2, window=4)
+            assert sum(len(p.batch_sizes) for p in plans) == 7
+            assert all(sum(len(pc) for pc in p.pieces) >= sum(p.batch_sizes) for p in plans)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("workers", [0, 1, 2, 3])
+def test_exact_mode_no_duplicates_no_losses_equal_batches(shards, world_size, workers):
+    seen, counts = [], []
+    for rank in range(world_size):
+        batches = run(make(shards, rank=rank, world_size=world_size, num_workers=workers))
+        counts.append(len(batches))
+        for batch in batches:
+            assert batch.images.shape[1:] == (1, 4, 4) and len(batch.valid) == len(batch.labels) == len(batch.images)
+            seen += batch.labels[batch.valid].tolist()
+            # Pixels spell the label: the images really are those samples.
+            expected = batch.labels % 256
+            assert torch.allclose((batch.images[:, 0, 1, 1] * 0.5 + 0.5) * 255, expected.float(), atol=1e-3)
+    assert len(set(counts)) == 1 and counts[0] == make(shards, world_size=world_size).batches_per_epoch
+    assert sorted(seen) == list(range(SAMPLES))
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_resampled_mode_fixed_full_batches_on_every_rank(shards, workers):
+    for rank in range(2):
+        batches = run(make(shards, mode="resampled", batches_per_epoch=5, rank=rank, world_size=2, num_workers=workers))
+        assert [len(b.labels) for b in batches] == [8] * 5
+        assert all(b.valid.all() for b in batches)
+
+
+def test_stream_is_seeded_and_changes_per_epoch(shards):
+    first, second = make(shards, mode="resampled", batches_per_epoch=4), make(shards, mode="resampled", batches_per_epoch=4)
+    epoch0 = [b.labels.tolist() for b in first]
+    assert epoch0 == [b.labels.tolist() for b in second]
+    assert epoch0 != [b.labels.tolist() for b in first]  # epoch 1
+    other_seed = make(shards, mode="resampled", batches_per_epoch=4, seed=6)
+    assert epoch0 != [b.labels.tolist() for b in other_seed]
+
+
+def signature(batch) -> tuple:
+    return batch.labels.tolist(), batch.images.flatten().tolist()
+
+
+@pytest.mark.parametrize("mode, workers, k", [("resampled", 2, 3), ("exact", 3, 4), ("exact", 0, 5), ("resampled", 3, 1)])
+def test_resume_mid_epoch_equals_uninterrupted_run(shards, mode, workers, k):
+    settings = {"mode": mode, "num_workers": workers, "batches_per_epoch": 6 if mode == "resampled" else None,
+                "transform": TransformSpec(flip=True, crop=3), "rank": 1, "world_size": 2}
+    reference = make(shards, **settings)
+    run(reference)  # epoch 0
+    uninterrupted = [signature(b) for b in reference]  # epoch 1
+    interrupted = make(shards, **settings)
+    interrupted.load_state_dict({**interrupted.state_dict(), "epoch": 1})
+    stream = iter(interrupted)
+    head = [signature(next(stream)) for _ in range(k)]
+    state = interrupted.state_dict()
+    assert state["epoch"] == 1 and state["batch"] == k
+    resumed = make(shards, **settings)
+    resumed.load_state_dict(json.loads(json.dumps(state)))  # survives a checkpoint round trip
+    tail = [signature(b) for b in resumed]
+    assert head + tail == uninterrupted
+    assert resumed.state_dict()["epoch"] == 2 and resumed.state_dict()["batch"] == 0
+
+
+def test_resume_does_not_read_the_skipped_batches(shards, monkeypatch):
+    reads = []
+    original = loader_module.samples_from
+
+    def counting(*args):
+        for sample in original(*args):
+            reads.append(1)
+            yield sample
+
+    monkeypatch.setattr(loader_module, "samples_from", counting)
+    loader = make(shards, shuffle_buffer=5)
+    loader.load_state_dict({**loader.state_dict(), "batch": 8})
+    batches = run(loader)
+    assert len(batches) == 2 and sum(len(b.labels) for b in batches) == SAMPLES - 64
+    assert len(reads) <= SAMPLES - 64 + 5  # the rest, plus at most the head of one shuffle window
+
+
+def test_resume_refuses_other_settings(shards):
+    state = make(shards, num_workers=2).state_dict()
+    with pytest.raises(PrismlabError, match="num_workers was 2 now 1"):
+        make(shards, num_workers=1).load_state_dict(state)
+
+
+def test_packed_shards_stream_like_plain_ones(shards, packed_shards):
+    plain = [signature(b) for b in make(shards, num_workers=2)]
+    packed = [signature(b) for b in make(packed_shards, num_workers=2)]
+    assert plain == packed
+
+
+def test_eval_stream_restarts_every_pass(shards):
+    stream = eval_stream(shards, "train", batch_size=10, num_workers=1)
+    first = [b.labels.tolist() for b in stream.loader]
+    partial = iter(stream.loader)
+    next(partial)
+    assert [b.labels.tolist() for b in stream.loader] == first
+    assert stream.batches_per_epoch == 8
+
+
+def write_handmade_split(out: Path, pngs: list[bytes]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "train-000000.tar"
+    with wds.TarWriter(str(path)) as sink:
+        for i, png in enumerate(pngs):
+            sink.write({"__key__": f"{i:04d}", "png": png, "cls": i})
+    info = ShardInfo(path.name, len(pngs), path.stat().st_size, "")
+    atomic_write_json(manifest_path(out, "train"), {**Manifest("train", "handmade", len(pngs), [4, 4], ["gray"], [info]).__dict__,
+                                                    "shards": [info.__dict__]})
+    return path
+
+
+def png_bytes(value: int) -> bytes:
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.full((4, 4), value, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_corrupt_sample_is_skipped_and_counted(tmp_path, caplog):
+    pngs = [png_bytes(i) for i in range(10)]
+    pngs[3] = b"\x89PNG garbage"
+    write_handmade_split(tmp_path, pngs)
+    batches = run(make(tmp_path, batch_size=5, shuffle=False))
+    assert [len(b.labels) for b in batches] == [4, 5]  # same batch count, one sample fewer
+    assert [b.corrupt for b in batches] == [1, 0]
+    assert 3 not in torch.cat([b.labels for b in batches]).tolist()
+    assert "skipped 1 corrupt samples" in caplog.text
+
+
+def test_missing_or_truncated_shard_is_a_clear_error_before_reading(tmp_path):
+    path = write_handmade_split(tmp_path, [png_bytes(i) for i in range(10)])
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(PrismlabError, match="train-000000.tar is truncated"):
+        make(tmp_path)
+    path.unlink()
+    with pytest.raises(PrismlabError, match="train-000000.tar listed in train.manifest.json is missing"):
+        make(tmp_path)
+
+
+def test_truncated_shard_found_while_reading_names_it(tmp_path):
+    path = write_handmade_split(tmp_path, [png_bytes(i) for i in range(10)])
+    loader = make(tmp_path, num_workers=1)
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(PrismlabError, match="train-000000.tar"):
+        run(loader)
+
+
+def test_channel_selection_and_random_dropping(tmp_path):
+    write_source_shards(indexed_source(20, channels=3), tmp_path, shard_size=10, workers=1)
+    batch = next(iter(make(tmp_path, transform=TransformSpec(channels=("B", "R"), mean=(0.0,), std=(1.0,)))))
+    assert batch.channels == ["B", "R"] and batch.images.shape[1] == 2
+    assert torch.allclose(batch.images[:, 0, 2, 2], torch.full((8,), 80 / 255))
+    dropping = make(tmp_path, mode="resampled", batches_per_epoch=12, transform=TransformSpec(drop_channels=0.5))
+    kept = [b.channels for b in dropping]
+    assert all(b and set(b) <= {"R", "G", "B"} for b in kept)
+    assert any(len(b) < 3 for b in kept)
+    with pytest.raises(PrismlabError, match="not in these shards"):
+        make(tmp_path, transform=TransformSpec(channels=("NIR",)))
+
+
+def test_geometric_transforms_change_shapes(shards):
+    batch = next(iter(make(shards, transform=TransformSpec(resize=12, crop=10, rotation=15, flip=True))))
+    assert batch.images.shape == (8, 1, 10, 10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+GLOO_RANK = """
+import json, sys, torch.distributed as dist
+from prismlab.datasets.loader import eval_stream, train_stream
+dist.init_process_group("gloo")
+val = eval_stream(sys.argv[1], "train", batch_size=8, num_workers=2)
+labels = [b.labels[b.valid].tolist() for b in val.loader]
+train = train_stream(sys.argv[1], "train", batch_size=8, steps_per_epoch=5, num_workers=2, shuffle_buffer=10, seed=0)
+counts = [len(list(train.loader)), len(labels)]
+gathered = [None] * dist.get_world_size()
+dist.all_gather_object(gathered, {"labels": sum(labels, []), "counts": counts})
+if dist.get_rank() == 0:
+    print(json.dumps(gathered))
+dist.destroy_process_group()
+"""
+
+
+def test_multi_process_gloo_run_reads_real_shards(shards, tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(GLOO_RANK)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "3"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(shards)], env={**env, "RANK": str(r)},
+                              stdout=subprocess.PIPE, text=True) for r in range(3)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    gathered = json.loads(outputs[0].strip().splitlines()[-1])
+    assert sorted(sum((g["labels"] for g in gathered), [])) == list(range(SAMPLES))
+    assert [g["counts"] for g in gathered] == [[5, 4]] * 3
