@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
+
+from prismlab.dist_env import global_rank
 
 
 def setup_logging(verbose: bool = False) -> None:
-    # RANK is set by torchrun / accelerate launch / our SLURM env before Python starts.
-    rank = int(os.environ.get("RANK", "0"))
-    level = logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING
+    level = logging.DEBUG if verbose else logging.INFO if global_rank() == 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # Third-party libraries are chatty at INFO.
     for name in ("wandb", "accelerate", "urllib3", "matplotlib", "PIL"):

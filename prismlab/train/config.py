@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 
+GENERATIVE_MODELS = ("cae", "vae", "gan")
+
+
 @dataclass
 class RunConfig:
     name: str = "debug"
@@ -31,55 +34,122 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    mode: Literal["resampled", "exact"] = "resampled"
+    """Training stream: shards drawn with replacement and `train.steps_per_epoch` batches per epoch,
+    or every sample once per epoch (then an epoch has as many batches as the split needs)."""
     batch_size: int = 64
     """Per-process batch size."""
     num_workers: int = 1
     """DataLoader worker processes decoding shards, per training process."""
     shuffle_buffer: int = 1000
     """Samples held for in-stream shuffling of the training set."""
+    resize: Optional[int] = None
+    """Resize every image to this side first (needed when image sizes differ)."""
+    crop: Optional[int] = None
+    """Random crop of this side when training (centre crop when evaluating)."""
+    flip: bool = False
+    """Random horizontal flips when training."""
+    rotation: float = 0.0
+    """Random rotations within +-rotation degrees when training."""
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    """Normalisation per channel (or one value for all) after scaling pixels to [0, 1]."""
+    channels: Optional[list[str]] = None
+    """Keep only these channels (names from the manifest), in this order."""
+    drop_channels: float = 0.0
+    """Training only: drop each channel of a batch with this probability (any-channel models)."""
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size={self.batch_size} must be >= 1")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers={self.num_workers} must be >= 0")
+        if not 0.0 <= self.drop_channels < 1.0:
+            raise ValueError(f"data.drop_channels={self.drop_channels} must be in [0, 1)")
 
 
 @dataclass
 class ModelConfig:
-    name: Literal["clock_cnn"] = "clock_cnn"
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
-    """Output channels of each conv stage; every stage halves the resolution."""
+    name: Literal["mlp", "cnn", "resnet18", "resnet34", "any_channel_cnn", "cae", "vae", "gan"] = "cnn"
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    """cnn: output channels of each conv stage; every stage halves the resolution."""
     convs_per_stage: int = 1
-    hidden: int = 256
-    """Width of the fully connected layer before the head."""
-    dropout: float = 0.1
+    """cnn: 3x3 convolutions per stage; any_channel_cnn: convolutions per residual dense block."""
+    growth: int = 16
+    """any_channel_cnn: channels each dense-block convolution adds."""
+    known_channels: Optional[list[str]] = None
+    """any_channel_cnn: the channels it can take (default: the training shards' channels)."""
+    batch_norm: bool = True
+    """cnn: BatchNorm after each convolution."""
+    global_pool: bool = False
+    """cnn: average the last feature map instead of flattening it (position-free features)."""
+    hidden: list[int] = field(default_factory=lambda: [256])
+    """mlp layers / cnn head: widths of the hidden fully connected layers."""
+    activation: Literal["relu", "leaky_relu", "sigmoid", "tanh", "gelu"] = "relu"
+    dropout: float = 0.0
+    init: Literal["default", "normal", "glorot_normal", "glorot_uniform", "he_normal"] = "default"
+    """Weight initialiser of conv and linear layers (`default`: PyTorch's own)."""
+    latent: int = 16
+    """cae / vae / gan: size of the latent code."""
 
     def __post_init__(self):
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"model.widths={self.widths} must be a non-empty list of positive widths")
         if self.convs_per_stage < 1:
             raise ValueError(f"model.convs_per_stage={self.convs_per_stage} must be >= 1")
+        if self.latent < 2:
+            raise ValueError(f"model.latent={self.latent} must be >= 2 (the 2-D interpolation grid varies two coordinates)")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"model.hidden={self.hidden} must hold positive widths")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout={self.dropout} must be in [0, 1)")
 
 
 @dataclass
 class TaskConfig:
-    name: Literal["clock"] = "clock"
-    encoding: Literal["hands_sincos", "hours_regression"] = "hands_sincos"
-    """How (hour, minute) becomes a target: sin/cos of both hand angles, or hours as one number."""
+    name: Literal["clock", "classify", "generative"] = "clock"
+    """generative needs model.name cae, vae or gan (and ignores labels)."""
+    encoding: Literal["hands_sincos", "angle_sincos", "hours_regression", "classes", "multi_head"] = "hands_sincos"
+    """clock: how (hour, minute) becomes a target — sin/cos of both hands (ours), sin/cos of the dial
+    angle, hours as one number, N dial classes, or 12-way hour + minute regression."""
+    clock_classes: int = 24
+    """clock, encoding=classes: number of equal dial classes (24, 72 or 720)."""
+    label_smoothing: float = 0.0
+    """classify: cross-entropy label smoothing."""
+    binary: bool = False
+    """classify with 2 classes: one logit and binary cross-entropy instead of a 2-way softmax."""
+    vae_beta: float = 1.0
+    """generative, vae: weight of the KL term."""
+
+    def __post_init__(self):
+        if 720 % self.clock_classes:
+            raise ValueError(f"task.clock_classes={self.clock_classes} must divide 720 (e.g. 24, 72, 720)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"task.label_smoothing={self.label_smoothing} must be in [0, 1)")
 
 
 @dataclass
 class OptimConfig:
-    name: Literal["adamw", "sgd"] = "adamw"
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adamw"
     lr: float = 2e-3
+    """Peak learning rate."""
     weight_decay: float = 1e-4
+    """L2 regularisation (decoupled weight decay for AdamW)."""
+    l1: float = 0.0
+    """L1 regularisation: this times the sum of |w| over weights is added to the loss."""
     momentum: float = 0.9
-    """SGD momentum (ignored by AdamW)."""
-    schedule: Literal["constant", "cosine"] = "cosine"
+    """SGD / RMSprop momentum."""
+    nesterov: bool = True
+    """SGD: Nesterov momentum."""
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = "cosine"
     warmup_steps: int = 100
+    """Linear warm-up steps (all schedules but onecycle)."""
+    step_epochs: int = 10
+    """step schedule: epochs between decays."""
+    step_gamma: float = 0.1
+    """step schedule: decay factor."""
+    onecycle_pct_start: float = 0.25
+    """onecycle: fraction of the run spent raising the learning rate."""
     grad_clip: Optional[float] = 1.0
     """Clip the global gradient norm to this value; null disables clipping."""
 
@@ -88,18 +158,40 @@ class OptimConfig:
             raise ValueError(f"optim.lr={self.lr} must be > 0")
         if self.warmup_steps < 0:
             raise ValueError(f"optim.warmup_steps={self.warmup_steps} must be >= 0")
+        if self.l1 < 0 or self.weight_decay < 0:
+            raise ValueError("optim.l1 and optim.weight_decay must be >= 0")
+        if self.step_epochs < 1:
+            raise ValueError(f"optim.step_epochs={self.step_epochs} must be >= 1")
+        if not 0.0 < self.onecycle_pct_start < 1.0:
+            raise ValueError(f"optim.onecycle_pct_start={self.onecycle_pct_start} must be in (0, 1)")
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10
     steps_per_epoch: int = 200
-    """Batches per epoch per process (shards are resampled, so every rank takes the same count)."""
+    """Batches per epoch per process in resampled mode (every rank takes the same count)."""
     log_every: int = 20
-    """Steps between train/ log lines and metric records."""
+    """Steps between train/ and sys/ metric records and log lines."""
+    checkpoint_every: Optional[int] = None
+    """Also write last.pt every this many steps (mid-epoch; resumes exactly). Epoch ends always save."""
+    keep_top_k: int = 1
+    """Best checkpoints kept by the task's validation metric (best.pt is the top one)."""
+    early_stopping_patience: Optional[int] = None
+    """Stop after this many epochs without a better validation metric (null: never)."""
+    ema_decay: Optional[float] = None
+    """Keep an exponential moving average of the weights with this decay and evaluate it."""
+    grad_accum_steps: int = 1
+    """Batches whose gradients are summed before each optimiser step."""
     device: Literal["auto", "cpu"] = "auto"
     """`auto` takes the GPU Accelerate finds; `cpu` forces the CPU."""
-    mixed_precision: Literal["no", "bf16"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    channels_last: bool = False
+    """Store images and conv weights NHWC (faster convolutions on recent GPUs)."""
+    compile: bool = False
+    """torch.compile the model (through Accelerate's dynamo backend)."""
+    deterministic: bool = False
+    """Deterministic algorithms only, so a resumed CPU run matches an uninterrupted one bit for bit."""
     max_eval_batches: Optional[int] = None
     """Cap on validation batches per evaluation (null: the whole split)."""
 
@@ -108,6 +200,27 @@ class TrainConfig:
             raise ValueError("train.epochs and train.steps_per_epoch must be >= 1")
         if self.log_every < 1:
             raise ValueError(f"train.log_every={self.log_every} must be >= 1")
+        if self.grad_accum_steps < 1:
+            raise ValueError(f"train.grad_accum_steps={self.grad_accum_steps} must be >= 1")
+        if self.keep_top_k < 1:
+            raise ValueError(f"train.keep_top_k={self.keep_top_k} must be >= 1")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay={self.ema_decay} must be in (0, 1)")
+
+
+@dataclass
+class FinetuneConfig:
+    from_checkpoint: Optional[str] = None
+    """Start from this checkpoint (.pt) or run dir (its best.pt); weights that do not fit the new
+    model (the head) keep their fresh initialisation."""
+    reinit_convs: int = 0
+    """Re-initialise the first k convolution layers after loading."""
+    freeze: Literal["none", "backbone"] = "none"
+    """backbone: train only the head (the last linear layer)."""
+
+    def __post_init__(self):
+        if self.reinit_convs < 0:
+            raise ValueError(f"finetune.reinit_convs={self.reinit_convs} must be >= 0")
 
 
 @dataclass
@@ -126,8 +239,12 @@ class ExperimentConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
-    @property
-    def total_steps(self) -> int:
-        return self.train.epochs * self.train.steps_per_epoch
+    def __post_init__(self):
+        generative_model = self.model.name in GENERATIVE_MODELS
+        if (self.task.name == "generative") != generative_model:
+            raise ValueError(f"task.name={self.task.name} does not go with model.name={self.model.name}; "
+                             f"generative tasks use model.name {', '.join(GENERATIVE_MODELS)}, the others do not")
+

@@ -1,8 +1,8 @@
 """The training engine: build everything from the config, run epochs, evaluate, checkpoint, summarise.
 
 Accelerate places the model and optimiser (and wraps them in DDP when several processes run); the
-WebDataset streams are never passed to `prepare()` — each rank reads its own shards and batches are
-moved to the device here.
+shard loaders are never passed to `prepare()` — each rank reads its own shards and batches are
+moved to the device here. What differs between experiments lives in the task (`train.tasks`).
 """
 
 from __future__ import annotations
@@ -10,31 +10,36 @@ from __future__ import annotations
 import logging
 import math
 import os
+import resource
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import wandb
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from prismlab.config import load_config, save_config, to_dict
-from prismlab.datasets.loader import Batch, StreamInfo, eval_stream, train_stream
+from prismlab.config import save_config, to_dict
+from prismlab.datasets.loader import Batch, ShardLoader, eval_stream, train_stream
 from prismlab.datasets.shards import Manifest
+from prismlab.datasets.transforms import TransformSpec
+from prismlab.dist_env import local_world_size, requeue_count
 from prismlab.errors import PrismlabError
-from prismlab.io import atomic_write_json
-from prismlab.models.clock_cnn import ClockCNN
+from prismlab.io import atomic_write_json, atomic_write_text
+from prismlab.models.factory import build_model
 from prismlab.progress import is_interactive, progress
 from prismlab.train import checkpoint
-from prismlab.train.clock import make_encoding
 from prismlab.train.config import ExperimentConfig
+from prismlab.train.evaluate import Evaluation, evaluate, model_for_batch
+from prismlab.train.finetune import parameter_counts, prepare_finetune
 from prismlab.train.metric_log import MetricLog, read_metrics
-from prismlab.train.metrics import common_sense_error
-from prismlab.train.plots import plot_clock_predictions, plot_learning_curve
+from prismlab.train.optim import build_optimizer, build_scheduler, l1_penalty
+from prismlab.train.plots import plot_learning_curve
 from prismlab.train.run_dir import RunDir
+from prismlab.train.tasks import Task, make_task
 
 logger = logging.getLogger(__name__)
 
@@ -43,112 +48,120 @@ logger = logging.getLogger(__name__)
 class TrainState:
     step: int = 0
     epoch: int = 0
-    best_metric: float = math.inf
+    best_metric: float | None = None
+    epochs_without_improvement: int = 0
 
     def state_dict(self) -> dict:
         return asdict(self)
 
 
-@dataclass
-class EvalResult:
-    true_minutes: np.ndarray
-    pred_minutes: np.ndarray
+@dataclass(frozen=True)
+class DataInfo:
+    """What the model needs to know about its inputs, saved with every checkpoint."""
 
-    @property
-    def errors(self) -> np.ndarray:
-        return common_sense_error(torch.from_numpy(self.pred_minutes), torch.from_numpy(self.true_minutes)).numpy()
-
-    def metrics(self) -> dict[str, float]:
-        errors = self.errors
-        return {"median_error_min": float(np.median(errors)), "mean_error_min": float(errors.mean()), "samples": int(errors.size)}
+    channels: list[str]
+    image_size: int
+    class_names: list[str]
 
 
-def build_model(cfg: ExperimentConfig, manifest: Manifest, num_outputs: int) -> torch.nn.Module:
-    m = cfg.model
-    return ClockCNN(len(manifest.channels), manifest.image_size[0], m.widths, m.convs_per_stage, m.hidden, m.dropout, num_outputs)
+def transform_spec(cfg: ExperimentConfig) -> TransformSpec:
+    d = cfg.data
+    return TransformSpec(resize=d.resize, crop=d.crop, flip=d.flip, rotation=d.rotation, mean=tuple(d.mean),
+                         std=tuple(d.std), channels=tuple(d.channels) if d.channels else None, drop_channels=d.drop_channels)
 
 
-def build_optimizer(cfg: ExperimentConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
-    if o.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
-    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+def data_info(cfg: ExperimentConfig, manifest: Manifest) -> DataInfo:
+    size = cfg.data.crop or cfg.data.resize or manifest.image_size[0]
+    return DataInfo(list(cfg.data.channels or manifest.channels), size, list(manifest.class_names))
 
 
-def build_scheduler(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup, total = cfg.optim.warmup_steps, cfg.total_steps
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.optim.schedule == "constant":
-            return 1.0
-        progress_frac = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_frac)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def build_task_model(cfg: ExperimentConfig, info: DataInfo) -> tuple[Task, torch.nn.Module]:
+    task = make_task(cfg.task, info.class_names, cfg.model.name)
+    model = build_model(cfg.model, info.channels, info.image_size, task.num_outputs)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return task, model
 
 
-def make_accelerator(cfg: ExperimentConfig, run: RunDir) -> Accelerator:
+def make_accelerator(cfg: ExperimentConfig, run: RunDir, tracking: bool) -> Accelerator:
     return Accelerator(
         cpu=cfg.train.device == "cpu",
         mixed_precision=cfg.train.mixed_precision,
-        log_with="wandb" if cfg.wandb.mode != "disabled" else None,
+        gradient_accumulation_steps=cfg.train.grad_accum_steps,
+        dynamo_backend="inductor" if cfg.train.compile else "no",
+        log_with="wandb" if tracking and cfg.wandb.mode != "disabled" else None,
         project_dir=str(run.root),
     )
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, stream: StreamInfo, encoding, accelerator: Accelerator,
-             max_batches: int | None = None) -> EvalResult:
-    """Decoded predictions for every sample this rank reads, gathered from all ranks."""
-    model.eval()
-    preds, trues = [], []
-    for i, batch in enumerate(stream.loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        outputs = model(batch.images.to(accelerator.device, non_blocking=True))
-        preds.append(encoding.decode(outputs).cpu())
-        trues.append(batch.labels.float())
-    model.train()
-    local = torch.stack([torch.cat(trues), torch.cat(preds)], dim=1).to(accelerator.device)
-    # Ranks may hold different sample counts: pad, gather, then drop the padding rows.
-    valid = torch.ones(len(local), 1, device=accelerator.device)
-    rows = accelerator.gather(accelerator.pad_across_processes(torch.cat([local, valid], 1))).cpu()
-    rows = rows[rows[:, 2] == 1]
-    return EvalResult(rows[:, 0].numpy(), rows[:, 1].numpy())
 
 
 def configure_cpu_threads(num_workers: int) -> None:
     """On the CPU, leave one core per loader worker: OpenMP threads sharing cores with busy workers
     spin and stall (measured here: 6x slower steps on 2 cores with 2 threads + 1 worker)."""
-    cores = len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) // local_world_size()
     torch.set_num_threads(max(1, cores - num_workers))
 
 
 class Trainer:
-    """Owns one run: its accelerator, model, optimiser, streams, state and logs."""
+    """Owns one run: its accelerator, model, optimiser, loaders, state, checkpoints and logs."""
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path | None = None):
         self.cfg = cfg
         self.run = RunDir(Path(run_dir) if run_dir else Path(cfg.run.out_dir) / cfg.run.name)
-        self.accelerator = make_accelerator(cfg, self.run)
-        set_seed(cfg.run.seed)
+        self.accelerator = make_accelerator(cfg, self.run, tracking=True)
+        set_seed(cfg.run.seed, device_specific=True)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
         if self.accelerator.device.type == "cpu":
             configure_cpu_threads(cfg.data.num_workers)
         if self.accelerator.is_main_process:
             self.run.root.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run.config)
-        d = cfg.data
-        self.train_stream = train_stream(d.shards, d.train_split, batch_size=d.batch_size, steps_per_epoch=cfg.train.steps_per_epoch,
-                                         num_workers=d.num_workers, shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed)
-        self.val_stream = eval_stream(d.shards, d.val_split, batch_size=d.batch_size, num_workers=d.num_workers)
-        self.encoding = make_encoding(cfg.task.encoding)
-        model = build_model(cfg, self.train_stream.manifest, self.encoding.num_outputs)
-        optimizer = build_optimizer(cfg, model)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, build_scheduler(cfg, optimizer))
+        d, t = cfg.data, cfg.train
+        self.train_loader: ShardLoader = train_stream(
+            d.shards, d.train_split, batch_size=d.batch_size, steps_per_epoch=t.steps_per_epoch, num_workers=d.num_workers,
+            shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed, mode=d.mode, transform=transform_spec(cfg),
+            device=self.accelerator.device).loader
+        self.val_loader = eval_stream(d.shards, d.val_split, batch_size=d.batch_size, num_workers=d.num_workers,
+                                      transform=transform_spec(cfg), device=self.accelerator.device).loader
+        self.info = data_info(cfg, self.train_loader.manifest)
+        self.task, model = build_task_model(cfg, self.info)
+        prepare_finetune(model, cfg.finetune)
+        self.trainable_params, self.total_params = parameter_counts(model)
+        logger.info("model: %s parameters, %s trainable", f"{self.total_params:,}", f"{self.trainable_params:,}")
+        optimizer = build_optimizer(cfg.optim, model)
+        # Not passed to prepare(): Accelerate would step it once per process, assuming a loader it
+        # shards itself; ours gives every rank the full number of batches.
+        steps_per_epoch = len(self.train_loader) // t.grad_accum_steps
+        self.scheduler = build_scheduler(cfg.optim, optimizer, t.epochs * steps_per_epoch, steps_per_epoch)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.ema = (AveragedModel(self.accelerator.unwrap_model(self.model), multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
+                                  use_buffers=True) if t.ema_decay else None)
         self.state = TrainState()
+        self.saver = checkpoint.CheckpointSaver(self.run.checkpoints, t.keep_top_k, self.task.higher_is_better)
         self.metrics = MetricLog(self.run.metrics, self.accelerator)
+        self.wandb_run_id = self.shared_wandb_id()
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def checkpoint_payload(self) -> dict:
+        """Everything a resumed run needs; collective (every rank contributes its RNG state)."""
+        return {
+            "model": self.accelerator.unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "state": self.state.state_dict(),
+            "loader": self.train_loader.state_dict(),
+            "rng": gather_object([checkpoint.rng_state()]),
+            "wandb_id": self.wandb_run_id,
+            "config": to_dict(self.cfg),
+            "data": asdict(self.info),
+        }
 
     def resume(self) -> bool:
         """Continue from the newest valid checkpoint of the run dir, if any."""
@@ -158,115 +171,189 @@ class Trainer:
         self.accelerator.unwrap_model(self.model).load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
+        if payload["scaler"] is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(payload["scaler"])
+        if self.ema is not None and payload["ema"] is not None:
+            self.ema.load_state_dict(payload["ema"])
+        self.train_loader.load_state_dict(payload["loader"])
+        rng = payload["rng"]
+        if len(rng) != self.accelerator.num_processes:
+            raise PrismlabError(f"checkpoint was written by {len(rng)} processes, this run has "
+                                f"{self.accelerator.num_processes}; resume with the same process count")
+        checkpoint.set_rng_state(rng[self.accelerator.process_index])
         self.state = TrainState(**payload["state"])
-        logger.info("resumed from step %d (epoch %d)", self.state.step, self.state.epoch)
+        logger.info("resumed from step %d (epoch %d, batch %d of it)", self.state.step, self.state.epoch,
+                    payload["loader"]["batch"])
         return True
+
+    # --- tracking ----------------------------------------------------------------------------
+
+    def shared_wandb_id(self) -> str:
+        """The run's wandb id, kept in the run dir so a resumed or requeued job continues the same
+        run; rank 0 reads or creates it and every rank gets rank 0's (a collective call)."""
+        run_id = None
+        if self.accelerator.is_main_process:
+            if self.run.wandb_id.is_file():
+                run_id = self.run.wandb_id.read_text().strip()
+            else:
+                run_id = uuid.uuid4().hex[:12]
+                atomic_write_text(self.run.wandb_id, run_id + "\n")
+        return gather_object([run_id])[0]
 
     def start_tracking(self) -> None:
         if self.cfg.wandb.mode == "disabled":
             return
-        run_id = self.run.wandb_id.read_text().strip() if self.run.wandb_id.is_file() else uuid.uuid4().hex[:12]
-        if self.accelerator.is_main_process:
-            self.run.wandb_id.write_text(run_id + "\n")
         self.accelerator.init_trackers(self.cfg.wandb.project, config=to_dict(self.cfg), init_kwargs={"wandb": {
-            "id": run_id, "resume": "allow", "name": self.cfg.run.name, "group": self.cfg.wandb.group,
+            "id": self.wandb_run_id, "resume": "allow", "name": self.cfg.run.name, "group": self.cfg.wandb.group,
             "mode": self.cfg.wandb.mode, "dir": str(self.run.root), "settings": wandb.Settings(silent=True),
         }})
 
-    def train_step(self, batch: Batch) -> tuple[float, float]:
+    # --- training ----------------------------------------------------------------------------
+
+    def train_step(self, batch: Batch, want_grad_norm: bool) -> tuple[float, float | None]:
+        """One batch: forward, backward and, every `grad_accum_steps` batches, an optimiser step."""
         images = batch.images.to(self.accelerator.device, non_blocking=True)
         labels = batch.labels.to(self.accelerator.device, non_blocking=True)
-        with self.accelerator.autocast():
-            loss = self.encoding.loss(self.model(images), labels)
-        if not torch.isfinite(loss):
-            raise PrismlabError(f"loss is {loss.item()} at step {self.state.step}; lower optim.lr or check the data "
-                                f"(last good checkpoint kept in {self.run.checkpoints})")
-        self.accelerator.backward(loss)
-        clip = self.cfg.optim.grad_clip
-        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), clip if clip is not None else math.inf)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.item(), float(grad_norm)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        grad_norm = None
+        with self.accelerator.accumulate(self.model):
+            with self.accelerator.autocast():
+                loss = self.task.loss(model_for_batch(self.model, batch.channels), images, labels)
+                if self.cfg.optim.l1 > 0:
+                    loss = loss + self.cfg.optim.l1 * l1_penalty(self.model)
+            if not torch.isfinite(loss):
+                raise PrismlabError(f"loss is {loss.item()} at step {self.state.step}; lower optim.lr or check the data "
+                                    f"(the last good checkpoint is kept in {self.run.checkpoints})")
+            self.accelerator.backward(loss)
+            clip = self.cfg.optim.grad_clip
+            if self.accelerator.sync_gradients and (clip is not None or want_grad_norm):
+                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), clip if clip is not None else math.inf))
+            # Skipped by Accelerate between accumulation boundaries.
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.accelerator.sync_gradients:
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.accelerator.unwrap_model(self.model))
+        return loss.item(), grad_norm
 
     def train_epoch(self) -> None:
-        log_every = self.cfg.train.log_every
+        t = self.cfg.train
         waited = busy = 0.0
         images = 0
         tick = time.perf_counter()
-        batches = progress(self.train_stream.loader, total=self.train_stream.batches_per_epoch, desc=f"epoch {self.state.epoch}")
+        batches = progress(self.train_loader, total=len(self.train_loader) - self.train_loader.batch, desc=f"epoch {self.state.epoch}")
         for batch in batches:
             fetched = time.perf_counter()
-            loss, grad_norm = self.train_step(batch)
+            log_now = (self.state.step + 1) % t.log_every == 0
+            loss, grad_norm = self.train_step(batch, want_grad_norm=log_now)
             self.state.step += 1
             images += len(batch.labels)
             done = time.perf_counter()
             waited, busy, tick = waited + fetched - tick, busy + done - fetched, done
-            if self.state.step % log_every == 0:
-                elapsed = waited + busy
-                self.metrics.log({
-                    "train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0], "train/grad_norm": grad_norm,
-                    "train/epoch": self.state.epoch,
-                    "sys/images_per_s": images * self.accelerator.num_processes / elapsed,
-                    "sys/images_per_s_per_device": images / elapsed,
-                    "sys/step_time_s": elapsed / log_every, "sys/data_wait_frac": waited / elapsed,
-                }, step=self.state.step)
-                if not is_interactive():
-                    logger.info("step %d loss %.4f (%.0f img/s)", self.state.step, loss, images / elapsed)
+            if log_now:
+                self.log_train(loss, grad_norm, images, waited, busy)
                 waited = busy = 0.0
                 images = 0
+            if t.checkpoint_every and self.state.step % t.checkpoint_every == 0:
+                self.save_last()
 
-    def save(self, is_best: bool) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        payload = {
-            "model": self.accelerator.unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "state": self.state.state_dict(),
-            "config": to_dict(self.cfg),
-            "manifest": {"channels": self.train_stream.manifest.channels, "image_size": self.train_stream.manifest.image_size},
+    def log_train(self, loss: float, grad_norm: float | None, images: int, waited: float, busy: float) -> None:
+        elapsed = waited + busy
+        metrics = {
+            "train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0], "train/epoch": self.state.epoch,
+            "sys/images_per_s": images * self.accelerator.num_processes / elapsed,
+            "sys/images_per_s_per_device": images / elapsed,
+            "sys/step_time_s": elapsed / self.cfg.train.log_every, "sys/data_wait_frac": waited / elapsed,
         }
-        checkpoint.save_checkpoint(self.run.checkpoints / checkpoint.LAST, payload)
-        if is_best:
-            checkpoint.save_checkpoint(self.run.checkpoints / checkpoint.BEST, payload)
+        if grad_norm is not None:  # None between accumulation boundaries
+            metrics["train/grad_norm"] = grad_norm
+        if torch.cuda.is_available():
+            metrics["sys/gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        metrics["sys/cpu_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # ru_maxrss is in KiB
+        metrics["sys/requeue_count"] = requeue_count()
+        self.metrics.log(metrics, step=self.state.step)
+        if not is_interactive():
+            logger.info("step %d loss %.4f (%.0f img/s)", self.state.step, loss, images / elapsed)
+
+    def save_last(self) -> None:
+        payload = self.checkpoint_payload()
+        if self.accelerator.is_main_process:
+            self.saver.save_last(payload)
+
+    def end_epoch(self, val: dict[str, float]) -> bool:
+        """Rank the epoch's validation metric, checkpoint, and say whether to stop early."""
+        metric = val[self.task.monitor]
+        best = self.state.best_metric
+        improved = best is None or (metric > best if self.task.higher_is_better else metric < best)
+        self.state.epoch += 1
+        if improved:
+            self.state.best_metric, self.state.epochs_without_improvement = metric, 0
+        else:
+            self.state.epochs_without_improvement += 1
+        payload = self.checkpoint_payload()
+        if self.accelerator.is_main_process:
+            self.saver.save_ranked(payload, metric)
+        patience = self.cfg.train.early_stopping_patience
+        if patience is not None and self.state.epochs_without_improvement >= patience:
+            logger.info("early stopping: no better val/%s for %d epochs", self.task.monitor, patience)
+            return True
+        return False
+
+    def validate(self) -> tuple[dict[str, float], Evaluation]:
+        result = evaluate(self.eval_model, self.val_loader, self.task, self.accelerator, self.cfg.train.max_eval_batches)
+        return self.task.metrics(result.values), result
 
     def fit(self) -> dict:
-        result = None
+        val = result = None
         while self.state.epoch < self.cfg.train.epochs:
             self.train_epoch()
-            result = evaluate(self.model, self.val_stream, self.encoding, self.accelerator, self.cfg.train.max_eval_batches)
-            val = result.metrics()
+            val, result = self.validate()
             self.metrics.log({f"val/{k}": v for k, v in val.items()}, step=self.state.step)
-            logger.info("epoch %d: val median error %.1f min, mean %.1f min", self.state.epoch, val["median_error_min"], val["mean_error_min"])
-            self.state.epoch += 1
-            is_best = val["median_error_min"] < self.state.best_metric
-            if is_best:
-                self.state.best_metric = val["median_error_min"]
-            self.save(is_best)
-        if result is None:  # resumed a run that had already finished its epochs
-            result = evaluate(self.model, self.val_stream, self.encoding, self.accelerator, self.cfg.train.max_eval_batches)
-        return self.finish(result)
+            logger.info("epoch %d: val %s", self.state.epoch, format_metrics(val))
+            if self.end_epoch(val):
+                break
+        if val is None:  # resumed a run that had already finished its epochs
+            val, result = self.validate()
+        return self.finish(val, result)
 
-    def finish(self, val: EvalResult) -> dict:
+    def finish(self, val: dict[str, float], result: Evaluation) -> dict:
         """Write plots and summary.json (rank 0) from the final validation pass."""
-        summary = {**val.metrics(), "step": self.state.step, "epochs": self.state.epoch, "run_dir": str(self.run.root)}
+        summary = {**val, "step": self.state.step, "epochs": self.state.epoch, "run_dir": str(self.run.root),
+                   "parameters": self.total_params, "trainable_parameters": self.trainable_params}
         if self.accelerator.is_main_process:
-            plots = {
-                "plots/learning_curve": plot_learning_curve(read_metrics(self.run.metrics), self.run.plots / "learning_curve.png"),
-                "plots/predictions": plot_clock_predictions(val.true_minutes, val.pred_minutes, self.run.plots / "predictions.png"),
-            }
+            plots = {"plots/learning_curve": plot_learning_curve(read_metrics(self.run.metrics), self.run.plots / "learning_curve.png",
+                                                                 val_key=f"val/{self.task.monitor}")}
+            plots.update(self.task.plots(result.values, self.run.plots, "val", self.accelerator.unwrap_model(self.eval_model),
+                                         result.examples))
             self.metrics.log_images(plots, step=self.state.step)
             summary["plots"] = [str(p) for p in plots.values()]
             if self.accelerator.trackers:
                 tracker = self.accelerator.get_tracker("wandb", unwrap=True)
-                tracker.summary.update({f"final/{k}": v for k, v in val.metrics().items()})
+                tracker.summary.update({f"final/{k}": v for k, v in val.items()})
                 summary["wandb_run"] = str(Path(tracker.dir).parent)
             atomic_write_json(self.run.summary, summary)
         return summary
 
     def close(self) -> None:
         self.accelerator.end_training()
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """The headline metrics of any task in one line."""
+    parts = []
+    if "median_error_min" in metrics:
+        parts.append(f"median common-sense error {metrics['median_error_min']:.1f} min, mean {metrics['mean_error_min']:.1f} min")
+    if "accuracy" in metrics:
+        parts.append(f"accuracy {100 * metrics['accuracy']:.2f}%")
+    if "loss" in metrics:
+        parts.append(f"loss {metrics['loss']:.4f}")
+    if "recon_mse" in metrics:
+        parts.append(f"reconstruction MSE {metrics['recon_mse']:.4f}")
+    if "fake_realism" in metrics:
+        parts.append(f"discriminator score real {metrics['real_score']:.3f}, generated {metrics['fake_realism']:.3f}")
+    return ", ".join(parts) + f" over {metrics['samples']} samples"
 
 
 def train(cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False) -> dict:
@@ -278,26 +365,3 @@ def train(cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = Fal
         return trainer.fit()
     finally:
         trainer.close()
-
-
-def evaluate_run(run_dir: Path, split: str = "test", checkpoint_name: str = checkpoint.BEST) -> dict:
-    """Evaluate a finished run's checkpoint on one split; writes eval_<split>.json and a plot."""
-    run = RunDir(Path(run_dir))
-    if not run.config.is_file():
-        raise PrismlabError(f"{run_dir} is not a run dir (no config.yaml); pass the folder `prismlab train` printed")
-    path = run.checkpoints / checkpoint_name
-    if not path.is_file():
-        raise PrismlabError(f"no checkpoint {path}; train the run first (or pass --checkpoint last.pt)")
-    cfg = load_config(ExperimentConfig, run.config)
-    accelerator = Accelerator(cpu=cfg.train.device == "cpu", mixed_precision=cfg.train.mixed_precision)
-    stream = eval_stream(cfg.data.shards, split, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
-    encoding = make_encoding(cfg.task.encoding)
-    payload = checkpoint.load_checkpoint(path)
-    model = build_model(cfg, stream.manifest, encoding.num_outputs)
-    model.load_state_dict(payload["model"])
-    result = evaluate(accelerator.prepare(model), stream, encoding, accelerator)
-    metrics = {**result.metrics(), "split": split, "checkpoint": str(path), "step": payload["state"]["step"]}
-    if accelerator.is_main_process:
-        metrics["plot"] = str(plot_clock_predictions(result.true_minutes, result.pred_minutes, run.plots / f"predictions_{split}.png"))
-        atomic_write_json(run.eval_result(split), metrics)
-    return metrics

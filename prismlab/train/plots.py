@@ -1,4 +1,4 @@
-"""PNG plots for a run: learning curves and predicted-vs-true clock times."""
+"""PNG plots for a run: learning curves, confusion matrices, clock predictions, image grids."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # batch nodes have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -20,7 +22,7 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def plot_learning_curve(records: list[dict], path: Path, train_key: str = "train/loss", val_key: str = "val/median_error_min") -> Path:
+def plot_learning_curve(records: list[dict], path: Path, val_key: str, train_key: str = "train/loss") -> Path:
     fig, loss_ax = plt.subplots(figsize=(7, 4))
     train = [(r["step"], r[train_key]) for r in records if train_key in r]
     val = [(r["step"], r[val_key]) for r in records if val_key in r]
@@ -46,4 +48,35 @@ def plot_clock_predictions(true_minutes: np.ndarray, pred_minutes: np.ndarray, p
     ax.set_xlabel("true time (hours)")
     ax.set_ylabel("predicted time (hours)")
     ax.set_title("clock predictions (held-out)")
+    return save_figure(fig, path)
+
+
+def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path) -> Path:
+    """Rows: true class; columns: predicted; cells normalised per true class."""
+    rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.45 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90)
+    ax.set_yticks(ticks, class_names)
+    if len(class_names) <= 20:
+        for i in ticks:
+            for j in ticks:
+                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix ({int(confusion.sum())} samples)")
+    return save_figure(fig, path)
+
+
+def save_image_grid(images: torch.Tensor, path: Path, rows: int, title: str) -> Path:
+    """Images in [-1, 1], [N, C, H, W], laid out in `rows` rows, with a title."""
+    columns = -(-len(images) // rows)
+    grid = make_grid(images.detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5, nrow=columns, padding=1, pad_value=1.0)
+    fig, ax = plt.subplots(figsize=(max(3.0, columns * 0.6), max(3.0, rows * 0.6) + 0.4))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
     return save_figure(fig, path)

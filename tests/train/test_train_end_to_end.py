@@ -24,7 +24,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def train_args(shards: Path, out: Path, *extra: str) -> list[str]:
     config = Path(__file__).resolve().parents[2] / "configs" / "clock_demo.yaml"
     return ["train", str(config), f"data.shards={shards}", f"run.out_dir={out}", "run.name=e2e",
-            "data.batch_size=16", "data.num_workers=0", "model.widths=[8,16]", "model.hidden=32",
+            "data.batch_size=16", "data.num_workers=0", "model.widths=[8,16]", "model.hidden=[32]",
             "train.epochs=2", "train.steps_per_epoch=6", "train.log_every=3", "optim.warmup_steps=2", *extra]
 
 
@@ -51,7 +51,7 @@ def test_run_dir_contents(trained_run):
     summary = json.loads((trained_run / "summary.json").read_text())
     assert 0 <= summary["median_error_min"] <= 360 and 0 <= summary["mean_error_min"] <= 360
     assert summary["samples"] == 96 and summary["step"] == 12
-    for name in ("learning_curve.png", "predictions.png"):
+    for name in ("learning_curve.png", "predictions_val.png"):
         width, height = png_size(trained_run / "plots" / name)
         assert width > 100 and height > 100
     for name in ("last.pt", "best.pt"):
@@ -80,7 +80,7 @@ def test_eval_on_held_out_split(trained_run, capsys):
     assert "test: median common-sense error" in out
     result = json.loads((trained_run / "eval_test.json").read_text())
     assert result["samples"] == 96 and result["split"] == "test"
-    png_size(Path(result["plot"]))
+    png_size(Path(result["plots"][0]))
 
 
 def test_resume_continues_steps_and_wandb_run(clock_shards, tmp_path):

@@ -1,0 +1,36 @@
+"""Build the model a config names, for the images and outputs of a task."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from prismlab.models.any_channel_cnn import AnyChannelCNN
+from prismlab.models.cnn import CNN
+from prismlab.models.generative import GAN, VAE, ConvAutoencoder
+from prismlab.models.layers import initialise
+from prismlab.models.mlp import MLP
+from prismlab.models.resnet import ARCHITECTURES, small_image_resnet
+
+
+GENERATIVE = {"cae": ConvAutoencoder, "vae": VAE, "gan": GAN}
+
+
+def build_model(cfg, channels: list[str], image_size: int, num_outputs: int) -> nn.Module:
+    """`cfg` is a `ModelConfig`; images are [len(channels), image_size, image_size]."""
+    in_channels = len(channels)
+    if cfg.name == "any_channel_cnn":
+        model = AnyChannelCNN(cfg.known_channels or channels, cfg.widths, cfg.growth, cfg.convs_per_stage, cfg.dropout,
+                              num_outputs, cfg.activation)
+    elif cfg.name == "mlp":
+        model = MLP(in_channels * image_size * image_size, cfg.hidden, num_outputs, cfg.activation, cfg.dropout)
+    elif cfg.name == "cnn":
+        model = CNN(in_channels, image_size, cfg.widths, cfg.convs_per_stage, cfg.hidden, cfg.dropout, num_outputs,
+                    cfg.batch_norm, cfg.activation, cfg.global_pool)
+    elif cfg.name in GENERATIVE:
+        model = GENERATIVE[cfg.name](in_channels, image_size, cfg.latent)
+    elif cfg.name in ARCHITECTURES:
+        model = small_image_resnet(cfg.name, in_channels, num_outputs)
+    else:
+        raise ValueError(f"unknown model.name {cfg.name!r}")
+    initialise(model, cfg.init)
+    return model

@@ -1,0 +1,111 @@
+"""Generative models for small images: convolutional autoencoder, VAE and DCGAN-style GAN.
+
+Images are [C, S, S] in [-1, 1] with S divisible by 4 (MNIST's 28 -> 7 -> 14 -> 28): two stride-2
+convolutions down, two transposed convolutions up, tanh at the output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+
+def check_size(image_size: int) -> int:
+    if image_size % 4:
+        raise ValueError(f"generative models need an image side divisible by 4, got {image_size}; set data.resize")
+    return image_size // 4
+
+
+def encoder(in_channels: int, width: int, side: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2, inplace=True),
+        nn.Flatten(), nn.Linear(2 * width * side * side, outputs),
+    )
+
+
+def decoder(latent: int, width: int, side: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(latent, 2 * width * side * side), nn.Unflatten(1, (2 * width, side, side)),
+        nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(width, out_channels, 4, 2, 1), nn.Tanh(),
+    )
+
+
+class ConvAutoencoder(nn.Module):
+    def __init__(self, channels: int, image_size: int, latent: int, width: int = 32):
+        super().__init__()
+        side = check_size(image_size)
+        self.latent = latent
+        self.encoder = encoder(channels, width, side, latent)
+        self.decoder = decoder(latent, width, side, channels)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(images))
+
+
+class VAE(nn.Module):
+    """Gaussian latent with the reparameterisation trick; `forward` returns (reconstruction, mu, logvar)."""
+
+    def __init__(self, channels: int, image_size: int, latent: int, width: int = 32):
+        super().__init__()
+        side = check_size(image_size)
+        self.latent = latent
+        self.encoder = encoder(channels, width, side, 2 * latent)
+        self.decoder = decoder(latent, width, side, channels)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The posterior mean: the point a picture of the latent space should use."""
+        return self.encoder(images)[:, : self.latent]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(images).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        return self.decode(z), mu, logvar
+
+
+class GAN(nn.Module):
+    """DCGAN-style generator and discriminator trained together by one optimiser.
+
+    `forward(real)` returns the discriminator and generator losses of one simultaneous step: the
+    discriminator sees the fakes detached, and the generator's loss goes through the discriminator
+    with its weights detached (`functional_call`), so each loss moves only its own network and one
+    backward pass (and one DDP gradient sync) serves both.
+    """
+
+    def __init__(self, channels: int, image_size: int, latent: int, width: int = 32):
+        super().__init__()
+        side = check_size(image_size)
+        self.latent = latent
+        self.generator = decoder(latent, width, side, channels)
+        self.discriminator = encoder(channels, width, side, 1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
+
+    def sample_latent(self, n: int, device: torch.device) -> torch.Tensor:
+        return torch.randn(n, self.latent, device=device)
+
+    def forward(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fake = self.generator(self.sample_latent(len(real), real.device))
+        real_logits = self.discriminator(real)
+        fake_logits = self.discriminator(fake.detach())
+        d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                  + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        frozen.update(dict(self.discriminator.named_buffers()))
+        fooled = functional_call(self.discriminator, frozen, (fake,))
+        g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+        return d_loss, g_loss

@@ -1,0 +1,149 @@
+"""Evaluate a finished run: on a split, or on every subset of its input channels.
+
+Channel subsets: an any-channel model takes each subset as it is; any other model gets the missing
+channels filled the reference way — zeros, or copies of the mean of the channels present.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from prismlab.config import load_config
+from prismlab.datasets.loader import eval_stream
+from prismlab.errors import PrismlabError
+from prismlab.io import atomic_write_json, atomic_write_text
+from prismlab.train import checkpoint
+from prismlab.train.config import ExperimentConfig
+from prismlab.train.engine import DataInfo, build_task_model, make_accelerator, transform_spec
+from prismlab.train.evaluate import evaluate
+from prismlab.train.run_dir import RunDir
+from prismlab.train.tasks import Task
+
+
+def evaluation_weights(payload: dict) -> dict:
+    """The weights a checkpoint is judged by: the EMA average when the run kept one."""
+    if payload["ema"] is None:
+        return payload["model"]
+    prefix = "module."  # AveragedModel wraps the model as .module
+    return {k[len(prefix):]: v for k, v in payload["ema"].items() if k.startswith(prefix)}
+
+
+@dataclass
+class TrainedRun:
+    run: RunDir
+    cfg: ExperimentConfig
+    accelerator: Accelerator
+    info: DataInfo
+    task: Task
+    model: nn.Module
+    checkpoint: Path
+    step: int
+
+    @classmethod
+    def load(cls, run_dir: Path, checkpoint_name: str = checkpoint.BEST) -> TrainedRun:
+        run = RunDir(Path(run_dir))
+        if not run.config.is_file():
+            raise PrismlabError(f"{run_dir} is not a run dir (no config.yaml); pass the folder `prismlab train` printed")
+        path = run.checkpoints / checkpoint_name
+        if not path.is_file():
+            raise PrismlabError(f"no checkpoint {path}; train the run first (or pass --checkpoint last.pt)")
+        cfg = load_config(ExperimentConfig, run.config)
+        accelerator = make_accelerator(cfg, run, tracking=False)
+        payload = checkpoint.load_checkpoint(path)
+        info = DataInfo(**payload["data"])
+        task, model = build_task_model(cfg, info)
+        model.load_state_dict(evaluation_weights(payload))
+        return cls(run, cfg, accelerator, info, task, accelerator.prepare(model), path, payload["state"]["step"])
+
+    def evaluate(self, split: str, model: nn.Module | None = None, channels: Sequence[str] | None = None):
+        spec = transform_spec(self.cfg)
+        if channels is not None:
+            spec = replace(spec, channels=tuple(channels), mean=self.per_channel(spec.mean, channels),
+                           std=self.per_channel(spec.std, channels))
+        loader = eval_stream(self.cfg.data.shards, split, batch_size=self.cfg.data.batch_size,
+                             num_workers=self.cfg.data.num_workers, transform=spec, device=self.accelerator.device).loader
+        return evaluate(model or self.model, loader, self.task, self.accelerator)
+
+    def per_channel(self, values: tuple[float, ...], channels: Sequence[str]) -> tuple[float, ...]:
+        """Normalisation constants of `channels` out of those given for the run's channels."""
+        if len(values) == 1:
+            return values
+        return tuple(values[self.info.channels.index(name)] for name in channels)
+
+
+def evaluate_run(run_dir: Path, split: str = "test", checkpoint_name: str = checkpoint.BEST) -> dict:
+    """Evaluate a finished run's checkpoint on one split; writes eval_<split>.json and its plots."""
+    trained = TrainedRun.load(run_dir, checkpoint_name)
+    result = trained.evaluate(split)
+    metrics = {**trained.task.metrics(result.values), "split": split, "checkpoint": str(trained.checkpoint), "step": trained.step}
+    if trained.accelerator.is_main_process:
+        model = trained.accelerator.unwrap_model(trained.model)
+        plots = trained.task.plots(result.values, trained.run.plots, split, model, result.examples)
+        metrics["plots"] = [str(p) for p in plots.values()]
+        atomic_write_json(trained.run.eval_result(split), metrics)
+    return metrics
+
+
+class FillChannels(nn.Module):
+    """Feeds a fixed-channel model a subset of its channels, the missing ones zeros or the mean of
+    the present ones (the reference's duplicate/zero-pad approach)."""
+
+    accepts_channels = True
+
+    def __init__(self, model: nn.Module, channels: Sequence[str], fill: str):
+        super().__init__()
+        self.model, self.channels, self.fill = model, list(channels), fill
+
+    def forward(self, images: torch.Tensor, channels: Sequence[str]) -> torch.Tensor:
+        n, _, h, w = images.shape
+        base = images.mean(1, keepdim=True) if self.fill == "duplicate" else images.new_zeros(n, 1, h, w)
+        full = base.expand(n, len(self.channels), h, w).clone()
+        for i, name in enumerate(channels):
+            full[:, self.channels.index(name)] = images[:, i]
+        return self.model(full)
+
+
+def channel_subsets(channels: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset, largest first, in the channels' own order (RGB, RG, RB, GB, R, G, B)."""
+    return [s for size in range(len(channels), 0, -1) for s in itertools.combinations(channels, size)]
+
+
+def evaluate_channel_subsets(run_dir: Path, split: str = "test", fill: str = "zero",
+                             checkpoint_name: str = checkpoint.BEST) -> list[dict]:
+    """Metrics on every subset of the run's channels; writes channel_subsets_<split>.{md,csv,json}."""
+    trained = TrainedRun.load(run_dir, checkpoint_name)
+    inner = trained.accelerator.unwrap_model(trained.model)
+    any_channel = getattr(inner, "accepts_channels", False)
+    model = trained.model if any_channel else FillChannels(trained.model, trained.info.channels, fill)
+    rows = []
+    for subset in channel_subsets(trained.info.channels):
+        metrics = trained.task.metrics(trained.evaluate(split, model, subset).values)
+        rows.append({"channels": "".join(subset) if all(len(c) == 1 for c in subset) else "+".join(subset),
+                     "fill": "none (any-channel model)" if any_channel else fill, **metrics})
+    if trained.accelerator.is_main_process:
+        write_table(rows, trained.run.root / f"channel_subsets_{split}")
+    return rows
+
+
+def write_table(rows: list[dict], stem: Path) -> None:
+    keys = [k for k in rows[0] if "/" not in k]  # per-class columns stay in the JSON only
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(stem.with_suffix(".csv"), buffer.getvalue())
+    atomic_write_json(stem.with_suffix(".json"), rows)
+

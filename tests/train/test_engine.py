@@ -1,0 +1,169 @@
+"""The engine on tiny real shards, on the CPU: every task learns, checkpoints resume exactly,
+early stopping, NaN handling, top-k checkpoints, corrupt checkpoints skipped."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from prismlab.cli import main
+from prismlab.config import load_config
+from prismlab.train import checkpoint
+from prismlab.train.config import ExperimentConfig
+from prismlab.train.engine import Trainer, train
+
+
+def config(shards: Path, out: Path, *overrides: str) -> ExperimentConfig:
+    return load_config(ExperimentConfig, None, [
+        f"data.shards={shards}", f"run.out_dir={out}", "run.name=t", "wandb.mode=disabled", "data.num_workers=0",
+        "data.batch_size=16", "train.epochs=2", "train.steps_per_epoch=8", "train.log_every=2", "train.device=cpu",
+        "optim.warmup_steps=0", "model.widths=[8,16]", "model.hidden=[32]", *overrides])
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    return [r["train/loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "train/loss" in r]
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_classify_learns(pattern_shards, tmp_path, model):
+    cfg = config(pattern_shards, tmp_path, "task.name=classify", f"model.name={model}", "train.epochs=3",
+                 "optim.lr=3e-3", "optim.schedule=constant")
+    summary = train(cfg)
+    losses = train_losses(tmp_path / "t")
+    assert sum(losses[-3:]) / 3 < losses[0]
+    assert summary["accuracy"] > 0.5  # 3 classes: chance is 1/3
+    assert {"accuracy/horizontal", "accuracy/vertical", "accuracy/diagonal"} <= set(summary)
+    assert (tmp_path / "t" / "plots" / "confusion_val.png").is_file()
+
+
+def test_resnet_trains(pattern_shards, tmp_path):
+    """torchvision ResNet-18 with the small-image stem: a few steps only (it is 11M parameters)."""
+    cfg = config(pattern_shards, tmp_path, "task.name=classify", "model.name=resnet18", "train.epochs=1",
+                 "train.steps_per_epoch=6", "train.log_every=1", "train.max_eval_batches=1", "optim.lr=1e-3",
+                 "optim.schedule=constant")
+    train(cfg)
+    losses = train_losses(tmp_path / "t")
+    assert min(losses[-2:]) < losses[0]
+
+
+@pytest.mark.parametrize("encoding", ["hours_regression", "classes", "multi_head", "angle_sincos", "hands_sincos"])
+def test_clock_encodings_learn(clock_shards, tmp_path, encoding):
+    cfg = config(clock_shards, tmp_path, f"task.encoding={encoding}", "optim.schedule=constant", "train.epochs=2")
+    summary = train(cfg)
+    losses = train_losses(tmp_path / "t")
+    assert min(losses[-2:]) < losses[0]
+    assert 0 <= summary["median_error_min"] <= 360
+
+
+@pytest.mark.parametrize("option", [
+    ["optim.name=sgd", "optim.schedule=step", "optim.step_epochs=1"],
+    ["optim.name=adam", "optim.schedule=onecycle", "optim.l1=1e-5"],
+    ["optim.name=rmsprop", "optim.lr=1e-3", "model.activation=tanh", "model.init=glorot_uniform"],
+    ["train.ema_decay=0.9", "model.init=he_normal", "model.dropout=0.2", "task.label_smoothing=0.1", "task.name=classify"],
+    ["train.channels_last=true", "model.activation=leaky_relu", "model.init=normal", "train.grad_accum_steps=2"],
+])
+def test_options_train(pattern_shards, tmp_path, option):
+    task = [] if "task.name=classify" in option else ["task.name=classify"]
+    summary = train(config(pattern_shards, tmp_path, *task, *option))
+    assert math.isfinite(summary["loss"])
+
+
+def parameters(run_dir: Path, name: str = checkpoint.LAST) -> dict[str, torch.Tensor]:
+    return checkpoint.load_checkpoint(run_dir / "checkpoints" / name)["model"]
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_mid_epoch_is_bitwise_identical(pattern_shards, tmp_path, monkeypatch):
+    common = ["task.name=classify", "model.dropout=0.3", "train.deterministic=true", "train.checkpoint_every=3",
+              "train.epochs=2", "data.flip=true"]
+    train(config(pattern_shards, tmp_path / "straight", *common))
+
+    original_step = Trainer.train_step
+
+    def crash_at_step_5(self, batch, want_grad_norm):
+        if self.state.step == 5:
+            raise Crash
+        return original_step(self, batch, want_grad_norm)
+
+    monkeypatch.setattr(Trainer, "train_step", crash_at_step_5)
+    with pytest.raises(Crash):
+        train(config(pattern_shards, tmp_path / "resumed", *common))
+    monkeypatch.setattr(Trainer, "train_step", original_step)
+    assert checkpoint.load_checkpoint(tmp_path / "resumed" / "t" / "checkpoints" / "last.pt")["state"]["step"] == 3
+    train(config(pattern_shards, tmp_path / "resumed", *common), resume=True)
+
+    straight, resumed = parameters(tmp_path / "straight" / "t"), parameters(tmp_path / "resumed" / "t")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "t" / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 16
+
+
+def test_corrupt_checkpoint_is_skipped(pattern_shards, tmp_path, caplog):
+    train(config(pattern_shards, tmp_path, "task.name=classify", "train.epochs=1"))
+    checkpoints = tmp_path / "t" / "checkpoints"
+    (checkpoints / "last.pt").write_bytes((checkpoints / "last.pt").read_bytes()[:1000])  # truncated
+    (checkpoints / "best.pt").unlink()
+    (checkpoints / "top-2.pt").write_bytes(b"not a checkpoint")
+    assert checkpoint.latest_valid_checkpoint(checkpoints) is None
+    assert "skipping unreadable checkpoint" in caplog.text
+    # and a run with a corrupt newest checkpoint starts over instead of crashing
+    summary = train(config(pattern_shards, tmp_path, "task.name=classify", "train.epochs=1"), resume=True)
+    assert summary["step"] == 8
+
+
+def test_early_stopping(pattern_shards, tmp_path, monkeypatch):
+    monkeypatch.setattr(Trainer, "validate", lambda self: ({"accuracy": 0.5, "loss": 1.0, "samples": 1}, {}))
+    monkeypatch.setattr(Trainer, "finish", lambda self, val, values: {"epochs": self.state.epoch})
+    summary = train(config(pattern_shards, tmp_path, "task.name=classify", "train.epochs=10", "train.early_stopping_patience=2"))
+    assert summary["epochs"] == 3  # the first epoch sets the best, two more without improvement stop
+
+
+def test_top_k_checkpoints(pattern_shards, tmp_path, monkeypatch):
+    accuracies = iter([0.4, 0.7, 0.5, 0.9, 0.6])
+    monkeypatch.setattr(Trainer, "validate", lambda self: ({"accuracy": next(accuracies), "samples": 1}, {}))
+    monkeypatch.setattr(Trainer, "finish", lambda self, val, values: {})
+    train(config(pattern_shards, tmp_path, "task.name=classify", "train.epochs=5", "train.steps_per_epoch=1",
+                 "train.keep_top_k=2"))
+    checkpoints = tmp_path / "t" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("*.pt")) == ["best.pt", "last.pt", "top-2.pt", "top-4.pt"]
+    assert checkpoint.load_checkpoint(checkpoints / "best.pt")["state"]["step"] == 4
+    assert checkpoint.load_checkpoint(checkpoints / "last.pt")["state"]["step"] == 5
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(pattern_shards, tmp_path, monkeypatch, capsys):
+    from prismlab.train.tasks.classify import ClassifyTask
+
+    original = ClassifyTask.loss
+    calls = {"n": 0}
+
+    def loss_turning_nan(self, model, images, labels):
+        calls["n"] += 1
+        value = original(self, model, images, labels)
+        return value * float("nan") if calls["n"] > 10 else value
+
+    monkeypatch.setattr(ClassifyTask, "loss", loss_turning_nan)
+    cfg_path = tmp_path / "exp.yaml"
+    cfg_path.write_text("task:\n  name: classify\n")
+    args = ["train", str(cfg_path), *[o for o in config_overrides(pattern_shards, tmp_path)]]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "loss is nan at step 10" in err[0] and "lower optim.lr" in err[0]
+    assert checkpoint.load_checkpoint(tmp_path / "t" / "checkpoints" / "last.pt")["state"]["step"] == 8
+
+
+def config_overrides(shards: Path, out: Path) -> list[str]:
+    return [f"data.shards={shards}", f"run.out_dir={out}", "run.name=t", "wandb.mode=disabled", "data.num_workers=0",
+            "data.batch_size=16", "train.epochs=2", "train.steps_per_epoch=8", "train.device=cpu", "model.widths=[8]",
+            "model.hidden=[16]"]
+
+
+def test_bad_data_for_task(clock_shards, tmp_path):
+    with pytest.raises(ValueError, match="class names"):
+        train(config(clock_shards, tmp_path, "task.name=classify"))
