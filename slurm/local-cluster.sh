@@ -58,7 +58,11 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 start_munge() {
-  running munged && return
+  if running munged; then
+    [ -S /run/munge/munge.socket.2 ] && return
+    kill "$(cat "$STATE_DIR/munged.pid")"  # alive but its socket is gone: start afresh
+    sleep 1
+  fi
   mkdir -p /run/munge /var/log/munge /var/lib/munge
   chown munge:munge /run/munge /var/log/munge /var/lib/munge
   chmod 0755 /run/munge

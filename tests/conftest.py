@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny synthetic clock shards written once per test session."""
+"""Shared fixtures: tiny clock shards and a tiny learnable classification set, written once per session."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from prismlab.cli import main
 from prismlab.datasets.shards import write_clock_shards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -13,4 +16,48 @@ REPO = Path(__file__).resolve().parents[1]
 def clock_shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("clock-shards")
     write_clock_shards(out, {"train": 512, "val": 96, "test": 96}, seed=1, size=32, shard_size=128, workers=2)
+    return out
+
+
+PATTERNS = ("horizontal", "vertical", "diagonal")
+
+
+def pattern_image(kind: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    """Stripes in one of three orientations, random phase, colour and noise: easy but not trivial."""
+    y, x = np.mgrid[:size, :size]
+    coord = {"horizontal": y, "vertical": x, "diagonal": x + y}[kind]
+    stripes = ((coord + rng.integers(4)) // 2) % 2
+    colour = rng.uniform(0.4, 1.0, size=3)
+    image = stripes[..., None] * colour + rng.normal(0, 0.15, size=(size, size, 3))
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def pattern_shards(tmp_path_factory) -> Path:
+    """train (about 154) / val (38) / test (48) RGB 16 px images of 3 classes, as shards."""
+    root = tmp_path_factory.mktemp("patterns")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 64), ("test", 16)):
+        for kind in PATTERNS:
+            folder = root / "images" / split / kind
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(pattern_image(kind, rng)).save(folder / f"{i}.png")
+    out = root / "shards"
+    assert main(["shards", str(root / "images"), "--out", str(out), "--val-fraction", "0.2", "--shard-size", "40"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def binary_pattern_shards(tmp_path_factory) -> Path:
+    """A two-class set (horizontal vs vertical stripes) for finetuning with a binary head."""
+    root = tmp_path_factory.mktemp("binary")
+    rng = np.random.default_rng(1)
+    for kind in PATTERNS[:2]:
+        folder = root / "images" / kind
+        folder.mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(pattern_image(kind, rng)).save(folder / f"{i}.png")
+    out = root / "shards"
+    assert main(["shards", str(root / "images"), "--out", str(out), "--val-fraction", "0.25"]) == 0
     return out

@@ -39,6 +39,7 @@ from prismlab.train.metric_log import MetricLog, read_metrics
 from prismlab.train.optim import build_optimizer, build_scheduler, l1_penalty
 from prismlab.train.plots import plot_learning_curve
 from prismlab.train.run_dir import RunDir
+from prismlab.train.stop import STOP_REQUEST
 from prismlab.train.tasks import Task, make_task
 
 logger = logging.getLogger(__name__)
@@ -258,6 +259,16 @@ class Trainer:
                 images = 0
             if t.checkpoint_every and self.state.step % t.checkpoint_every == 0:
                 self.save_last()
+            if self.stop_agreed():
+                self.save_last()
+                raise Preempted(self.state.step)
+
+    def stop_agreed(self) -> bool:
+        """True on every rank once any rank was asked to stop (ranks must stop at the same step)."""
+        requested = torch.tensor(float(STOP_REQUEST.requested), device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            requested = self.accelerator.reduce(requested, reduction="sum")
+        return bool(requested.item() > 0)
 
     def log_train(self, loss: float, grad_norm: float | None, images: int, waited: float, busy: float) -> None:
         elapsed = waited + busy
@@ -356,12 +367,25 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return ", ".join(parts) + f" over {metrics['samples']} samples"
 
 
+class Preempted(Exception):
+    """The run stopped at a step boundary on request, after saving last.pt."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped at step {step} on request; checkpoint saved")
+        self.step = step
+
+
 def train(cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False) -> dict:
+    """Train (resuming from the run dir's newest checkpoint if `resume`); returns the summary, or
+    {"preempted": True, "step": ...} when a stop was requested (see `train.stop`)."""
     trainer = Trainer(cfg, run_dir)
     try:
         if resume:
             trainer.resume()
         trainer.start_tracking()
         return trainer.fit()
+    except Preempted as stop:
+        logger.info("%s", stop)
+        return {"preempted": True, "step": stop.step, "run_dir": str(trainer.run.root)}
     finally:
         trainer.close()

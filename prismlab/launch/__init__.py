@@ -1,0 +1,1 @@
+"""Launching: the distributed environment under SLURM, preemption handling, submission."""

@@ -1,0 +1,52 @@
+"""Resolve one distributed environment for torch/Accelerate from what SLURM sets.
+
+Under `srun` (one task per GPU) each task has SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, ...;
+torch.distributed and Accelerate read RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR
+and MASTER_PORT. `export_torch_env()` fills the latter from the former before Accelerate starts,
+unless a launcher (torchrun, accelerate launch) already set them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+PORT_BASE = 20000
+PORT_SPAN = 20000
+"""MASTER_PORT is derived from the job id within [20000, 40000): above the well-known ports and
+below Linux's default ephemeral range (32768-60999 overlaps only its lower part)."""
+
+
+def under_slurm() -> bool:
+    return "SLURM_JOB_ID" in os.environ
+
+
+def job_id() -> str | None:
+    # An array task's own id is SLURM_JOB_ID; SLURM_ARRAY_JOB_ID is the array's.
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def master_port(slurm_job_id: str) -> int:
+    return PORT_BASE + int(slurm_job_id) % PORT_SPAN
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list such as `gpu[03-05,07]`."""
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+def export_torch_env() -> bool:
+    """Export torch's variables from SLURM's for a task started by srun; returns whether it did."""
+    env = os.environ
+    if "RANK" in env or "SLURM_PROCID" not in env or "SLURM_STEP_ID" not in env:
+        return False
+    ntasks = int(env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1")))
+    nodes = int(env.get("SLURM_STEP_NUM_NODES", env.get("SLURM_NNODES", "1")))
+    env["RANK"] = env["SLURM_PROCID"]
+    env["WORLD_SIZE"] = str(ntasks)
+    env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+    env["LOCAL_WORLD_SIZE"] = str(ntasks // nodes)
+    env.setdefault("MASTER_ADDR", first_host(env.get("SLURM_STEP_NODELIST", env["SLURM_JOB_NODELIST"])))
+    env.setdefault("MASTER_PORT", str(master_port(env["SLURM_JOB_ID"])))
+    return True

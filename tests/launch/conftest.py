@@ -1,0 +1,36 @@
+"""A real 2-node SLURM cluster (slurm/local-cluster.sh) for the launch tests.
+
+Started once per session when this machine allows it (root and apt); otherwise the tests skip
+with the reason — except under CI (CI=true), where a missing cluster fails them.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cluster_unavailable_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the local SLURM cluster needs root (it installs packages and starts daemons)"
+    if shutil.which("sinfo") is None and shutil.which("apt-get") is None:
+        return "neither SLURM nor apt-get to install it is on this machine"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    reason = cluster_unavailable_reason()
+    if reason is None:
+        result = subprocess.run([str(REPO / "slurm" / "local-cluster.sh"), "start"], capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            reason = f"slurm/local-cluster.sh start failed: {result.stderr.strip()[-500:]}"
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"SLURM tests are required in CI: {reason}")
+        pytest.skip(reason)
+    yield
