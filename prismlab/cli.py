@@ -57,6 +57,16 @@ def add_eval_parser(commands) -> None:
     p.set_defaults(run=run_eval)
 
 
+def add_launch_parser(commands) -> None:
+    p = commands.add_parser("launch", help="check and submit a training run (SLURM via submitit, local, debug)",
+                            description="Pre-flight checks, a code snapshot in the run dir, then submission through "
+                                        "submitit as configured by the launch.* keys (e.g. launch.nodes=2 launch.gpus_per_node=4).")
+    p.add_argument("config", type=Path, help="experiment YAML, e.g. configs/cifar10_resnet18.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. launch.partition=gpu")
+    p.add_argument("--wait", action="store_true", help="wait for the job and print its summary")
+    p.set_defaults(run=run_launch)
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="prismlab", description="Distributed training of vision models on SLURM clusters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -64,6 +74,7 @@ def build_parser() -> ArgumentParser:
     add_shards_parser(commands)
     add_train_parser(commands)
     add_eval_parser(commands)
+    add_launch_parser(commands)
     return parser
 
 
@@ -107,6 +118,17 @@ def run_eval(args) -> int:
     print(f"{args.split}: {format_metrics(metrics)}")
     print(f"checkpoint: {metrics['checkpoint']} (step {metrics['step']})")
     print(f"written:    {', '.join([str(args.run_dir / f'eval_{args.split}.json'), *metrics['plots']])}")
+    return 0
+
+
+def run_launch(args) -> int:
+    from prismlab.launch.submit import launch
+
+    job = launch(args.config, args.overrides)
+    print(f"submitted job {job.job_id}; logs in {job.paths.folder}")
+    if args.wait:
+        summary = job.results()[0]  # rank 0's; one entry per task
+        print(f"finished: {summary}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny clock shards and a tiny learnable classification set, written once per session."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,9 @@ from PIL import Image
 from prismlab.cli import main
 from prismlab.datasets.shards import write_clock_shards
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from image_patterns import PATTERNS, pattern_image  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -17,19 +21,6 @@ def clock_shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("clock-shards")
     write_clock_shards(out, {"train": 512, "val": 96, "test": 96}, seed=1, size=32, shard_size=128, workers=2)
     return out
-
-
-PATTERNS = ("horizontal", "vertical", "diagonal")
-
-
-def pattern_image(kind: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
-    """Stripes in one of three orientations, random phase, colour and noise: easy but not trivial."""
-    y, x = np.mgrid[:size, :size]
-    coord = {"horizontal": y, "vertical": x, "diagonal": x + y}[kind]
-    stripes = ((coord + rng.integers(4)) // 2) % 2
-    colour = rng.uniform(0.4, 1.0, size=3)
-    image = stripes[..., None] * colour + rng.normal(0, 0.15, size=(size, size, 3))
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="session")

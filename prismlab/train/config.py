@@ -232,6 +232,43 @@ class WandbConfig:
 
 
 @dataclass
+class LaunchConfig:
+    """Where and on what a run executes (read by `prismlab launch`; training ignores it)."""
+
+    executor: Literal["slurm", "local", "debug"] = "slurm"
+    """slurm: submitit to the cluster; local: a subprocess here; debug: in this process (pdb works)."""
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: Optional[int] = None
+    """Training processes per node (default: one per GPU, or 1 without GPUs)."""
+    cpus_per_task: int = 4
+    mem_gb: Optional[float] = None
+    time_min: int = 60
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    extra_sbatch: list[str] = field(default_factory=list)
+    """More `#SBATCH` options, e.g. ["--exclusive", "--reservation=ml"]."""
+    signal: str = "USR2"
+    """Sent `signal_delay_s` before the time limit or at preemption: checkpoint, requeue, resume."""
+    signal_delay_s: int = 90
+    snapshot: bool = True
+    """Copy the package and configs into the run dir and run the job from that copy."""
+
+    @property
+    def tasks(self) -> int:
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+    def __post_init__(self):
+        if self.nodes < 1 or self.gpus_per_node < 0 or self.cpus_per_task < 1 or self.time_min < 1:
+            raise ValueError("launch.nodes, launch.cpus_per_task and launch.time_min must be >= 1, launch.gpus_per_node >= 0")
+        if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
+            raise ValueError(f"launch.tasks_per_node={self.tasks_per_node} with launch.gpus_per_node={self.gpus_per_node}: "
+                             f"run one task per GPU (set tasks_per_node to {self.gpus_per_node} or leave it unset)")
+
+
+@dataclass
 class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -241,6 +278,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def __post_init__(self):
         generative_model = self.model.name in GENERATIVE_MODELS

@@ -1,0 +1,108 @@
+"""Refuse a broken launch before it queues: each check returns a one-line reason naming the fix."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+from prismlab.errors import PrismlabError
+
+
+class PreflightError(PrismlabError):
+    exit_code = 2
+
+
+def scontrol(*args: str) -> str:
+    result = subprocess.run(["scontrol", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PreflightError(f"scontrol {' '.join(args)} failed: {result.stderr.strip()}; is this a SLURM login node?")
+    return result.stdout
+
+
+def parse_minutes(limit: str) -> float | None:
+    """SLURM time `[days-]hours:minutes:seconds` (or UNLIMITED) in minutes."""
+    if limit in ("UNLIMITED", "INFINITE"):
+        return None
+    days, _, clock = limit.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    hours, minutes, seconds = parts
+    return (int(days or 0) * 24 + hours) * 60 + minutes + seconds / 60
+
+
+def partition_info(name: str | None) -> dict[str, str]:
+    out = scontrol("show", "partition", *([name] if name else []))
+    partitions = [dict(re.findall(r"(\w+)=(\S+)", block)) for block in out.strip().split("\n\n") if block.strip()]
+    if name is None:
+        defaults = [p for p in partitions if p.get("Default") == "YES"]
+        if not defaults:
+            raise PreflightError("the cluster has no default partition; set launch.partition")
+        return defaults[0]
+    return partitions[0]
+
+
+def node_gpus(nodes: str) -> int:
+    """The fewest GPUs any node of the partition has."""
+    out = scontrol("show", "node", nodes)
+    counts = [int(m) for m in re.findall(r"Gres=\S*gpu(?::[\w-]+)?:(\d+)", out)]
+    return min(counts) if counts else 0
+
+
+def check_slurm_resources(launch) -> None:
+    names = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True).stdout.split()
+    if launch.partition and launch.partition not in names:
+        raise PreflightError(f"partition '{launch.partition}' does not exist on this cluster (it has: {', '.join(names)}); "
+                             f"set launch.partition to one of them")
+    info = partition_info(launch.partition)
+    name = info.get("PartitionName", launch.partition)
+    limit = parse_minutes(info.get("MaxTime", "UNLIMITED"))
+    if limit is not None and launch.time_min > limit:
+        raise PreflightError(f"launch.time_min={launch.time_min} exceeds partition '{name}' limit of {limit:.0f} min; "
+                             f"ask for less time (the run resumes across requeues)")
+    total_nodes = int(info.get("TotalNodes", "0"))
+    if launch.nodes > total_nodes:
+        raise PreflightError(f"launch.nodes={launch.nodes} but partition '{name}' has {total_nodes} nodes; ask for fewer")
+    gpus = node_gpus(info.get("Nodes", ""))
+    if launch.gpus_per_node > gpus:
+        raise PreflightError(f"launch.gpus_per_node={launch.gpus_per_node} but nodes of partition '{name}' have {gpus} GPUs; "
+                             f"ask for at most {gpus} (or more nodes)")
+
+
+def check_run_dir_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        raise PreflightError(f"run dir {run_dir} is not writable ({exc.strerror}); set run.out_dir to a shared, "
+                             f"writable folder") from None
+    if str(run_dir.resolve()).startswith(("/tmp/", "/dev/shm/")) and os.environ.get("PRISMLAB_ALLOW_NODE_LOCAL") != "1":
+        raise PreflightError(f"run dir {run_dir} is on node-local storage that other nodes and requeued jobs may not see; "
+                             f"set run.out_dir to a shared filesystem (or PRISMLAB_ALLOW_NODE_LOCAL=1 on one machine)")
+
+
+def check_extension_built() -> None:
+    from prismlab.kernels.ops import extension_available
+
+    if not extension_available():
+        raise PreflightError("prismlab._C is not built; run `pip install --no-build-isolation -e .` on a build node "
+                             "first (ranks must never compile it)")
+
+
+def check_wandb(mode: str) -> None:
+    if mode == "online" and not (os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").is_file()):
+        raise PreflightError("wandb.mode=online but no WANDB_API_KEY or ~/.netrc login; `wandb login`, or use "
+                             "wandb.mode=offline and `wandb sync` later")
+
+
+def preflight(cfg, run_dir: Path) -> None:
+    launch = cfg.launch
+    if launch.executor == "slurm":
+        check_slurm_resources(launch)
+    check_run_dir_writable(run_dir)
+    check_extension_built()
+    check_wandb(cfg.wandb.mode)

@@ -1,0 +1,103 @@
+"""`prismlab launch`: run an experiment through submitit — on SLURM, as a local process, or in-process.
+
+The submitted callable is small and picklable (like DeiT's `run_with_submitit`): it holds the config
+path and overrides, never a model. Each task exports the torch environment from SLURM's, replaces
+submitit's checkpoint-in-the-signal-handler with our stop flag, and trains with `--resume auto`
+semantics; after a stop, rank 0 requeues the job and the same callable resumes from the run dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import submitit
+
+from prismlab.config import load_config
+from prismlab.launch.env import export_torch_env
+from prismlab.launch.preemption import install_stop_handler, requeue
+from prismlab.launch.preflight import preflight
+from prismlab.train.config import ExperimentConfig
+
+logger = logging.getLogger(__name__)
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class TrainJob:
+    config: str
+    overrides: list[str]
+    run_dir: str
+
+    def __call__(self) -> dict:
+        export_torch_env()
+        cfg = load_config(ExperimentConfig, self.config, self.overrides)
+        # After submitit's own handlers: a checkpoint inside a signal handler can deadlock.
+        install_stop_handler(cfg.launch.signal)
+        from prismlab.dist_env import global_rank
+        from prismlab.logs import setup_logging
+        from prismlab.train.engine import train
+
+        setup_logging()
+        summary = train(cfg, Path(self.run_dir), resume=True)
+        if summary.get("preempted") and global_rank() == 0:
+            requeue()
+        return summary
+
+
+def snapshot_code(run_dir: Path) -> Path:
+    """Copy the package (with its built extension) and configs into the run dir."""
+    target = run_dir / "code"
+    if target.exists():
+        shutil.rmtree(target)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "csrc")
+    shutil.copytree(PACKAGE_ROOT / "prismlab", target / "prismlab", ignore=ignore)
+    shutil.copytree(PACKAGE_ROOT / "configs", target / "configs")
+    return target
+
+
+def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -> submitit.Executor:
+    """`code_dir` goes first on the job's PYTHONPATH, so the job imports prismlab from the snapshot."""
+    launch = cfg.launch
+    folder = run_dir / "submitit"
+    if launch.executor == "debug":
+        return submitit.DebugExecutor(folder=folder)
+    if launch.executor == "local":
+        if code_dir:  # the local executor's subprocess inherits this process's environment
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code_dir), os.environ.get("PYTHONPATH")]))
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=launch.time_min, gpus_per_node=launch.gpus_per_node,
+                                   tasks_per_node=launch.tasks, nodes=1)
+        return executor
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)
+    additional = {k: v for k, v in (("account", launch.account), ("qos", launch.qos), ("constraint", launch.constraint)) if v}
+    additional["signal"] = f"{launch.signal}@{launch.signal_delay_s}"  # replaces submitit's fixed USR2
+    for line in launch.extra_sbatch:
+        key, _, value = line.lstrip("-").partition("=")
+        additional[key.replace("-", "_")] = value or True
+    executor.update_parameters(
+        job_name=cfg.run.name, nodes=launch.nodes, ntasks_per_node=launch.tasks, cpus_per_task=launch.cpus_per_task,
+        gpus_per_node=launch.gpus_per_node or None, time=launch.time_min, partition=launch.partition,
+        mem=f"{int(launch.mem_gb * 1024)}MB" if launch.mem_gb else None, signal_delay_s=launch.signal_delay_s,
+        additional_parameters=additional, srun_args=["--kill-on-bad-exit=1"],
+        setup=[f"export PYTHONPATH={code_dir}${{PYTHONPATH:+:$PYTHONPATH}}"] if code_dir else [],
+    )
+    return executor
+
+
+def launch(config: Path, overrides: list[str]) -> submitit.Job:
+    """Check, snapshot and submit; returns the submitit job."""
+    cfg = load_config(ExperimentConfig, config, overrides)
+    run_dir = (Path(cfg.run.out_dir) / cfg.run.name).resolve()
+    preflight(cfg, run_dir)
+    code_dir = snapshot_code(run_dir) if cfg.launch.snapshot and cfg.launch.executor != "debug" else None
+    # The job reads the config from the snapshot too; a config from elsewhere is copied beside it.
+    config_path = Path(config).resolve()
+    if code_dir:
+        config_path = Path(shutil.copy2(config_path, code_dir / "configs" / f"launched-{config_path.name}"))
+    job = make_executor(cfg, run_dir, code_dir).submit(TrainJob(str(config_path), list(overrides), str(run_dir)))
+    logger.info("submitted %s job %s for run dir %s", cfg.launch.executor, job.job_id, run_dir)
+    return job

@@ -1,0 +1,93 @@
+"""`prismlab launch` against the real local cluster: pre-flight refusals, a submitit job with a
+code snapshot, 2 nodes x 2 tasks matching one process, and the in-process debug executor."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from prismlab.cli import main
+from prismlab.train import checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from image_patterns import PATTERNS, pattern_image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def node_local_run_dirs_allowed(monkeypatch):
+    # The test cluster's nodes are this machine, so its /tmp is shared by them.
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+
+
+def args(shards: Path, out: Path, *extra: str) -> list[str]:
+    return ["launch", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={shards}",
+            f"run.out_dir={out}", "run.name=job", "wandb.mode=offline", "data.num_workers=0", "data.batch_size=16",
+            "train.epochs=1", "train.steps_per_epoch=6", "model.name=mlp", "model.hidden=[32]", "optim.warmup_steps=0",
+            "launch.cpus_per_task=1", "launch.time_min=5", *extra]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["launch.partition=gpu-large"], ["partition 'gpu-large' does not exist", "gpu, debug"]),
+    (["launch.gpus_per_node=3"], ["launch.gpus_per_node=3", "have 2 GPUs"]),
+    (["launch.partition=debug", "launch.time_min=30"], ["exceeds partition 'debug' limit of 10 min"]),
+    (["launch.nodes=3"], ["launch.nodes=3", "has 2 nodes"]),
+    (["launch.gpus_per_node=2", "launch.tasks_per_node=3"], ["run one task per GPU"]),
+])
+def test_preflight_refuses_before_queueing(slurm_cluster, pattern_shards, tmp_path, capsys, extra, words):
+    assert main(args(pattern_shards, tmp_path, *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("prismlab: error: ")
+    for word in words:
+        assert word in err[0]
+    assert not (tmp_path / "job" / "submitit").exists()  # nothing was submitted
+
+
+def test_submitit_job_runs_from_its_snapshot(slurm_cluster, pattern_shards, tmp_path, capsys):
+    assert main(args(pattern_shards, tmp_path, "--wait")) == 0
+    assert "finished:" in capsys.readouterr().out
+    run_dir = tmp_path / "job"
+    assert (run_dir / "code" / "prismlab" / "train" / "engine.py").is_file()
+    assert json.loads((run_dir / "summary.json").read_text())["step"] == 6
+    sbatch = next((run_dir / "submitit").glob("*_submission.sh")).read_text()
+    assert "--signal=USR2@90" in sbatch and "--kill-on-bad-exit=1" in sbatch
+    assert f"export PYTHONPATH={run_dir / 'code'}" in sbatch
+
+
+@pytest.fixture(scope="module")
+def divisible_shards(tmp_path_factory) -> Path:
+    """120 training images (divisible by 4 ranks) and a val split, given by the folder layout."""
+    root = tmp_path_factory.mktemp("divisible")
+    rng = np.random.default_rng(2)
+    for split, count in (("train", 40), ("val", 8)):
+        for kind in PATTERNS:
+            folder = root / "images" / split / kind
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(pattern_image(kind, rng)).save(folder / f"{i}.png")
+    assert main(["shards", str(root / "images"), "--out", str(root / "shards")]) == 0
+    return root / "shards"
+
+
+def test_two_nodes_two_tasks_match_one_process(slurm_cluster, divisible_shards, tmp_path):
+    full_batch = ["data.mode=exact", "train.epochs=3", "optim.name=sgd", "optim.lr=0.05", "optim.schedule=constant",
+                  "optim.grad_clip=null", "optim.weight_decay=0.0", "launch.time_min=10", "model.dropout=0.0"]
+    assert main(args(divisible_shards, tmp_path / "one", *full_batch, "data.batch_size=120", "--wait")) == 0
+    assert main(args(divisible_shards, tmp_path / "four", *full_batch, "data.batch_size=30", "launch.nodes=2",
+                     "launch.tasks_per_node=2", "--wait")) == 0
+    a = checkpoint.load_checkpoint(tmp_path / "one" / "job" / "checkpoints" / "last.pt")
+    b = checkpoint.load_checkpoint(tmp_path / "four" / "job" / "checkpoints" / "last.pt")
+    assert len(b["rng"]) == 4 and b["state"]["step"] == a["state"]["step"] == 3
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
+    assert json.loads((tmp_path / "four" / "job" / "summary.json").read_text())["samples"] == 24
+
+
+def test_debug_executor_runs_in_process(pattern_shards, tmp_path):
+    assert main(args(pattern_shards, tmp_path, "launch.executor=debug", "--wait")) == 0
+    assert json.loads((tmp_path / "job" / "summary.json").read_text())["step"] == 6
