@@ -67,6 +67,22 @@ def add_launch_parser(commands) -> None:
     p.set_defaults(run=run_launch)
 
 
+def add_sweep_parsers(commands) -> None:
+    p = commands.add_parser("sweep", help="submit a grid or random search as one job array",
+                            description="Expand a sweep file (see prismlab/launch/sweep.py) into trials and submit them "
+                                        "as one job array; each trial is its own run in the sweep dir.")
+    p.add_argument("sweep", type=Path, help="sweep YAML, e.g. configs/sweeps/mnist_mlp_grid.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every trial, e.g. launch.executor=local")
+    p.add_argument("--wait", action="store_true", help="wait for every trial, then write the report")
+    p.set_defaults(run=run_sweep)
+    p = commands.add_parser("report", help="tabulate and plot a sweep's trials",
+                            description="Collect every trial's settings and final metric into report.md/.csv/.json and report.png.")
+    p.add_argument("sweep_dir", type=Path, help="the sweep dir `prismlab sweep` printed")
+    p.add_argument("--metric", help="summary key to sort by (default: the sweep's)")
+    p.add_argument("--mode", choices=["max", "min"], help="higher or lower is better (default: the sweep's)")
+    p.set_defaults(run=run_report)
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="prismlab", description="Distributed training of vision models on SLURM clusters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -75,6 +91,7 @@ def build_parser() -> ArgumentParser:
     add_train_parser(commands)
     add_eval_parser(commands)
     add_launch_parser(commands)
+    add_sweep_parsers(commands)
     return parser
 
 
@@ -129,6 +146,36 @@ def run_launch(args) -> int:
     if args.wait:
         summary = job.results()[0]  # rank 0's; one entry per task
         print(f"finished: {summary}")
+    return 0
+
+
+def run_sweep(args) -> int:
+    from prismlab.launch.sweep import submit_sweep
+
+    sweep_dir, jobs = submit_sweep(args.sweep, args.overrides)
+    print(f"submitted {len(jobs)} trials ({jobs[0].job_id.split('_')[0]}); sweep dir {sweep_dir}")
+    if args.wait:
+        failed = 0
+        for job in jobs:
+            try:
+                job.results()
+            except Exception as exc:  # a failed trial is reported, the others still count
+                failed += 1
+                logger.warning("trial %s failed: %s", job.job_id, str(exc).strip().splitlines()[-1])
+        args.sweep_dir, args.metric, args.mode = sweep_dir, None, None
+        run_report(args)
+        if failed:
+            raise PrismlabError(f"{failed} of {len(jobs)} trials failed; their logs are in {sweep_dir}/submitit")
+    return 0
+
+
+def run_report(args) -> int:
+    from prismlab.launch.report import report
+
+    rows, plot = report(args.sweep_dir, args.metric, args.mode)
+    done = sum(r["status"] == "finished" for r in rows)
+    print((args.sweep_dir / "report.md").read_text(), end="")
+    print(f"{done}/{len(rows)} trials finished; written: {args.sweep_dir / 'report.md'} (.csv, .json), {plot}")
     return 0
 
 

@@ -80,3 +80,14 @@ def save_image_grid(images: torch.Tensor, path: Path, rows: int, title: str) -> 
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def plot_sweep(trials: list[str], values: list[float], metric: str, path: Path) -> Path:
+    """One horizontal bar per finished trial, best at the top."""
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(trials) + 1)))
+    ax.barh(range(len(trials)), values, color="tab:blue")
+    ax.set_yticks(range(len(trials)), trials, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(metric)
+    ax.set_title(f"sweep: {len(trials)} finished trials by {metric}")
+    return save_figure(fig, path)

@@ -1,0 +1,127 @@
+"""Hyper-parameter sweeps: a grid or a random search over config keys, one SLURM job array.
+
+A sweep file names a base experiment, the keys to vary and how:
+
+    base: configs/mnist_mlp_grid.yaml
+    name: mnist-mlp-grid          # sweep dir: <run.out_dir>/<name>; one run dir per trial inside
+    method: grid                  # or random (then `trials: N` and `seed`)
+    parallelism: 4                # array tasks running at once
+    metric: accuracy              # summary key `prismlab report` sorts by (mode: max or min)
+    overrides: [train.epochs=3]   # applied to every trial
+    parameters:
+      model.init: [normal, glorot_uniform, he_normal]
+      optim.lr: {min: 1e-4, max: 1e-1, log: true}   # random search only
+
+Every trial is its own run (run dir, checkpoints, wandb run in the sweep's wandb group), so a
+requeued array task resumes its own trial.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from prismlab.config import from_dict, load_config, read_yaml
+from prismlab.errors import ConfigError
+from prismlab.io import atomic_write_json
+from prismlab.launch.preflight import preflight
+from prismlab.launch.submit import TrainJob, make_executor, snapshot_code
+from prismlab.train.config import ExperimentConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepConfig:
+    base: str
+    """The experiment YAML every trial starts from."""
+    name: str
+    method: Literal["grid", "random"] = "grid"
+    trials: int = 10
+    """random: number of trials."""
+    seed: int = 0
+    """random: seeds the draws."""
+    parallelism: int = 4
+    metric: str = "accuracy"
+    mode: Literal["max", "min"] = "max"
+    overrides: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.parameters:
+            raise ValueError("a sweep needs `parameters`: config keys with the values to try")
+        for key, values in self.parameters.items():
+            ranged = isinstance(values, dict)
+            if ranged and self.method == "grid":
+                raise ValueError(f"parameters.{key} is a range; a grid needs a list of values (or use method: random)")
+            if not ranged and (not isinstance(values, list) or not values):
+                raise ValueError(f"parameters.{key} must be a non-empty list of values or a {{min, max}} range")
+        if self.parallelism < 1 or self.trials < 1:
+            raise ValueError("parallelism and trials must be >= 1")
+
+
+def format_value(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def draw(spec: Any, rng: np.random.Generator) -> Any:
+    if isinstance(spec, list):
+        return spec[rng.integers(len(spec))]
+    low, high = float(spec["min"]), float(spec["max"])
+    if spec.get("log"):
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    value = rng.uniform(low, high)
+    return int(round(value)) if spec.get("integer") else float(value)
+
+
+def trial_settings(sweep: SweepConfig) -> list[dict[str, Any]]:
+    keys = list(sweep.parameters)
+    if sweep.method == "grid":
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep.parameters[k] for k in keys))]
+    rng = np.random.default_rng(sweep.seed)
+    return [{k: draw(sweep.parameters[k], rng) for k in keys} for _ in range(sweep.trials)]
+
+
+def load_sweep(path: Path) -> SweepConfig:
+    return from_dict(SweepConfig, read_yaml(path))
+
+
+def plan_sweep(path: Path, extra_overrides: list[str]) -> tuple[SweepConfig, Path, list[dict]]:
+    """The sweep, its dir and its trials (name, settings, overrides), every trial config validated."""
+    sweep = load_sweep(path)
+    # `base` is relative to the working directory, or else to the sweep file.
+    base = Path(sweep.base) if Path(sweep.base).exists() else Path(path).parent / sweep.base
+    common = [*sweep.overrides, *extra_overrides]
+    sweep_dir = (Path(load_config(ExperimentConfig, base, common).run.out_dir) / sweep.name).resolve()
+    trials = []
+    for i, settings in enumerate(trial_settings(sweep)):
+        name = f"{sweep.name}-{i:03d}"
+        overrides = [*common, *(f"{k}={format_value(v)}" for k, v in settings.items()),
+                     f"run.name={name}", f"run.out_dir={sweep_dir}", f"wandb.group={sweep.name}"]
+        try:
+            load_config(ExperimentConfig, base, overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep trial {i} ({settings}): {exc}") from None
+        trials.append({"name": name, "settings": settings, "overrides": overrides, "config": str(base.resolve())})
+    return sweep, sweep_dir, trials
+
+
+def submit_sweep(path: Path, extra_overrides: list[str]) -> tuple[Path, list]:
+    """Check once, snapshot once, submit every trial as one job array; returns (sweep dir, jobs)."""
+    sweep, sweep_dir, trials = plan_sweep(path, extra_overrides)
+    cfg = load_config(ExperimentConfig, trials[0]["config"], trials[0]["overrides"])
+    preflight(cfg, sweep_dir)
+    code_dir = snapshot_code(sweep_dir) if cfg.launch.snapshot and cfg.launch.executor != "debug" else None
+    atomic_write_json(sweep_dir / "sweep.json", {"name": sweep.name, "metric": sweep.metric, "mode": sweep.mode,
+                                                 "method": sweep.method, "trials": trials})
+    executor = make_executor(cfg, sweep_dir, code_dir)
+    executor.update_parameters(**({"array_parallelism": sweep.parallelism} if cfg.launch.executor == "slurm" else {}))
+    jobs = executor.submit_array([TrainJob(t["config"], t["overrides"], str(sweep_dir / t["name"])) for t in trials])
+    logger.info("submitted %d trials of sweep %s", len(jobs), sweep.name)
+    return sweep_dir, jobs

@@ -1,0 +1,69 @@
+"""Sweeps: grid and random expansion, a 4-trial job array on the local cluster, and its report."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prismlab.cli import main
+from prismlab.config import from_dict
+from prismlab.errors import ConfigError
+from prismlab.launch.sweep import SweepConfig, trial_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_grid_is_the_full_product():
+    sweep = SweepConfig(base="x", name="s", parameters={"model.init": ["normal", "he_normal", "glorot_uniform"],
+                                                        "model.activation": ["relu", "tanh", "sigmoid"],
+                                                        "optim.name": ["sgd", "adam", "rmsprop"], "optim.l1": [0.0, 1e-5, 1e-4]})
+    settings = trial_settings(sweep)
+    assert len(settings) == 81 and len({tuple(s.values()) for s in settings}) == 81
+
+
+def test_random_search_is_seeded_and_in_range():
+    params = {"optim.lr": {"min": 1e-4, "max": 1e-1, "log": True}, "model.dropout": [0.0, 0.2]}
+    a = trial_settings(SweepConfig(base="x", name="s", method="random", trials=20, seed=3, parameters=params))
+    b = trial_settings(SweepConfig(base="x", name="s", method="random", trials=20, seed=3, parameters=params))
+    assert a == b and len(a) == 20
+    assert all(1e-4 <= s["optim.lr"] <= 1e-1 and s["model.dropout"] in (0.0, 0.2) for s in a)
+
+
+def test_range_in_a_grid_is_refused():
+    with pytest.raises(ConfigError, match="a grid needs a list"):
+        from_dict(SweepConfig, {"base": "x", "name": "s", "parameters": {"optim.lr": {"min": 0.1, "max": 1}}})
+
+
+def test_bad_trial_key_is_named(tmp_path, capsys):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"base": str(REPO / "configs" / "clock_demo.yaml"), "name": "s",
+                                     "parameters": {"optim.lrate": [0.1]}}))
+    assert main(["sweep", str(sweep)]) == 2
+    assert "did you mean 'optim.lr'" in capsys.readouterr().err
+
+
+def test_four_trial_job_array_and_report(slurm_cluster, pattern_shards, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+    sweep = tmp_path / "grid.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "base": str(REPO / "configs" / "clock_demo.yaml"), "name": "tiny-grid", "parallelism": 2, "metric": "accuracy",
+        "overrides": ["task.name=classify", f"data.shards={pattern_shards}", f"run.out_dir={tmp_path}", "wandb.mode=offline",
+                      "data.num_workers=0", "data.batch_size=16", "train.epochs=1", "train.steps_per_epoch=6",
+                      "model.name=mlp", "model.hidden=[32]", "launch.cpus_per_task=1", "launch.time_min=5"],
+        "parameters": {"model.activation": ["relu", "tanh"], "optim.name": ["sgd", "adam"]},
+    }))
+    assert main(["sweep", str(sweep), "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "4/4 trials finished" in out
+    sweep_dir = tmp_path / "tiny-grid"
+    rows = json.loads((sweep_dir / "report.json").read_text())
+    assert sorted(r["trial"] for r in rows) == [f"tiny-grid-{i:03d}" for i in range(4)]
+    accuracies = [r["accuracy"] for r in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert {(r["model.activation"], r["optim.name"]) for r in rows} == {("relu", "sgd"), ("relu", "adam"), ("tanh", "sgd"), ("tanh", "adam")}
+    assert (sweep_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
+    sbatch = next((sweep_dir / "submitit").glob("*_submission.sh")).read_text()
+    assert "#SBATCH --array=0-3%2" in sbatch
+    groups = {yaml.safe_load((sweep_dir / r["trial"] / "config.yaml").read_text())["wandb"]["group"] for r in rows}
+    assert groups == {"tiny-grid"}
