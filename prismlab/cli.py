@@ -83,6 +83,13 @@ def add_sweep_parsers(commands) -> None:
     p.set_defaults(run=run_report)
 
 
+def add_status_parser(commands) -> None:
+    p = commands.add_parser("status", help="job state, requeues, last step and metrics of a run",
+                            description="Show a run's SLURM job state, requeue count, last step and last metrics.")
+    p.add_argument("run_dir", type=Path, help="a run dir")
+    p.set_defaults(run=run_status)
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="prismlab", description="Distributed training of vision models on SLURM clusters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -92,17 +99,20 @@ def build_parser() -> ArgumentParser:
     add_eval_parser(commands)
     add_launch_parser(commands)
     add_sweep_parsers(commands)
+    add_status_parser(commands)
     return parser
 
 
 def run_train(args) -> int:
     from prismlab.config import load_config
+    from prismlab.launch.env import record_job
     from prismlab.launch.preemption import install_stop_handler, requeue
     from prismlab.train.config import ExperimentConfig
     from prismlab.train.engine import format_metrics, train
 
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
     install_stop_handler(args.stop_signal)
+    record_job(args.run_dir or Path(cfg.run.out_dir) / cfg.run.name)
     summary = train(cfg, args.run_dir, resume=args.resume == "auto")
     if global_rank() != 0:
         return 0
@@ -176,6 +186,14 @@ def run_report(args) -> int:
     done = sum(r["status"] == "finished" for r in rows)
     print((args.sweep_dir / "report.md").read_text(), end="")
     print(f"{done}/{len(rows)} trials finished; written: {args.sweep_dir / 'report.md'} (.csv, .json), {plot}")
+    return 0
+
+
+def run_status(args) -> int:
+    from prismlab.launch.status import status
+
+    for key, value in status(args.run_dir).items():
+        print(f"{key + ':':<15} {value}")
     return 0
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
+
+from prismlab.dist_env import global_rank, requeue_count
+from prismlab.io import atomic_write_json
 
 PORT_BASE = 20000
 PORT_SPAN = 20000
@@ -50,3 +54,10 @@ def export_torch_env() -> bool:
     env.setdefault("MASTER_ADDR", first_host(env.get("SLURM_STEP_NODELIST", env["SLURM_JOB_NODELIST"])))
     env.setdefault("MASTER_PORT", str(master_port(env["SLURM_JOB_ID"])))
     return True
+
+
+def record_job(run_dir: Path) -> None:
+    """Note the SLURM job behind a run in its run dir, for `prismlab status` (rank 0 only)."""
+    if under_slurm() and global_rank() == 0:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(run_dir) / "slurm_job.json", {"job_id": job_id(), "requeue_count": requeue_count()})

@@ -17,7 +17,7 @@ from pathlib import Path
 import submitit
 
 from prismlab.config import load_config
-from prismlab.launch.env import export_torch_env
+from prismlab.launch.env import export_torch_env, record_job
 from prismlab.launch.preemption import install_stop_handler, requeue
 from prismlab.launch.preflight import preflight
 from prismlab.train.config import ExperimentConfig
@@ -37,6 +37,7 @@ class TrainJob:
         cfg = load_config(ExperimentConfig, self.config, self.overrides)
         # After submitit's own handlers: a checkpoint inside a signal handler can deadlock.
         install_stop_handler(cfg.launch.signal)
+        record_job(Path(self.run_dir))
         from prismlab.dist_env import global_rank
         from prismlab.logs import setup_logging
         from prismlab.train.engine import train

@@ -1,0 +1,43 @@
+"""`prismlab status RUN`: the run's SLURM job state, requeue count, last step and last metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from prismlab.errors import PrismlabError
+from prismlab.train.metric_log import read_metrics
+from prismlab.train.run_dir import RunDir
+
+
+def job_state(job_id: str) -> str:
+    """From scontrol while SLURM remembers the job, else from accounting (sacct)."""
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    match = re.search(r"JobState=(\S+)", out)
+    if match:
+        return match.group(1)
+    out = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-o", "State"], capture_output=True, text=True).stdout.split()
+    return out[0] if out else "unknown (not in scontrol or sacct)"
+
+
+def status(run_dir: Path) -> dict:
+    run = RunDir(Path(run_dir))
+    if not run.config.is_file():
+        raise PrismlabError(f"{run_dir} is not a run dir (no config.yaml); pass a folder under run.out_dir")
+    result: dict = {"run_dir": str(run.root)}
+    job_file = run.root / "slurm_job.json"
+    if job_file.is_file():
+        job = json.loads(job_file.read_text())
+        result.update(job_id=job["job_id"], requeue_count=job["requeue_count"], state=job_state(job["job_id"]))
+    records = read_metrics(run.metrics)
+    if records:
+        result["last_step"] = records[-1]["step"]
+        latest: dict = {}
+        for record in records:
+            latest.update({k: v for k, v in record.items() if k not in ("step", "time")})
+        result["last_metrics"] = {k: v for k, v in latest.items() if k.startswith(("train/loss", "val/"))
+                                  and "/" not in k.split("/", 1)[1]}
+    result["finished"] = run.summary.is_file()
+    return result

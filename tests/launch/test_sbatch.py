@@ -1,0 +1,92 @@
+"""The sbatch templates in slurm/ end to end, a rank killed mid-training stopping the whole job,
+a resubmission resuming, and `prismlab status`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prismlab.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+PRISMLAB = Path(sys.executable).parent / "prismlab"
+
+
+def train_args(shards: Path, out: Path, *extra: str) -> list[str]:
+    return [str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={shards}", f"run.out_dir={out}",
+            "run.name=sb", "wandb.mode=offline", "data.num_workers=0", "data.batch_size=16", "model.name=mlp",
+            "model.hidden=[32]", "optim.warmup_steps=0", *extra]
+
+
+def sbatch(template: str, out: Path, sbatch_args: list[str], args: list[str]) -> str:
+    cmd = ["sbatch", "--parsable", f"--output={out}/slurm-%j.out", "--cpus-per-task=1", "--time=5",
+           f"--export=ALL,PRISMLAB={PRISMLAB}", *sbatch_args, str(REPO / "slurm" / template), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=out).stdout.strip()
+
+
+def state(job: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    return next((t.split("=", 1)[1] for t in out.split() if t.startswith("JobState=")), "")
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def training_processes(marker: str) -> list[int]:
+    """Pids of the Python processes running `prismlab train` with `marker` among their arguments."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 2 and argv[1].endswith(b"/prismlab") and marker.encode() in argv:
+            pids.append(int(proc.name))
+    return sorted(pids)
+
+
+@pytest.mark.parametrize("template, sbatch_args", [
+    ("train.sbatch", []),
+    ("train-multinode.sbatch", ["--nodes=2", "--ntasks-per-node=1"]),
+])
+def test_templates_train_end_to_end(slurm_cluster, pattern_shards, tmp_path, template, sbatch_args, capsys):
+    job = sbatch(template, tmp_path, sbatch_args, train_args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=6"))
+    wait_for(lambda: state(job) in ("COMPLETED", "FAILED", "CANCELLED"), 240, "the job to end")
+    assert state(job) == "COMPLETED", (tmp_path / f"slurm-{job}.out").read_text()[-2000:]
+    summary = json.loads((tmp_path / "sb" / "summary.json").read_text())
+    assert summary["step"] == 6
+    assert main(["status", str(tmp_path / "sb")]) == 0
+    out = capsys.readouterr().out
+    assert f"job_id:         {job}" in out and "state:          COMPLETED" in out and "last_step:      6" in out
+
+
+def test_killed_rank_stops_the_job_and_a_resubmission_resumes(slurm_cluster, pattern_shards, tmp_path):
+    args = train_args(pattern_shards, tmp_path, "train.epochs=2", "train.steps_per_epoch=60", "train.checkpoint_every=5",
+                      "train.log_every=1")
+    job = sbatch("train-multinode.sbatch", tmp_path, ["--nodes=2", "--ntasks-per-node=1"], args)
+    metrics = tmp_path / "sb" / "metrics.jsonl"
+    wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 12, 180, "training to pass step 12")
+    ranks = training_processes(f"run.out_dir={tmp_path}")
+    assert len(ranks) == 2
+    killed_at = time.monotonic()
+    os.kill(ranks[-1], signal.SIGKILL)
+    wait_for(lambda: state(job) in ("FAILED", "CANCELLED", "COMPLETED"), 120, "the whole job to stop")
+    assert state(job) == "FAILED" and time.monotonic() - killed_at < 120
+
+    resumed = sbatch("train-multinode.sbatch", tmp_path, ["--nodes=2", "--ntasks-per-node=1"], args)
+    wait_for(lambda: state(resumed) in ("COMPLETED", "FAILED", "CANCELLED"), 300, "the resubmitted job to end")
+    log = (tmp_path / f"slurm-{resumed}.out").read_text()
+    assert state(resumed) == "COMPLETED", log[-2000:]
+    assert "resumed from step" in log
+    assert json.loads((tmp_path / "sb" / "summary.json").read_text())["step"] == 120
