@@ -22,9 +22,14 @@ def cluster_unavailable_reason() -> str | None:
     return None
 
 
+def cluster_running() -> bool:
+    return shutil.which("sinfo") is not None and subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     reason = cluster_unavailable_reason()
+    started_here = reason is None and not cluster_running()
     if reason is None:
         result = subprocess.run([str(REPO / "slurm" / "local-cluster.sh"), "start"], capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
@@ -34,3 +39,5 @@ def slurm_cluster():
             pytest.fail(f"SLURM tests are required in CI: {reason}")
         pytest.skip(reason)
     yield
+    if started_here:  # leave a cluster that was already up as it was
+        subprocess.run([str(REPO / "slurm" / "local-cluster.sh"), "stop"], capture_output=True, timeout=120)

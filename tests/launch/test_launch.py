@@ -91,3 +91,9 @@ def test_two_nodes_two_tasks_match_one_process(slurm_cluster, divisible_shards, 
 def test_debug_executor_runs_in_process(pattern_shards, tmp_path):
     assert main(args(pattern_shards, tmp_path, "launch.executor=debug", "--wait")) == 0
     assert json.loads((tmp_path / "job" / "summary.json").read_text())["step"] == 6
+
+
+def test_local_executor_runs_a_subprocess(pattern_shards, tmp_path):
+    assert main(args(pattern_shards, tmp_path, "launch.executor=local", "--wait")) == 0
+    assert json.loads((tmp_path / "job" / "summary.json").read_text())["step"] == 6
+    assert (tmp_path / "job" / "code" / "prismlab").is_dir()
