@@ -91,3 +91,24 @@ srun --kill-on-bad-exit=1 {command}
     logs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(logs) == 2  # one per start of the job
     assert set().union(*(run_ids(read_records(log)) for log in logs)) == {(run_dir / "wandb_id.txt").read_text().strip()}
+
+
+def test_submitit_job_survives_preemption(slurm_cluster, pattern_shards, tmp_path, monkeypatch):
+    """The same through `prismlab launch`: our stop flag replaces submitit's checkpoint-in-handler,
+    the requeued submitit job reruns the same callable, which resumes from the run dir."""
+    from prismlab.cli import main
+
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+    args = ["launch", *train_args(pattern_shards, tmp_path)[1:], "launch.cpus_per_task=1", "launch.time_min=10"]
+    assert main(args) == 0
+    run_dir = tmp_path / "pre"
+    job = json.loads(wait_for(lambda: (run_dir / "slurm_job.json").is_file() and (run_dir / "slurm_job.json").read_text(),
+                              120, "the job to start"))["job_id"]
+    wait_for(lambda: last_step(run_dir) >= 20, 180, "the job to reach step 20")
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    wait_for(lambda: job_field(job, "Restarts") == "1", 120, "the job to be requeued")
+    wait_for(lambda: job_field(job, "JobState") == "COMPLETED", 300, "the requeued job to finish")
+    assert json.loads((run_dir / "summary.json").read_text())["step"] == 120
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)
+    assert json.loads((run_dir / "slurm_job.json").read_text())["requeue_count"] == 1
