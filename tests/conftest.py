@@ -3,15 +3,13 @@
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from prismlab.cli import main
 from prismlab.datasets.shards import write_clock_shards
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from image_patterns import PATTERNS, pattern_image  # noqa: E402
+from image_patterns import PATTERNS, write_pattern_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,15 +25,9 @@ def clock_shards(tmp_path_factory) -> Path:
 def pattern_shards(tmp_path_factory) -> Path:
     """train (about 154) / val (38) / test (48) RGB 16 px images of 3 classes, as shards."""
     root = tmp_path_factory.mktemp("patterns")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 64), ("test", 16)):
-        for kind in PATTERNS:
-            folder = root / "images" / split / kind
-            folder.mkdir(parents=True)
-            for i in range(count):
-                Image.fromarray(pattern_image(kind, rng)).save(folder / f"{i}.png")
+    images = write_pattern_folder(root / "images", {"train": 64, "test": 16}, seed=0)
     out = root / "shards"
-    assert main(["shards", str(root / "images"), "--out", str(out), "--val-fraction", "0.2", "--shard-size", "40"]) == 0
+    assert main(["shards", str(images), "--out", str(out), "--val-fraction", "0.2", "--shard-size", "40"]) == 0
     return out
 
 
@@ -43,12 +35,7 @@ def pattern_shards(tmp_path_factory) -> Path:
 def binary_pattern_shards(tmp_path_factory) -> Path:
     """A two-class set (horizontal vs vertical stripes) for finetuning with a binary head."""
     root = tmp_path_factory.mktemp("binary")
-    rng = np.random.default_rng(1)
-    for kind in PATTERNS[:2]:
-        folder = root / "images" / kind
-        folder.mkdir(parents=True)
-        for i in range(40):
-            Image.fromarray(pattern_image(kind, rng)).save(folder / f"{i}.png")
+    images = write_pattern_folder(root / "images", {"train": 40}, seed=1, kinds=PATTERNS[:2])
     out = root / "shards"
-    assert main(["shards", str(root / "images"), "--out", str(out), "--val-fraction", "0.25"]) == 0
+    assert main(["shards", str(images), "--out", str(out), "--val-fraction", "0.25"]) == 0
     return out

@@ -5,16 +5,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from prismlab.cli import main
 from prismlab.train import checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from image_patterns import PATTERNS, pattern_image  # noqa: E402
+from image_patterns import write_pattern_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,14 +61,8 @@ def test_submitit_job_runs_from_its_snapshot(slurm_cluster, pattern_shards, tmp_
 def divisible_shards(tmp_path_factory) -> Path:
     """120 training images (divisible by 4 ranks) and a val split, given by the folder layout."""
     root = tmp_path_factory.mktemp("divisible")
-    rng = np.random.default_rng(2)
-    for split, count in (("train", 40), ("val", 8)):
-        for kind in PATTERNS:
-            folder = root / "images" / split / kind
-            folder.mkdir(parents=True)
-            for i in range(count):
-                Image.fromarray(pattern_image(kind, rng)).save(folder / f"{i}.png")
-    assert main(["shards", str(root / "images"), "--out", str(root / "shards")]) == 0
+    images = write_pattern_folder(root / "images", {"train": 40, "val": 8}, seed=2)
+    assert main(["shards", str(images), "--out", str(root / "shards")]) == 0
     return root / "shards"
 
 
