@@ -4,12 +4,19 @@ Build the extension with ``pip install --no-build-isolation -e .``; without it t
 back to the pure-PyTorch references in :mod:`prismlab.kernels.reference` (with a warning).
 """
 
-from prismlab.kernels.ops import channel_adapter, cuda_kernels_compiled, extension_available
-from prismlab.kernels.reference import channel_adapter_reference
+from prismlab.kernels.ops import (
+    channel_adapter,
+    channel_attention,
+    cuda_kernels_compiled,
+    extension_available,
+)
+from prismlab.kernels.reference import channel_adapter_reference, channel_attention_reference
 
 __all__ = [
     "channel_adapter",
     "channel_adapter_reference",
+    "channel_attention",
+    "channel_attention_reference",
     "cuda_kernels_compiled",
     "extension_available",
 ]

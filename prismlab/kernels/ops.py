@@ -14,15 +14,23 @@ import warnings
 
 import torch
 
-from prismlab.kernels.reference import channel_adapter_reference, check_channel_adapter_inputs
+from prismlab.kernels.reference import (
+    channel_adapter_reference,
+    channel_attention_reference,
+    check_channel_adapter_inputs,
+    check_channel_attention_inputs,
+)
 
 __all__ = [
     "channel_adapter",
+    "channel_attention",
     "cuda_kernels_compiled",
     "extension_available",
 ]
 
 _CHANNEL_ADAPTER = "prismlab::channel_adapter"
+_CHANNEL_ATTENTION = "prismlab::channel_attention"
+_CHANNEL_ATTENTION_BACKWARD = "prismlab::channel_attention_backward"
 _BUILD_HINT = "pip install --no-build-isolation -e ."
 
 try:
@@ -47,7 +55,10 @@ def cuda_kernels_compiled() -> bool:
     """
     if not extension_available():
         return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(_CHANNEL_ADAPTER, "CUDA")
+    return all(
+        torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA")
+        for op in (_CHANNEL_ADAPTER, _CHANNEL_ATTENTION, _CHANNEL_ATTENTION_BACKWARD)
+    )
 
 
 def _warn_fallback() -> None:
@@ -81,6 +92,36 @@ def channel_adapter(
         return torch.ops.prismlab.channel_adapter.default(x, channel_ids, weight, bias)
     _warn_fallback()
     return channel_adapter_reference(x, channel_ids, weight, bias)
+
+
+def channel_attention(
+    x: torch.Tensor,
+    channel_ids: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    attn_weight: torch.Tensor,
+    *,
+    return_attention: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Fused channel adapter + CBAM spatial attention: ``out = y * s``.
+
+    ``y = channel_adapter(x, channel_ids, weight, bias)``, ``s = sigmoid(conv2d([mean_o y,
+    max_o y], attn_weight, padding=3))``. ``attn_weight`` is [1, 2, 7, 7]. float32/float64 on
+    CPU, float32/bfloat16 on CUDA. Returns ``out`` [N, C_out, H, W] and, with
+    ``return_attention``, also ``s`` [N, 1, H, W]. Differentiable in x, weight, bias and
+    attn_weight; backward keeps only ``s`` (plus the inputs) and recomputes y. See
+    :func:`prismlab.kernels.reference.channel_attention_reference` for the specification.
+    """
+    if extension_available():
+        out, s = torch.ops.prismlab.channel_attention.default(
+            x, channel_ids, weight, bias, attn_weight
+        )
+    else:
+        _warn_fallback()
+        out, s = channel_attention_reference(
+            x, channel_ids, weight, bias, attn_weight, return_attention=True
+        )
+    return (out, s) if return_attention else out
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,4 +170,48 @@ if extension_available():
         _CHANNEL_ADAPTER,
         _channel_adapter_backward,
         setup_context=_channel_adapter_setup_context,
+    )
+
+
+def _channel_attention_fake(x, channel_ids, weight, bias, attn_weight):
+    check_channel_attention_inputs(x, channel_ids, weight, bias, attn_weight, check_values=False)
+    n, _, h, w = x.shape
+    return x.new_empty((n, weight.shape[1], h, w)), x.new_empty((n, 1, h, w))
+
+
+def _channel_attention_backward_fake(
+    grad_out, grad_attention, x, channel_ids, weight, bias, attn_weight, attention
+):
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format),
+        torch.empty_like(weight, memory_format=torch.contiguous_format),
+        torch.empty_like(bias, memory_format=torch.contiguous_format),
+        torch.empty_like(attn_weight, memory_format=torch.contiguous_format),
+    )
+
+
+def _channel_attention_setup_context(ctx, inputs, output):
+    # Only the attention map s is saved beyond the inputs: y is recomputed from x.
+    ctx.save_for_backward(*inputs, output[1])
+
+
+def _channel_attention_backward(ctx, grad_out, grad_attention):
+    x, channel_ids, weight, bias, attn_weight, attention = ctx.saved_tensors
+    if grad_out is None:
+        grad_out = torch.zeros((x.shape[0], weight.shape[1], *x.shape[2:]), dtype=x.dtype, device=x.device)
+    if grad_attention is None:
+        grad_attention = torch.zeros_like(attention)
+    grad_x, grad_w, grad_b, grad_w7 = torch.ops.prismlab.channel_attention_backward.default(
+        grad_out, grad_attention, x, channel_ids, weight, bias, attn_weight, attention
+    )
+    return grad_x, None, grad_w, grad_b, grad_w7
+
+
+if extension_available():
+    torch.library.register_fake(_CHANNEL_ATTENTION)(_channel_attention_fake)
+    torch.library.register_fake(_CHANNEL_ATTENTION_BACKWARD)(_channel_attention_backward_fake)
+    torch.library.register_autograd(
+        _CHANNEL_ATTENTION,
+        _channel_attention_backward,
+        setup_context=_channel_attention_setup_context,
     )

@@ -1,8 +1,7 @@
-// prismlab::channel_adapter: shared input checks and the CPU kernel.
+// prismlab::channel_adapter: the CPU kernel.
 #include "channel_adapter.h"
 
 #include <algorithm>
-#include <vector>
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -22,88 +21,14 @@ namespace {
 // Minimum multiply-adds per at::parallel_for task (same value as kGrainSize).
 constexpr int64_t kGrainSize = 32768;
 
-bool is_supported_dtype(at::ScalarType t, bool allow_bfloat16) {
-  return t == at::kFloat || t == at::kDouble || (allow_bfloat16 && t == at::kBFloat16);
-}
-
-// Validates the values of channel_ids (range and uniqueness) on the host.
-void check_channel_id_values(const at::Tensor& channel_ids, int64_t k) {
-  // Tiny tensor ([C_in]); for CUDA inputs this is a synchronizing device-to-host copy.
-  const at::Tensor ids = channel_ids.to(at::kCPU).contiguous();
-  const int64_t* p = ids.const_data_ptr<int64_t>();
-  std::vector<int64_t> first_seen(static_cast<size_t>(k), -1);
-  for (int64_t c = 0; c < ids.numel(); ++c) {
-    const int64_t id = p[c];
-    TORCH_CHECK(
-        id >= 0 && id < k,
-        "channel_adapter: channel_ids[", c, "] = ", id,
-        " is out of range [0, K) with K = weight.size(0) = ", k);
-    TORCH_CHECK(
-        first_seen[id] < 0,
-        "channel_adapter: channel_ids must not repeat, but value ", id,
-        " appears at positions ", first_seen[id], " and ", c);
-    first_seen[id] = c;
-  }
-}
-
 } // namespace
-
-Shape check_inputs(
-    const at::Tensor& x,
-    const at::Tensor& channel_ids,
-    const at::Tensor& weight,
-    const at::Tensor& bias,
-    bool allow_bfloat16) {
-  TORCH_CHECK(
-      x.dim() == 4, "channel_adapter: x must be a 4-D tensor [N, C_in, H, W], got shape ",
-      x.sizes());
-  TORCH_CHECK(
-      channel_ids.dim() == 1, "channel_adapter: channel_ids must be a 1-D tensor [C_in], got shape ",
-      channel_ids.sizes());
-  TORCH_CHECK(
-      weight.dim() == 2, "channel_adapter: weight must be a 2-D tensor [K, C_out], got shape ",
-      weight.sizes());
-  TORCH_CHECK(
-      bias.dim() == 1, "channel_adapter: bias must be a 1-D tensor [C_out], got shape ",
-      bias.sizes());
-
-  TORCH_CHECK(
-      channel_ids.scalar_type() == at::kLong,
-      "channel_adapter: channel_ids must have dtype int64, got ", channel_ids.scalar_type());
-  TORCH_CHECK(
-      is_supported_dtype(x.scalar_type(), allow_bfloat16),
-      "channel_adapter: x dtype ", x.scalar_type(), " is not supported on ", x.device().type(),
-      " (supported: float32, float64", allow_bfloat16 ? ", bfloat16)" : ")");
-  TORCH_CHECK(
-      weight.scalar_type() == x.scalar_type() && bias.scalar_type() == x.scalar_type(),
-      "channel_adapter: dtype mismatch: x is ", x.scalar_type(), ", weight is ",
-      weight.scalar_type(), ", bias is ", bias.scalar_type(), " (all must match)");
-
-  TORCH_CHECK(
-      channel_ids.device() == x.device() && weight.device() == x.device() &&
-          bias.device() == x.device(),
-      "channel_adapter: device mismatch: x is on ", x.device(), ", channel_ids on ",
-      channel_ids.device(), ", weight on ", weight.device(), ", bias on ", bias.device(),
-      " (all must be on the same device)");
-
-  const Shape s{x.size(0), x.size(1), x.size(2), x.size(3), weight.size(0), weight.size(1)};
-  TORCH_CHECK(s.c_in >= 1, "channel_adapter: x must have at least one channel (C_in >= 1)");
-  TORCH_CHECK(
-      channel_ids.size(0) == s.c_in, "channel_adapter: channel_ids has ", channel_ids.size(0),
-      " entries but x has C_in = ", s.c_in, " channels (x.size(1))");
-  TORCH_CHECK(
-      bias.size(0) == s.c_out, "channel_adapter: bias has ", bias.size(0),
-      " entries but weight has C_out = ", s.c_out, " columns (weight.size(1))");
-  check_channel_id_values(channel_ids, s.k);
-  return s;
-}
 
 at::Tensor forward_cpu(
     const at::Tensor& x,
     const at::Tensor& channel_ids,
     const at::Tensor& weight,
     const at::Tensor& bias) {
-  const Shape s = check_inputs(x, channel_ids, weight, bias, /*allow_bfloat16=*/false);
+  const Shape s = check_inputs("channel_adapter", kCpuDtypes, x, channel_ids, weight, bias);
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());
 
   // The shared per-pixel math assumes contiguous NCHW x, [K, C_out] weight and dense ids.

@@ -1,8 +1,8 @@
 // Operator schemas of the prismlab library and the Python module entry point of prismlab._C.
 //
 // Kernels are registered per backend next to their implementation:
-//   CPU  -> channel_adapter.cpp        (TORCH_LIBRARY_IMPL(prismlab, CPU, m))
-//   CUDA -> cuda/channel_adapter.cu    (TORCH_LIBRARY_IMPL(prismlab, CUDA, m))
+//   CPU  -> channel_adapter.cpp, channel_attention.cpp     (TORCH_LIBRARY_IMPL(prismlab, CPU, m))
+//   CUDA -> cuda/channel_adapter.cu, cuda/channel_attention.cu  (... CUDA, m)
 // Fake (meta) kernels and autograd formulas are registered from Python, in
 // prismlab/kernels/ops.py.
 #include <Python.h>
@@ -30,4 +30,17 @@ TORCH_LIBRARY(prismlab, m) {
   // x [N, C_in, H, W]; channel_ids [C_in] int64 in [0, K), no repeats; weight [K, C_out];
   // bias [C_out]. Returns a contiguous [N, C_out, H, W] tensor of x's dtype.
   m.def("channel_adapter(Tensor x, Tensor channel_ids, Tensor weight, Tensor bias) -> Tensor");
+
+  // Channel adapter y (as above), then CBAM spatial attention, fused (y is never stored):
+  //   s = sigmoid(conv2d([mean_o y, max_o y], attn_weight, padding=3));  out = y * s
+  // attn_weight [1, 2, 7, 7]. Returns out [N, C_out, H, W] and s [N, 1, H, W]; s is what
+  // backward saves (and a map worth looking at).
+  m.def(
+      "channel_attention(Tensor x, Tensor channel_ids, Tensor weight, Tensor bias, "
+      "Tensor attn_weight) -> (Tensor out, Tensor attention)");
+  // Gradients of both outputs in; (grad_x, grad_weight, grad_bias, grad_attn_weight) out.
+  m.def(
+      "channel_attention_backward(Tensor grad_out, Tensor grad_attention, Tensor x, "
+      "Tensor channel_ids, Tensor weight, Tensor bias, Tensor attn_weight, Tensor attention) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
 }

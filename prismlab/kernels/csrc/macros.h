@@ -13,3 +13,10 @@
 
 // GCC, Clang and nvcc all accept __restrict__.
 #define PRISMLAB_RESTRICT __restrict__
+
+// Dynamic shared memory of a kernel as a byte array `name`. Only nvcc defines it here; the
+// SIMT test harness (tests/kernels/simt/simt.h), which compiles the .cuh kernel bodies with a
+// host compiler, defines it as a per-block buffer.
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define PRISMLAB_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif

@@ -23,7 +23,7 @@ at::Tensor forward_cuda(
     const at::Tensor& channel_ids,
     const at::Tensor& weight,
     const at::Tensor& bias) {
-  const Shape s = check_inputs(x, channel_ids, weight, bias, /*allow_bfloat16=*/true);
+  const Shape s = check_inputs("channel_adapter", kCudaDtypes, x, channel_ids, weight, bias);
   TORCH_INTERNAL_ASSERT(x.is_cuda());
   const c10::cuda::CUDAGuard device_guard(x.device());
 
