@@ -56,13 +56,17 @@ def reinit_first_convs(model: nn.Module, count: int) -> None:
 
 
 def freeze_backbone(model: nn.Module) -> None:
-    """Only the head trains; BatchNorm running statistics of the frozen part stay as pretrained too
-    (momentum 0 keeps them while the layers still normalise each batch in training mode)."""
+    """Only the head trains. Frozen BatchNorm layers also keep normalising with their pretrained
+    running statistics when the model is in training mode (a pre-hook puts them in eval mode)."""
     model.requires_grad_(False)
     head(model).requires_grad_(True)
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = 0.0
+            module.register_forward_pre_hook(keep_in_eval_mode)
+
+
+def keep_in_eval_mode(module: nn.Module, _inputs) -> None:
+    module.train(False)
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
