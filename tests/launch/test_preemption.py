@@ -19,10 +19,14 @@ REPO = Path(__file__).resolve().parents[2]
 PRISMLAB = Path(sys.executable).parent / "prismlab"
 
 
+TOTAL_STEPS = 1200
+"""Long enough that the signal lands mid-run even on an idle machine (a few thousand images/s)."""
+
+
 def train_args(shards: Path, out: Path) -> list[str]:
     return ["train", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={shards}",
             f"run.out_dir={out}", "run.name=pre", "wandb.mode=offline", "data.num_workers=0", "data.batch_size=16",
-            "train.epochs=3", "train.steps_per_epoch=40", "train.log_every=2", "train.deterministic=true",
+            "train.epochs=3", "train.steps_per_epoch=400", "train.log_every=2", "train.deterministic=true",
             "model.name=mlp", "model.hidden=[64]", "model.dropout=0.2", "optim.warmup_steps=0"]
 
 
@@ -77,12 +81,12 @@ srun --kill-on-bad-exit=1 {command}
     log = (out / f"slurm-{job}.out").read_text()
     assert "stopped at step" in log and "requeueing SLURM job" in log
     resumed_from = int(log.split("stopped at step ")[1].split()[0])
-    assert 20 <= resumed_from < 120
+    assert 20 <= resumed_from < TOTAL_STEPS
     assert "resumed from step" in log
 
     a = checkpoint.load_checkpoint(straight / "pre" / "checkpoints" / "last.pt")
     b = checkpoint.load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert a["state"]["step"] == b["state"]["step"] == 120
+    assert a["state"]["step"] == b["state"]["step"] == TOTAL_STEPS
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
 
@@ -108,7 +112,7 @@ def test_submitit_job_survives_preemption(slurm_cluster, pattern_shards, tmp_pat
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
     wait_for(lambda: job_field(job, "Restarts") == "1", 120, "the job to be requeued")
     wait_for(lambda: job_field(job, "JobState") == "COMPLETED", 300, "the requeued job to finish")
-    assert json.loads((run_dir / "summary.json").read_text())["step"] == 120
+    assert json.loads((run_dir / "summary.json").read_text())["step"] == TOTAL_STEPS
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)
     assert json.loads((run_dir / "slurm_job.json").read_text())["requeue_count"] == 1
