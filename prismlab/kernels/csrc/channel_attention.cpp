@@ -1,7 +1,8 @@
 // prismlab::channel_attention: CPU kernels, forward and backward (float32, float64).
 //
 // Work is split into bands of image rows with at::parallel_for. Inner loops run along the
-// band's pixels (contiguous in NCHW) with C_in fixed at compile time, so they vectorise.
+// band's pixels (contiguous in NCHW) with C_in fixed at compile time, so they vectorise; the
+// functions holding them are PRISMLAB_CPU_MULTIVERSION, so they use the CPU's vector width.
 // Two passes each:
 //   forward:  pooled map of every row  |  logit, s and out = y * s of every row
 //   backward: pooled map, argmax and logit gradient  |  dx, dW, db, dw7
@@ -11,6 +12,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include <ATen/Dispatch.h>
@@ -32,9 +34,9 @@ using kernels::kAttnPad;
 using kernels::kAttnTaps;
 
 // sum_i a[i] * b[i] over independent lanes, so that the reduction vectorises without
-// -ffast-math.
+// -ffast-math. Always inlined, so that it is compiled for its multi-versioned caller's ISA.
 template <typename acc_t, typename b_t>
-acc_t lane_dot(const acc_t* PRISMLAB_RESTRICT a, const b_t* PRISMLAB_RESTRICT b, int64_t n) {
+[[gnu::always_inline]] inline acc_t lane_dot(const acc_t* PRISMLAB_RESTRICT a, const b_t* PRISMLAB_RESTRICT b, int64_t n) {
   constexpr int kLanes = 16;
   acc_t lane[kLanes] = {};
   int64_t i = 0;
@@ -54,7 +56,7 @@ acc_t lane_dot(const acc_t* PRISMLAB_RESTRICT a, const b_t* PRISMLAB_RESTRICT b,
 }
 
 template <typename acc_t>
-acc_t lane_sum(const acc_t* PRISMLAB_RESTRICT a, int64_t n) {
+[[gnu::always_inline]] inline acc_t lane_sum(const acc_t* PRISMLAB_RESTRICT a, int64_t n) {
   constexpr int kLanes = 16;
   acc_t lane[kLanes] = {};
   int64_t i = 0;
@@ -77,7 +79,7 @@ acc_t lane_sum(const acc_t* PRISMLAB_RESTRICT a, int64_t n) {
 // out1[w] += a1 * in0[w]. Out of line on purpose: inlined into the tap loop, GCC's
 // unroll-and-jam fuses pairs of taps into a loop it no longer vectorises.
 template <typename acc_t>
-[[gnu::noinline]] void stencil_tap(const acc_t* PRISMLAB_RESTRICT in0,
+[[gnu::noinline]] PRISMLAB_CPU_MULTIVERSION void stencil_tap(const acc_t* PRISMLAB_RESTRICT in0,
                                    const acc_t* PRISMLAB_RESTRICT in1, acc_t a0, acc_t b0,
                                    acc_t a1, acc_t* PRISMLAB_RESTRICT out0,
                                    acc_t* PRISMLAB_RESTRICT out1, int64_t n) {
@@ -118,6 +120,35 @@ void transposed_stencil_row(const acc_t* dl_win, int64_t pitch, const acc_t* w_f
     const int64_t off = (t / kernels::kAttnKernel) * pitch + t % kernels::kAttnKernel;
     stencil_tap(dl_win + off, dl_win + off, w_flipped[t], acc_t(0), w_flipped[kAttnTaps + t],
                 dmean, dmax, n);
+  }
+}
+
+constexpr int kDw7Lanes = 16;
+
+// dw7[m, i, j] += sum_w dl_row[w] * pooled_m(h + i - 3, w + j - 3) over a row of n pixels
+// (mean_win / max_win: the padded windows of pixel 0, as for stencil_row), into kDw7Lanes
+// independent lanes per tap: rows are short, so the lanes are summed once, at the end.
+template <typename acc_t>
+PRISMLAB_CPU_MULTIVERSION void accumulate_dw7_row(const acc_t* PRISMLAB_RESTRICT dl_row,
+                                                  const acc_t* mean_win, const acc_t* max_win,
+                                                  int64_t pitch, int64_t n,
+                                                  acc_t* PRISMLAB_RESTRICT dw7_lanes) {
+  for (int m = 0; m < 2; ++m) {
+    const acc_t* win = m == 0 ? mean_win : max_win;
+    for (int t = 0; t < kAttnTaps; ++t) {
+      const acc_t* PRISMLAB_RESTRICT p =
+          win + (t / kernels::kAttnKernel) * pitch + t % kernels::kAttnKernel;
+      acc_t* PRISMLAB_RESTRICT lane = dw7_lanes + (m * kAttnTaps + t) * kDw7Lanes;
+      int64_t w = 0;
+      for (; w + kDw7Lanes <= n; w += kDw7Lanes) {
+        for (int l = 0; l < kDw7Lanes; ++l) {
+          lane[l] += dl_row[w + l] * p[w + l];
+        }
+      }
+      for (int l = 0; w < n; ++w, ++l) {
+        lane[l] += dl_row[w] * p[w];
+      }
+    }
   }
 }
 
@@ -207,7 +238,7 @@ struct Bands {
 // Pooled map (mean, max) of `len` contiguous pixels, and with g also the first argmax (as
 // acc_t, exact below 2^24, so the loop vectorises) and sum_o g * y (y_buf: scratch).
 template <int kCIn, typename acc_t, typename scalar_t>
-void pool_pixels(const Shape& s, const Params<acc_t, scalar_t>& prm,
+PRISMLAB_CPU_MULTIVERSION void pool_pixels(const Shape& s, const Params<acc_t, scalar_t>& prm,
                  const scalar_t* PRISMLAB_RESTRICT x_pix, const scalar_t* PRISMLAB_RESTRICT g_pix,
                  int64_t len, acc_t* PRISMLAB_RESTRICT mean,
                  acc_t* PRISMLAB_RESTRICT max, acc_t* PRISMLAB_RESTRICT argmax,
@@ -254,6 +285,25 @@ void pool_pixels(const Shape& s, const Params<acc_t, scalar_t>& prm,
   }
 }
 
+// out = y * s of `len` contiguous pixels (x_pix, out_pix: the first pixel in channel 0).
+template <int kCIn, typename acc_t, typename scalar_t>
+PRISMLAB_CPU_MULTIVERSION void attend_pixels(const Shape& s, const Params<acc_t, scalar_t>& prm,
+                                             const scalar_t* PRISMLAB_RESTRICT x_pix,
+                                             const acc_t* PRISMLAB_RESTRICT sv, int64_t len,
+                                             scalar_t* PRISMLAB_RESTRICT out_pix) {
+  const int64_t hw = s.h * s.w;
+  const int c_in = static_cast<int>(s.c_in);
+  for (int64_t o = 0; o < s.c_out; ++o) {
+    const WselColumn<kCIn, acc_t> col(prm.wsel, s.c_out, o);
+    const acc_t b = prm.bias[o];
+    scalar_t* PRISMLAB_RESTRICT out_o = out_pix + o * hw;
+    for (int64_t p = 0; p < len; ++p) {
+      out_o[p] = static_cast<scalar_t>(
+          kernels::adapter_y<kCIn>(x_pix + p, hw, col.ptr, col.stride, c_in, b) * sv[p]);
+    }
+  }
+}
+
 template <int kCIn, typename scalar_t>
 void forward_impl(const Shape& s, const at::Tensor& x, const at::Tensor& ids,
                   const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& w7,
@@ -264,7 +314,6 @@ void forward_impl(const Shape& s, const at::Tensor& x, const at::Tensor& ids,
   const Bands bands(s);
   Workspace<acc_t> pooled(s.n * 2 * pad.plane(), x);
   const int64_t hw = s.h * s.w;
-  const int c_in = static_cast<int>(s.c_in);
   const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
   scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
   scalar_t* s_ptr = attn.mutable_data_ptr<scalar_t>();
@@ -303,18 +352,43 @@ void forward_impl(const Shape& s, const at::Tensor& x, const at::Tensor& ids,
         sv[p] = kernels::sigmoid(sv[p]);
         s_seg[p] = static_cast<scalar_t>(sv[p]);
       }
-      const scalar_t* x_seg = x_ptr + n * s.c_in * hw + h0 * s.w;
-      for (int64_t o = 0; o < s.c_out; ++o) {
-        const WselColumn<kCIn, acc_t> col(prm.wsel, s.c_out, o);
-        const acc_t b = prm.bias[o];
-        scalar_t* PRISMLAB_RESTRICT out_seg = out_ptr + (n * s.c_out + o) * hw + h0 * s.w;
-        for (int64_t p = 0; p < len; ++p) {
-          out_seg[p] = static_cast<scalar_t>(
-              kernels::adapter_y<kCIn>(x_seg + p, hw, col.ptr, col.stride, c_in, b) * sv[p]);
-        }
-      }
+      attend_pixels<kCIn, acc_t, scalar_t>(s, prm, x_ptr + n * s.c_in * hw + h0 * s.w,
+                                           sv.data(), len, out_ptr + n * s.c_out * hw + h0 * s.w);
     }
   });
+}
+
+// Gradients of `len` contiguous pixels given their s, pooled-map gradients (dmean already
+// divided by C_out) and argmax: dx into dxr ([c_in, cap] scratch), and dwsel / db accumulated.
+template <int kCIn, typename acc_t, typename scalar_t>
+PRISMLAB_CPU_MULTIVERSION void backprop_pixels(
+    const Shape& s, const Params<acc_t, scalar_t>& prm, const scalar_t* PRISMLAB_RESTRICT x_pix,
+    const scalar_t* PRISMLAB_RESTRICT g_pix, const acc_t* PRISMLAB_RESTRICT sv,
+    const acc_t* PRISMLAB_RESTRICT dmean, const acc_t* PRISMLAB_RESTRICT dmax,
+    const acc_t* PRISMLAB_RESTRICT argmax, int64_t len, acc_t* PRISMLAB_RESTRICT dyr,
+    acc_t* PRISMLAB_RESTRICT dxr, int64_t cap, acc_t* PRISMLAB_RESTRICT dwsel,
+    acc_t* PRISMLAB_RESTRICT db) {
+  const int64_t hw = s.h * s.w;
+  std::fill(dxr, dxr + s.c_in * cap, acc_t(0));
+  for (int64_t o = 0; o < s.c_out; ++o) {
+    const scalar_t* PRISMLAB_RESTRICT g_o = g_pix + o * hw;
+    const acc_t o_acc = static_cast<acc_t>(o);
+    for (int64_t p = 0; p < len; ++p) {
+      dyr[p] = kernels::adapter_output_grad(
+          static_cast<acc_t>(g_o[p]), sv[p], dmean[p], dmax[p], o_acc, argmax[p]);
+    }
+    db[o] += lane_sum(dyr, len);
+    const WselColumn<kCIn, acc_t> col(prm.wsel, s.c_out, o);
+    const int64_t c_in = kCIn > 0 ? kCIn : s.c_in;
+    for (int64_t c = 0; c < c_in; ++c) {
+      const acc_t wc = col.ptr[c * col.stride];
+      acc_t* PRISMLAB_RESTRICT dx_c = dxr + c * cap;
+      for (int64_t p = 0; p < len; ++p) {
+        dx_c[p] += wc * dyr[p];
+      }
+      dwsel[c * s.c_out + o] += lane_dot(dyr, x_pix + c * hw, len);
+    }
+  }
 }
 
 template <int kCIn, typename scalar_t>
@@ -359,8 +433,10 @@ void backward_impl(const Shape& s, const at::Tensor& g, const at::Tensor& gs,
     }
   });
 
-  // Pass 2: dx, and per-thread partial sums of dwsel [c_in, c_out], db [c_out], dw7 [98].
-  const int64_t acc_size = s.c_in * s.c_out + s.c_out + 2 * kAttnTaps;
+  // Pass 2: dx, and per-thread partial sums of dwsel [c_in, c_out], db [c_out] and dw7 [98]
+  // (in lanes: [98, kDw7Lanes]).
+  const int64_t dw7_at = s.c_in * s.c_out + s.c_out;
+  const int64_t acc_size = dw7_at + 2 * kAttnTaps * kDw7Lanes;
   const int threads = at::get_num_threads();
   std::vector<acc_t> partial(threads * acc_size, acc_t(0));
   scalar_t* dx_ptr = dx.mutable_data_ptr<scalar_t>();
@@ -374,7 +450,7 @@ void backward_impl(const Shape& s, const at::Tensor& g, const at::Tensor& gs,
     TORCH_INTERNAL_ASSERT(tid >= 0 && tid < threads);
     acc_t* dwsel = partial.data() + tid * acc_size;
     acc_t* db = dwsel + s.c_in * s.c_out;
-    acc_t* dw7_acc = db + s.c_out;
+    acc_t* dw7_lanes = dwsel + dw7_at;
     const int64_t cap = bands.rows * s.w;
     std::vector<acc_t> dmean(cap), dmax(cap), sv(cap), dyr(cap), dxr(s.c_in * cap);
     for (int64_t t = begin; t < end; ++t) {
@@ -388,40 +464,18 @@ void backward_impl(const Shape& s, const at::Tensor& g, const at::Tensor& gs,
         const int64_t r = (h - h0) * s.w;
         transposed_stencil_row(dl_win, pad.wp, w7_flipped.data(), dmean.data() + r,
                                dmax.data() + r, s.w);
-        // dw7[m, i, j] += sum_w dlogit(h, w) * pooled_m(h + i - 3, w + j - 3).
-        const acc_t* dl_row = dlogit.data() + pad.at(n, 1, 0, h);
-        for (int m = 0; m < 2; ++m) {
-          const acc_t* p_win = pooled.data() + pad.at(n, 2, m, h) - kAttnPad * (pad.wp + 1);
-          for (int k = 0; k < kAttnTaps; ++k) {
-            const acc_t* p = p_win + (k / kernels::kAttnKernel) * pad.wp + k % kernels::kAttnKernel;
-            dw7_acc[m * kAttnTaps + k] += lane_dot(dl_row, p, s.w);
-          }
-        }
+        const acc_t* mean_win = pooled.data() + pad.at(n, 2, 0, h) - kAttnPad * (pad.wp + 1);
+        accumulate_dw7_row(dlogit.data() + pad.at(n, 1, 0, h), mean_win,
+                           mean_win + pad.plane(), pad.wp, s.w, dw7_lanes);
       }
       for (int64_t p = 0; p < len; ++p) {
         dmean[p] *= inv_c_out;
         sv[p] = static_cast<acc_t>(s_ptr[pix + p]);
       }
-      std::fill(dxr.begin(), dxr.end(), acc_t(0));
-      const scalar_t* x_seg = x_ptr + n * s.c_in * hw + h0 * s.w;
-      const acc_t* am = argmax.data() + pix;
-      for (int64_t o = 0; o < s.c_out; ++o) {
-        const scalar_t* g_o = g_ptr + (n * s.c_out + o) * hw + h0 * s.w;
-        const acc_t o_acc = static_cast<acc_t>(o);
-        for (int64_t p = 0; p < len; ++p) {
-          dyr[p] = kernels::adapter_output_grad(
-              static_cast<acc_t>(g_o[p]), sv[p], dmean[p], dmax[p], o_acc, am[p]);
-        }
-        db[o] += lane_sum(dyr.data(), len);
-        for (int64_t c = 0; c < s.c_in; ++c) {
-          const acc_t wc = prm.wsel[c * s.c_out + o];
-          acc_t* PRISMLAB_RESTRICT dx_c = dxr.data() + c * cap;
-          for (int64_t p = 0; p < len; ++p) {
-            dx_c[p] += wc * dyr[p];
-          }
-          dwsel[c * s.c_out + o] += lane_dot(dyr.data(), x_seg + c * hw, len);
-        }
-      }
+      backprop_pixels<kCIn, acc_t, scalar_t>(
+          s, prm, x_ptr + n * s.c_in * hw + h0 * s.w, g_ptr + n * s.c_out * hw + h0 * s.w,
+          sv.data(), dmean.data(), dmax.data(), argmax.data() + pix, len, dyr.data(), dxr.data(),
+          cap, dwsel, db);
       for (int64_t c = 0; c < s.c_in; ++c) {
         scalar_t* dx_seg = dx_ptr + (n * s.c_in + c) * hw + h0 * s.w;
         for (int64_t p = 0; p < len; ++p) {
@@ -454,7 +508,8 @@ void backward_impl(const Shape& s, const at::Tensor& g, const at::Tensor& gs,
   }
   scalar_t* dw7_ptr = dw7.mutable_data_ptr<scalar_t>();
   for (int k = 0; k < 2 * kAttnTaps; ++k) {
-    dw7_ptr[k] = static_cast<scalar_t>(total[s.c_in * s.c_out + s.c_out + k]);
+    const acc_t* lane = total.data() + dw7_at + k * kDw7Lanes;
+    dw7_ptr[k] = static_cast<scalar_t>(std::accumulate(lane, lane + kDw7Lanes, acc_t(0)));
   }
 }
 

@@ -20,3 +20,14 @@
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define PRISMLAB_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
+
+// Hot CPU loops are compiled three times (AVX-512, AVX2 + FMA, baseline x86-64) and the
+// loader picks the best the CPU has (GCC/Clang function multi-versioning). The extension is
+// built without -march, like PyTorch's own CPU kernels, so it runs on any x86-64 machine.
+#if defined(__x86_64__) && !defined(__CUDACC__) && !defined(__HIPCC__) && \
+    (defined(__GNUC__) || defined(__clang__))
+#define PRISMLAB_CPU_MULTIVERSION \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PRISMLAB_CPU_MULTIVERSION
+#endif
