@@ -26,6 +26,8 @@ class TransformSpec:
     """Resize every image to resize x resize first (needed when sample sizes differ)."""
     crop: int | None = None
     """Random crop of crop x crop when training, centre crop when evaluating."""
+    crop_padding: int = 0
+    """Reflect padding on every side before the training crop."""
     flip: bool = False
     """Random horizontal flip (training only)."""
     rotation: float = 0.0
@@ -81,7 +83,8 @@ class BatchTransform:
         if spec.resize:
             steps.append(v2.Resize((spec.resize, spec.resize), antialias=True))
         if spec.crop:
-            steps.append(v2.RandomCrop(spec.crop) if spec.train else v2.CenterCrop(spec.crop))
+            steps.append(v2.RandomCrop(spec.crop, padding=spec.crop_padding or None, padding_mode="reflect")
+                         if spec.train else v2.CenterCrop(spec.crop))
         if spec.rotation and spec.train:
             steps.append(v2.RandomRotation(spec.rotation))
         return v2.Compose(steps) if steps else None

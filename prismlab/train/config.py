@@ -47,6 +47,9 @@ class DataConfig:
     """Resize every image to this side first (needed when image sizes differ)."""
     crop: Optional[int] = None
     """Random crop of this side when training (centre crop when evaluating)."""
+    crop_padding: int = 0
+    """Reflect-pad every side by this many pixels before the random crop (translation augmentation;
+    with crop equal to the image side, the usual CIFAR recipe)."""
     flip: bool = False
     """Random horizontal flips when training."""
     rotation: float = 0.0
@@ -62,6 +65,8 @@ class DataConfig:
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size={self.batch_size} must be >= 1")
+        if self.crop_padding < 0 or (self.crop_padding and not self.crop):
+            raise ValueError(f"data.crop_padding={self.crop_padding} needs data.crop set and must be >= 0")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers={self.num_workers} must be >= 0")
         if not 0.0 <= self.drop_channels < 1.0:

@@ -67,8 +67,9 @@ class DataInfo:
 
 def transform_spec(cfg: ExperimentConfig) -> TransformSpec:
     d = cfg.data
-    return TransformSpec(resize=d.resize, crop=d.crop, flip=d.flip, rotation=d.rotation, mean=tuple(d.mean),
-                         std=tuple(d.std), channels=tuple(d.channels) if d.channels else None, drop_channels=d.drop_channels)
+    return TransformSpec(resize=d.resize, crop=d.crop, crop_padding=d.crop_padding, flip=d.flip, rotation=d.rotation,
+                         mean=tuple(d.mean), std=tuple(d.std), channels=tuple(d.channels) if d.channels else None,
+                         drop_channels=d.drop_channels)
 
 
 def data_info(cfg: ExperimentConfig, manifest: Manifest) -> DataInfo:

@@ -250,6 +250,20 @@ def test_geometric_transforms_change_shapes(shards):
     assert batch.images.shape == (8, 1, 10, 10)
 
 
+def test_padded_crop_translates_training_images_only():
+    from prismlab.datasets.transforms import BatchTransform
+    image = torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8)
+    spec = TransformSpec(crop=8, crop_padding=2, mean=(0.0,), std=(1.0,))
+    train = BatchTransform(spec, ["L"])
+    shifted = [train([image], seed)[0][0, 0] for seed in range(20)]
+    assert all(s.shape == (8, 8) for s in shifted)
+    assert any(not torch.equal(s, image[0] / 255) for s in shifted)
+    # Reflect padding: every value still comes from the image.
+    assert all(set((s * 255).round().int().flatten().tolist()) <= set(range(64)) for s in shifted)
+    evaluated = BatchTransform(spec.for_eval(), ["L"])([image], 0)[0][0, 0]
+    assert torch.allclose(evaluated, image[0] / 255)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
