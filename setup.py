@@ -126,7 +126,9 @@ def get_extensions():
         cpu_only_reason = "torch is a CPU-only build"
 
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx_flags = opt + [CXX_STD]
+    # at::parallel_for is an OpenMP region compiled into the caller: without -fopenmp it runs on
+    # one thread. Linking libgomp by soname reuses the copy torch has already loaded.
+    cxx_flags = opt + [CXX_STD, "-fopenmp"]
     sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp")))
     extra_compile_args = {"cxx": cxx_flags}
     if use_cuda:
@@ -151,6 +153,7 @@ def get_extensions():
             sources=sources,
             include_dirs=[os.path.join(ROOT, CSRC)],
             extra_compile_args=extra_compile_args,
+            extra_link_args=["-fopenmp"],
         )
     ]
 

@@ -65,6 +65,17 @@ def test_extension_imported():
     assert hasattr(torch.ops.prismlab, "channel_adapter")
 
 
+def test_extension_links_openmp(ext):
+    """at::parallel_for is an OpenMP region compiled into the caller: built without -fopenmp, the
+    CPU kernels silently run on one thread whatever torch.set_num_threads says."""
+    import prismlab._C
+
+    with open(prismlab._C.__file__, "rb") as library:
+        needed = library.read()
+    assert any(name in needed for name in (b"libgomp.so", b"libomp.so", b"libiomp5.so")), \
+        "prismlab._C does not link an OpenMP runtime: build it with -fopenmp"
+
+
 def test_cpu_kernel_registered(ext):
     assert torch._C._dispatch_has_kernel_for_dispatch_key(OP, "CPU")
 
