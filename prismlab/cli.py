@@ -54,6 +54,10 @@ def add_eval_parser(commands) -> None:
     p.add_argument("--fill", choices=["zero", "duplicate"], default="zero",
                    help="with --channel-subsets, for models that are not any-channel: fill missing channels with "
                         "zeros or with the mean of the present ones (default zero)")
+    p.add_argument("--judge", type=Path, metavar="CLASSIFIER_RUN",
+                   help="for a vae or gan run: classify samples from its prior with this separately trained "
+                        "classifier run and report the fraction classified with confidence >= 0.9")
+    p.add_argument("--samples", type=int, default=1000, help="with --judge: samples to draw (default 1000)")
     p.set_defaults(run=run_eval)
 
 
@@ -132,6 +136,14 @@ def run_eval(args) -> int:
     from prismlab.train.engine import format_metrics
     from prismlab.train.trained_run import evaluate_channel_subsets, evaluate_run
 
+    if args.judge is not None:
+        from prismlab.train.sample_judge import judge_samples
+
+        result = judge_samples(args.run_dir, args.judge, samples=args.samples)
+        print(f"{result['confident_fraction']:.1%} of {result['samples']} samples classified with confidence "
+              f">= {result['confidence']}; per class {result['class_counts']}")
+        print(f"written:    {args.run_dir / 'judged_samples.json'}, {args.run_dir / 'judged_samples.png'}")
+        return 0
     if args.channel_subsets:
         rows = evaluate_channel_subsets(args.run_dir, args.split, args.fill, args.checkpoint)
         if global_rank() == 0:

@@ -61,3 +61,25 @@ def test_gan_losses_move_only_their_own_network():
 def test_task_and_model_must_match(pattern_shards, tmp_path):
     with pytest.raises(ConfigError, match="does not go with model.name"):
         config(pattern_shards, tmp_path, "model.name=cnn")
+
+
+def test_samples_judged_by_a_separate_classifier(pattern_shards, tmp_path):
+    from prismlab.errors import PrismlabError
+    from prismlab.train.sample_judge import judge_samples
+
+    train(config(pattern_shards, tmp_path / "vae", "model.name=vae"))
+    train(config(pattern_shards, tmp_path / "cae", "model.name=cae"))
+    train(config(pattern_shards, tmp_path / "clf", "task.name=classify", "model.name=cnn", "model.widths=[8]",
+                 "model.hidden=[16]"))
+    vae, clf = tmp_path / "vae" / "g", tmp_path / "clf" / "g"
+    result = judge_samples(vae, clf, samples=40, confidence=0.0)
+    assert result["confident_fraction"] == 1.0 and sum(result["class_counts"].values()) == 40
+    assert json.loads((vae / "judged_samples.json").read_text()) == result
+    assert png_size(vae / "judged_samples.png")[0] > 100
+    middle = judge_samples(vae, clf, samples=40, confidence=0.6)
+    assert middle["confident_fraction"] == sum(middle["class_counts"].values()) / 40
+    assert judge_samples(vae, clf, samples=40, confidence=1.01)["confident_fraction"] == 0.0
+    with pytest.raises(PrismlabError, match="only vae and gan runs"):
+        judge_samples(tmp_path / "cae" / "g", clf)
+    with pytest.raises(PrismlabError, match="not a multi-class classify run"):
+        judge_samples(vae, vae)

@@ -1,0 +1,70 @@
+"""Judge a generative run's samples with a separately trained classifier run.
+
+A sample "reads as a digit" when the classifier gives some class a softmax probability of at least
+`confidence`; the fraction of such samples is the figure. The class histogram comes with it, so a
+generator that draws only one easy digit (mode collapse) shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from prismlab.errors import PrismlabError
+from prismlab.io import atomic_write_json
+from prismlab.train.plots import save_image_grid
+from prismlab.train.trained_run import TrainedRun
+
+
+def pixel_scale(trained: TrainedRun) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of the run's input normalisation, shaped [1, C, 1, 1]."""
+    channels = len(trained.info.channels)
+    mean = torch.tensor(trained.cfg.data.mean, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1)
+    std = torch.tensor(trained.cfg.data.std, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1)
+    return mean, std
+
+
+@torch.no_grad()
+def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000, confidence: float = 0.9,
+                  seed: int = 0) -> dict:
+    """Draw `samples` images from a VAE / GAN run's prior, classify them; writes judged_samples.json
+    and judged_samples.png (the first 64, titled with the confident fraction) in the generator's run dir."""
+    generator, classifier = TrainedRun.load(generator_dir), TrainedRun.load(classifier_dir)
+    gen_model = generator.accelerator.unwrap_model(generator.model).eval()
+    clf_model = classifier.accelerator.unwrap_model(classifier.model).eval()
+    if generator.cfg.model.name not in ("vae", "gan"):
+        raise PrismlabError(f"{generator_dir} is a {generator.cfg.model.name} run: only vae and gan runs have a prior "
+                            "to sample from")
+    if classifier.cfg.task.name != "classify" or classifier.cfg.task.binary:
+        raise PrismlabError(f"{classifier_dir} is not a multi-class classify run; pass a classifier trained on the "
+                            "generator's data")
+    if (generator.info.channels, generator.info.image_size) != (classifier.info.channels, classifier.info.image_size):
+        raise PrismlabError(f"the classifier takes {classifier.info.image_size}px {classifier.info.channels} images, "
+                            f"the generator draws {generator.info.image_size}px {generator.info.channels}; "
+                            "train the classifier on the same shards")
+    device = next(gen_model.parameters()).device
+    latents = torch.randn(samples, gen_model.latent, generator=torch.Generator().manual_seed(seed)).to(device)
+    drawn = torch.cat([gen_model.decode(chunk) for chunk in latents.split(256)]).float().cpu()
+    # The generator's normalisation back to [0, 1] pixels, then the classifier's.
+    gen_mean, gen_std = pixel_scale(generator)
+    clf_mean, clf_std = pixel_scale(classifier)
+    pixels = (drawn * gen_std + gen_mean).clamp(0.0, 1.0)
+    inputs = ((pixels - clf_mean) / clf_std).to(next(clf_model.parameters()).device)
+    probs = torch.cat([clf_model(chunk).float().softmax(dim=1) for chunk in inputs.split(256)]).cpu()
+    best, label = probs.max(dim=1)
+    confident = best >= confidence
+    result = {
+        "confident_fraction": float(confident.float().mean()),
+        "confidence": confidence,
+        "samples": samples,
+        "seed": seed,
+        "class_counts": {name: int((label[confident] == i).sum()) for i, name in enumerate(classifier.info.class_names)},
+        "generator": str(generator.checkpoint),
+        "classifier": str(classifier.checkpoint),
+    }
+    out = generator.run.root
+    save_image_grid(pixels[:64] * 2 - 1, out / "judged_samples.png", rows=8,
+                    title=f"{result['confident_fraction']:.0%} of {samples} samples classified with p >= {confidence}")
+    atomic_write_json(out / "judged_samples.json", result)
+    return result
