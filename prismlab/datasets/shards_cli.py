@@ -25,6 +25,8 @@ def add_shards_parser(commands) -> None:
     p.add_argument("--format", choices=FORMATS, help="source format (default: detected from the folder's content)")
     p.add_argument("--val-fraction", type=float, help="carve a seeded random val split of this fraction from train")
     p.add_argument("--test-fraction", type=float, help="carve a seeded random test split of this fraction from train")
+    p.add_argument("--classes", type=lambda v: v.split(","), metavar="A,B,...",
+                   help="keep only these classes, relabelled 0, 1, ... in this order (e.g. cat,dog)")
     p.add_argument("--seed", type=int, default=0, help="seeds the global shuffle, carved splits and clocks (default 0)")
     p.add_argument("--shard-size", type=int, default=1000, help="samples per shard at most (default 1000)")
     p.add_argument("--shard-bytes", type=int, help="bytes per shard, about, at most (default: no limit)")
@@ -54,10 +56,12 @@ def run_shards(args) -> int:
         manifests = write_clock_shards(args.out, {"train": args.train, "val": args.val, "test": args.test}, seed=args.seed,
                                        size=args.size, channels=args.channels, shard_size=args.shard_size, workers=args.workers)
     else:
-        from prismlab.datasets.sources import carve_split, detect_source
+        from prismlab.datasets.sources import carve_split, detect_source, select_classes
         from prismlab.datasets.writer import write_source_shards
 
         source = detect_source(Path(args.source), args.format)
+        if args.classes:
+            select_classes(source, args.classes)
         for split, fraction in (("val", args.val_fraction), ("test", args.test_fraction)):
             if fraction is not None:
                 carve_split(source, split, fraction, args.seed)

@@ -14,7 +14,7 @@ from image_sets import make_cifar, make_idx, make_image_folder
 from prismlab.cli import main
 from prismlab.datasets.samples import decode_pixels, encoded_image
 from prismlab.datasets.shards import read_manifest
-from prismlab.datasets.sources import carve_split, detect_source
+from prismlab.datasets.sources import carve_split, detect_source, select_classes
 from prismlab.datasets.tar_reader import samples_from
 from prismlab.datasets.verify import verify_shards
 from prismlab.datasets.writer import write_source_shards
@@ -193,6 +193,21 @@ def test_seeded_val_fraction(tmp_path):
     assert len(first.splits["val"]) == 5 and len(first.splits["train"]) == 15
     assert [r.origin for r in first.splits["val"]] == [r.origin for r in second.splits["val"]]
     assert not {r.origin for r in first.splits["val"]} & {r.origin for r in first.splits["train"]}
+
+
+def test_class_subset_relabelled_in_the_given_order(tmp_path, capsys):
+    make_image_folder(tmp_path / "src", None, classes=("a", "b", "c", "d"))
+    full = detect_source(tmp_path / "src")
+    subset = detect_source(tmp_path / "src")
+    select_classes(subset, ["d", "b"])
+    assert subset.class_names == ["d", "b"]
+    expected = sorted((r.origin, {3: 0, 1: 1}[r.label]) for r in full.splits["train"] if r.label in (1, 3))
+    assert sorted((r.origin, r.label) for r in subset.splits["train"]) == expected
+    with pytest.raises(PrismlabError, match="unknown yak; pick distinct names from a, b, c, d"):
+        select_classes(detect_source(tmp_path / "src"), ["a", "yak"])
+    assert main(["shards", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--classes", "c,a", "--workers", "1"]) == 0
+    manifest = json.loads((tmp_path / "out" / "train.manifest.json").read_text())
+    assert manifest["class_names"] == ["c", "a"] and manifest["samples"] == len(expected)
 
 
 def test_cli_writes_and_verifies(tmp_path, capsys):

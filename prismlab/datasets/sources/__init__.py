@@ -6,7 +6,7 @@ writer can shuffle them globally and hand each shard's records to a worker proce
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,19 @@ def detect_source(path: Path, fmt: str | None = None) -> Source:
     if fmt not in readers:
         raise PrismlabError(f"--format {fmt} is unknown; use one of {', '.join(FORMATS)}")
     return readers[fmt](path)
+
+
+def select_classes(source: Source, names: list[str]) -> None:
+    """Keep only the records of the classes `names`, relabelled 0..len(names)-1 in that order
+    (e.g. CIFAR-10 without cat and dog for pre-training, then cat vs dog for transfer)."""
+    unknown = [n for n in names if n not in source.class_names]
+    if unknown or len(set(names)) != len(names) or not names:
+        raise PrismlabError(f"--classes {','.join(names)}: {'unknown ' + ', '.join(unknown) if unknown else 'empty or repeated'}; "
+                            f"pick distinct names from {', '.join(source.class_names)}")
+    relabel = {source.class_names.index(n): i for i, n in enumerate(names)}
+    for split, records in source.splits.items():
+        source.splits[split] = [replace(r, label=relabel[r.label]) for r in records if r.label in relabel]
+    source.class_names = list(names)
 
 
 def carve_split(source: Source, split: str, fraction: float, seed: int) -> None:
