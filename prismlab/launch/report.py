@@ -26,6 +26,12 @@ def collect(sweep_dir: Path) -> tuple[dict, list[dict]]:
     return sweep, rows
 
 
+def bar_label(row: dict, keys: list[str]) -> str:
+    """`trial: init=normal activation=relu ...`: the last part of each varied key and its value."""
+    settings = " ".join(f"{key.split('.')[-1]}={row[key]}" for key in keys)
+    return f"{row['trial']}: {settings}"
+
+
 def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> tuple[list[dict], Path]:
     """Writes report.md, report.csv, report.json and report.png in the sweep dir; returns rows, best first."""
     sweep, rows = collect(sweep_dir)
@@ -36,5 +42,6 @@ def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) 
     finished.sort(key=lambda r: r[metric], reverse=mode == "max")
     ordered = finished + [r for r in rows if math.isnan(r[metric])]
     write_table(ordered, sweep_dir / "report")
-    plot = plot_sweep([r["trial"] for r in finished], [r[metric] for r in finished], metric, sweep_dir / "report.png")
+    keys = list(sweep["trials"][0]["settings"]) if sweep["trials"] else []
+    plot = plot_sweep([bar_label(r, keys) for r in finished], [r[metric] for r in finished], metric, sweep_dir / "report.png")
     return ordered, plot

@@ -83,8 +83,8 @@ def save_image_grid(images: torch.Tensor, path: Path, rows: int, title: str) -> 
 
 
 def plot_sweep(trials: list[str], values: list[float], metric: str, path: Path) -> Path:
-    """One horizontal bar per finished trial, best at the top."""
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(trials) + 1)))
+    """One horizontal bar per finished trial (labelled with its settings), best at the top."""
+    fig, ax = plt.subplots(figsize=(9, max(2.5, 0.22 * len(trials) + 1)))
     ax.barh(range(len(trials)), values, color="tab:blue")
     ax.set_yticks(range(len(trials)), trials, fontsize=7)
     ax.invert_yaxis()
