@@ -14,10 +14,10 @@ import torch
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
 from prismlab.train.plots import save_image_grid
-from prismlab.train.trained_run import TrainedRun
+from prismlab.train.trained_run import SavedModel
 
 
-def pixel_scale(trained: TrainedRun) -> tuple[torch.Tensor, torch.Tensor]:
+def pixel_scale(trained: SavedModel) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) of the run's input normalisation, shaped [1, C, 1, 1]."""
     channels = len(trained.info.channels)
     mean = torch.tensor(trained.cfg.data.mean, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1)
@@ -30,9 +30,8 @@ def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000
                   seed: int = 0) -> dict:
     """Draw `samples` images from a VAE / GAN run's prior, classify them; writes judged_samples.json
     and judged_samples.png (the first 64, titled with the confident fraction) in the generator's run dir."""
-    generator, classifier = TrainedRun.load(generator_dir), TrainedRun.load(classifier_dir)
-    gen_model = generator.accelerator.unwrap_model(generator.model).eval()
-    clf_model = classifier.accelerator.unwrap_model(classifier.model).eval()
+    generator, classifier = SavedModel.load(generator_dir), SavedModel.load(classifier_dir)
+    gen_model, clf_model = generator.model.eval(), classifier.model.eval()
     if generator.cfg.model.name not in ("vae", "gan"):
         raise PrismlabError(f"{generator_dir} is a {generator.cfg.model.name} run: only vae and gan runs have a prior "
                             "to sample from")
@@ -43,14 +42,13 @@ def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000
         raise PrismlabError(f"the classifier takes {classifier.info.image_size}px {classifier.info.channels} images, "
                             f"the generator draws {generator.info.image_size}px {generator.info.channels}; "
                             "train the classifier on the same shards")
-    device = next(gen_model.parameters()).device
-    latents = torch.randn(samples, gen_model.latent, generator=torch.Generator().manual_seed(seed)).to(device)
+    latents = torch.randn(samples, gen_model.latent, generator=torch.Generator().manual_seed(seed))
     drawn = torch.cat([gen_model.decode(chunk) for chunk in latents.split(256)]).float().cpu()
     # The generator's normalisation back to [0, 1] pixels, then the classifier's.
     gen_mean, gen_std = pixel_scale(generator)
     clf_mean, clf_std = pixel_scale(classifier)
     pixels = (drawn * gen_std + gen_mean).clamp(0.0, 1.0)
-    inputs = ((pixels - clf_mean) / clf_std).to(next(clf_model.parameters()).device)
+    inputs = (pixels - clf_mean) / clf_std
     probs = torch.cat([clf_model(chunk).float().softmax(dim=1) for chunk in inputs.split(256)]).cpu()
     best, label = probs.max(dim=1)
     confident = best >= confidence

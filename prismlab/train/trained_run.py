@@ -38,6 +38,35 @@ def evaluation_weights(payload: dict) -> dict:
 
 
 @dataclass
+class SavedModel:
+    """A run's model with its checkpoint's weights, on the CPU, without an Accelerator (whose state is
+    one per process: two runs with different mixed precision cannot both have one)."""
+
+    run: RunDir
+    cfg: ExperimentConfig
+    info: DataInfo
+    task: Task
+    model: nn.Module
+    checkpoint: Path
+    step: int
+
+    @classmethod
+    def load(cls, run_dir: Path, checkpoint_name: str = checkpoint.BEST) -> SavedModel:
+        run = RunDir(Path(run_dir))
+        if not run.config.is_file():
+            raise PrismlabError(f"{run_dir} is not a run dir (no config.yaml); pass the folder `prismlab train` printed")
+        path = run.checkpoints / checkpoint_name
+        if not path.is_file():
+            raise PrismlabError(f"no checkpoint {path}; train the run first (or pass --checkpoint last.pt)")
+        cfg = load_config(ExperimentConfig, run.config)
+        payload = checkpoint.load_checkpoint(path)
+        info = DataInfo(**payload["data"])
+        task, model = build_task_model(cfg, info)
+        model.load_state_dict(evaluation_weights(payload))
+        return cls(run, cfg, info, task, model, path, payload["state"]["step"])
+
+
+@dataclass
 class TrainedRun:
     run: RunDir
     cfg: ExperimentConfig
@@ -50,19 +79,10 @@ class TrainedRun:
 
     @classmethod
     def load(cls, run_dir: Path, checkpoint_name: str = checkpoint.BEST) -> TrainedRun:
-        run = RunDir(Path(run_dir))
-        if not run.config.is_file():
-            raise PrismlabError(f"{run_dir} is not a run dir (no config.yaml); pass the folder `prismlab train` printed")
-        path = run.checkpoints / checkpoint_name
-        if not path.is_file():
-            raise PrismlabError(f"no checkpoint {path}; train the run first (or pass --checkpoint last.pt)")
-        cfg = load_config(ExperimentConfig, run.config)
-        accelerator = make_accelerator(cfg, run, tracking=False)
-        payload = checkpoint.load_checkpoint(path)
-        info = DataInfo(**payload["data"])
-        task, model = build_task_model(cfg, info)
-        model.load_state_dict(evaluation_weights(payload))
-        return cls(run, cfg, accelerator, info, task, accelerator.prepare(model), path, payload["state"]["step"])
+        saved = SavedModel.load(run_dir, checkpoint_name)
+        accelerator = make_accelerator(saved.cfg, saved.run, tracking=False)
+        return cls(saved.run, saved.cfg, accelerator, saved.info, saved.task, accelerator.prepare(saved.model),
+                   saved.checkpoint, saved.step)
 
     def evaluate(self, split: str, model: nn.Module | None = None, channels: Sequence[str] | None = None):
         spec = transform_spec(self.cfg)
