@@ -25,7 +25,7 @@ def build_model(cfg, channels: list[str], image_size: int, num_outputs: int) -> 
         model = MLP(in_channels * image_size * image_size, cfg.hidden, num_outputs, cfg.activation, cfg.dropout)
     elif cfg.name == "cnn":
         model = CNN(in_channels, image_size, cfg.widths, cfg.convs_per_stage, cfg.hidden, cfg.dropout, num_outputs,
-                    cfg.batch_norm, cfg.activation, cfg.global_pool)
+                    cfg.batch_norm, cfg.activation, cfg.global_pool, cfg.pool_first)
     elif cfg.name in GENERATIVE:
         model = GENERATIVE[cfg.name](in_channels, image_size, cfg.latent)
     elif cfg.name in ARCHITECTURES:

@@ -88,6 +88,8 @@ class ModelConfig:
     """cnn: BatchNorm after each convolution."""
     global_pool: bool = False
     """cnn: average the last feature map instead of flattening it (position-free features)."""
+    pool_first: bool = False
+    """cnn: max-pool right after each stage's first conv instead of after its last one."""
     hidden: list[int] = field(default_factory=lambda: [256])
     """mlp layers / cnn head: widths of the hidden fully connected layers."""
     activation: Literal["relu", "leaky_relu", "sigmoid", "tanh", "gelu"] = "relu"
@@ -123,6 +125,9 @@ class TaskConfig:
     """classify: cross-entropy label smoothing."""
     binary: bool = False
     """classify with 2 classes: one logit and binary cross-entropy instead of a 2-way softmax."""
+    tta_flip: bool = False
+    """classify: evaluate on each image and its mirror image, averaging the logits (for models
+    trained with data.flip)."""
     vae_beta: float = 1.0
     """generative, vae: weight of the KL term."""
 

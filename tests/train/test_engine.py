@@ -10,9 +10,11 @@ import torch
 
 from prismlab.cli import main
 from prismlab.config import load_config
+from prismlab.models.cnn import CNN
 from prismlab.train import checkpoint
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import Trainer, train
+from prismlab.train.tasks.classify import ClassifyTask
 
 
 def config(shards: Path, out: Path, *overrides: str) -> ExperimentConfig:
@@ -63,11 +65,34 @@ def test_clock_encodings_learn(clock_shards, tmp_path, encoding):
     ["optim.name=rmsprop", "optim.lr=1e-3", "model.activation=tanh", "model.init=glorot_uniform"],
     ["train.ema_decay=0.9", "model.init=he_normal", "model.dropout=0.2", "task.label_smoothing=0.1", "task.name=classify"],
     ["train.channels_last=true", "model.activation=leaky_relu", "model.init=normal", "train.grad_accum_steps=2"],
+    ["model.convs_per_stage=2", "model.pool_first=true", "model.global_pool=true", "task.tta_flip=true",
+     "task.name=classify"],
 ])
 def test_options_train(pattern_shards, tmp_path, option):
     task = [] if "task.name=classify" in option else ["task.name=classify"]
     summary = train(config(pattern_shards, tmp_path, *task, *option))
     assert math.isfinite(summary["loss"])
+
+
+def test_pool_first_runs_later_convs_at_half_resolution():
+    model = CNN(3, 32, widths=[8, 16], convs_per_stage=2, hidden=[], dropout=0.0, num_outputs=4, pool_first=True)
+    seen = []
+    for conv in (m for m in model.features.modules() if isinstance(m, torch.nn.Conv2d)):
+        conv.register_forward_hook(lambda _, inputs, out: seen.append(tuple(inputs[0].shape[-2:])))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+    assert seen == [(32, 32), (16, 16), (16, 16), (8, 8)]
+
+
+def test_tta_flip_averages_the_logits_of_the_mirror_image():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
+    images, labels = torch.randn(64, 3, 4, 4), torch.randint(0, 3, (64,))
+    averaged = (net(images) + net(images.flip(-1))) / 2
+    with torch.no_grad():
+        plain = ClassifyTask(["a", "b", "c"]).per_sample(net, images, labels)
+        tta = ClassifyTask(["a", "b", "c"], tta_flip=True).per_sample(net, images, labels)
+    assert torch.equal(tta["pred"], averaged.argmax(1).float())
+    assert not torch.equal(tta["pred"], plain["pred"])  # the mirror changes some predictions of this net
 
 
 def parameters(run_dir: Path, name: str = checkpoint.LAST) -> dict[str, torch.Tensor]:

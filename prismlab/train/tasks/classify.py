@@ -15,10 +15,13 @@ class ClassifyTask:
     monitor = "accuracy"
     higher_is_better = True
 
-    def __init__(self, class_names: list[str], label_smoothing: float = 0.0, binary: bool = False):
-        """`binary`: two classes as one logit (the second class is the positive one) with BCE."""
+    def __init__(self, class_names: list[str], label_smoothing: float = 0.0, binary: bool = False,
+                 tta_flip: bool = False):
+        """`binary`: two classes as one logit (the second class is the positive one) with BCE.
+        `tta_flip`: evaluation averages the logits of each image and its left-right mirror."""
         self.class_names = class_names
         self.binary = binary
+        self.tta_flip = tta_flip
         self.num_outputs = 1 if binary else len(class_names)
         self.label_smoothing = label_smoothing
 
@@ -33,6 +36,8 @@ class ClassifyTask:
 
     def per_sample(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = model(images).float()
+        if self.tta_flip:
+            outputs = (outputs + model(images.flip(-1)).float()) / 2
         pred = (outputs[:, 0] > 0).long() if self.binary else outputs.argmax(1)
         return {"label": labels.float(), "pred": pred.float(), "loss": self.losses(outputs, labels)}
 
