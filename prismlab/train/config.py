@@ -149,6 +149,8 @@ class OptimConfig:
     """L1 regularisation: this times the sum of |w| over weights is added to the loss."""
     momentum: float = 0.9
     """SGD / RMSprop momentum."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam / AdamW moment decays (DCGAN's recipe lowers beta1 to 0.5)."""
     nesterov: bool = True
     """SGD: Nesterov momentum."""
     schedule: Literal["constant", "step", "cosine", "onecycle"] = "cosine"
@@ -170,6 +172,8 @@ class OptimConfig:
             raise ValueError(f"optim.warmup_steps={self.warmup_steps} must be >= 0")
         if self.l1 < 0 or self.weight_decay < 0:
             raise ValueError("optim.l1 and optim.weight_decay must be >= 0")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"optim.betas={list(self.betas)} must be two decays in [0, 1), e.g. [0.5, 0.999]")
         if self.step_epochs < 1:
             raise ValueError(f"optim.step_epochs={self.step_epochs} must be >= 1")
         if not 0.0 < self.onecycle_pct_start < 1.0:

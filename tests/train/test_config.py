@@ -48,6 +48,7 @@ def test_int_accepted_for_float():
     (["optim.lr"], ["not of the form key=value"]),
     (["optim.lr=1", "optim.lr.x=1"], ["'lr' is a value, not a section"]),
     (["optim.lr.x=1"], ["optim.lr=", "must be a number"]),
+    (["optim.betas=[0.5]"], ["optim.betas=[0.5] must be two decays"]),
 ])
 def test_bad_overrides_name_the_problem(override, words):
     with pytest.raises(ConfigError) as info:

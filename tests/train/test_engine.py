@@ -14,6 +14,7 @@ from prismlab.models.cnn import CNN
 from prismlab.train import checkpoint
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import Trainer, train
+from prismlab.train.optim import build_optimizer
 from prismlab.train.tasks.classify import ClassifyTask
 
 
@@ -72,6 +73,13 @@ def test_options_train(pattern_shards, tmp_path, option):
     task = [] if "task.name=classify" in option else ["task.name=classify"]
     summary = train(config(pattern_shards, tmp_path, *task, *option))
     assert math.isfinite(summary["loss"])
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_betas_reach_the_optimizer(name):
+    cfg = load_config(ExperimentConfig, None, [f"optim.name={name}", "optim.betas=[0.5,0.99]"])
+    optimizer = build_optimizer(cfg.optim, torch.nn.Linear(2, 2))
+    assert optimizer.param_groups[0]["betas"] == (0.5, 0.99)
 
 
 def test_pool_first_runs_later_convs_at_half_resolution():
