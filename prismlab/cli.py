@@ -145,11 +145,11 @@ def run_eval(args) -> int:
         print(f"written:    {args.run_dir / 'judged_samples.json'}, {args.run_dir / 'judged_samples.png'}")
         return 0
     if args.channel_subsets:
-        rows = evaluate_channel_subsets(args.run_dir, args.split, args.fill, args.checkpoint)
+        rows, stem = evaluate_channel_subsets(args.run_dir, args.split, args.fill, args.checkpoint)
         if global_rank() == 0:
             for row in rows:
                 print(f"{row['channels']:>8}: {format_metrics(row)}")
-            print(f"written:    {args.run_dir / f'channel_subsets_{args.split}.md'} (.csv, .json)")
+            print(f"written:    {stem}.md (.csv, .json)")
         return 0
     metrics = evaluate_run(args.run_dir, args.split, args.checkpoint)
     if global_rank() != 0:

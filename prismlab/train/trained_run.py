@@ -138,8 +138,10 @@ def channel_subsets(channels: Sequence[str]) -> list[tuple[str, ...]]:
 
 
 def evaluate_channel_subsets(run_dir: Path, split: str = "test", fill: str = "zero",
-                             checkpoint_name: str = checkpoint.BEST) -> list[dict]:
-    """Metrics on every subset of the run's channels; writes channel_subsets_<split>.{md,csv,json}."""
+                             checkpoint_name: str = checkpoint.BEST) -> tuple[list[dict], Path]:
+    """Metrics on every subset of the run's channels, and the stem of the table written from them:
+    channel_subsets_<split>.{md,csv,json}, or channel_subsets_<split>_<fill>_fill.* for a fixed-channel
+    model (so that both fills of one run can be compared)."""
     trained = TrainedRun.load(run_dir, checkpoint_name)
     inner = trained.accelerator.unwrap_model(trained.model)
     any_channel = getattr(inner, "accepts_channels", False)
@@ -149,9 +151,10 @@ def evaluate_channel_subsets(run_dir: Path, split: str = "test", fill: str = "ze
         metrics = trained.task.metrics(trained.evaluate(split, model, subset).values)
         rows.append({"channels": "".join(subset) if all(len(c) == 1 for c in subset) else "+".join(subset),
                      "fill": "none (any-channel model)" if any_channel else fill, **metrics})
+    stem = trained.run.root / (f"channel_subsets_{split}" if any_channel else f"channel_subsets_{split}_{fill}_fill")
     if trained.accelerator.is_main_process:
-        write_table(rows, trained.run.root / f"channel_subsets_{split}")
-    return rows
+        write_table(rows, stem)
+    return rows, stem
 
 
 def write_table(rows: list[dict], stem: Path) -> None:

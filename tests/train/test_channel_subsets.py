@@ -44,8 +44,10 @@ def test_channel_subset_table(pattern_shards, tmp_path, capsys, model, extra, fi
     assert main(["eval", str(tmp_path / "ac"), "--split", "test", "--channel-subsets", "--fill", fill]) == 0
     out = capsys.readouterr().out
     assert "RGB: accuracy" in out and "  B: accuracy" in out
-    rows = json.loads((tmp_path / "ac" / "channel_subsets_test.json").read_text())
+    stem = tmp_path / "ac" / ("channel_subsets_test" if model == "any_channel_cnn" else f"channel_subsets_test_{fill}_fill")
+    assert f"written:    {stem}.md" in out
+    rows = json.loads(stem.with_suffix(".json").read_text())
     assert [r["channels"] for r in rows] == SUBSETS
     assert all(r["samples"] == 48 and 0 <= r["accuracy"] <= 1 for r in rows)
-    table = (tmp_path / "ac" / "channel_subsets_test.md").read_text()
+    table = stem.with_suffix(".md").read_text()
     assert table.startswith("| channels | fill | accuracy |") and len(table.splitlines()) == 2 + len(SUBSETS)
