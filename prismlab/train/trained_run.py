@@ -67,22 +67,16 @@ class SavedModel:
 
 
 @dataclass
-class TrainedRun:
-    run: RunDir
-    cfg: ExperimentConfig
+class TrainedRun(SavedModel):
+    """A saved model prepared by an Accelerator (device, mixed precision, DDP) to evaluate on a split."""
+
     accelerator: Accelerator
-    info: DataInfo
-    task: Task
-    model: nn.Module
-    checkpoint: Path
-    step: int
 
     @classmethod
     def load(cls, run_dir: Path, checkpoint_name: str = checkpoint.BEST) -> TrainedRun:
         saved = SavedModel.load(run_dir, checkpoint_name)
         accelerator = make_accelerator(saved.cfg, saved.run, tracking=False)
-        return cls(saved.run, saved.cfg, accelerator, saved.info, saved.task, accelerator.prepare(saved.model),
-                   saved.checkpoint, saved.step)
+        return cls(**{**vars(saved), "model": accelerator.prepare(saved.model)}, accelerator=accelerator)
 
     def evaluate(self, split: str, model: nn.Module | None = None, channels: Sequence[str] | None = None):
         spec = transform_spec(self.cfg)
