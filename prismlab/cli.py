@@ -137,12 +137,13 @@ def run_eval(args) -> int:
     from prismlab.train.trained_run import evaluate_channel_subsets, evaluate_run
 
     if args.judge is not None:
-        from prismlab.train.sample_judge import judge_samples
+        from prismlab.train.sample_judge import judge_samples, judged_samples_stem
 
-        result = judge_samples(args.run_dir, args.judge, samples=args.samples)
+        result = judge_samples(args.run_dir, args.judge, samples=args.samples, checkpoint_name=args.checkpoint)
+        stem = judged_samples_stem(args.run_dir, args.checkpoint)
         print(f"{result['confident_fraction']:.1%} of {result['samples']} samples classified with confidence "
               f">= {result['confidence']}; per class {result['class_counts']}")
-        print(f"written:    {args.run_dir / 'judged_samples.json'}, {args.run_dir / 'judged_samples.png'}")
+        print(f"written:    {stem}.json, {stem}.png")
         return 0
     if args.channel_subsets:
         rows, stem = evaluate_channel_subsets(args.run_dir, args.split, args.fill, args.checkpoint)

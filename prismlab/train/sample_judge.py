@@ -13,6 +13,7 @@ import torch
 
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
+from prismlab.train import checkpoint
 from prismlab.train.plots import save_image_grid
 from prismlab.train.trained_run import SavedModel
 
@@ -26,11 +27,17 @@ def pixel_scale(trained: SavedModel) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
+def judged_samples_stem(generator_dir: Path, checkpoint_name: str = checkpoint.BEST) -> Path:
+    """judged_samples for the best checkpoint, judged_samples_<name> for another (e.g. last.pt)."""
+    suffix = "" if checkpoint_name == checkpoint.BEST else "_" + Path(checkpoint_name).stem
+    return Path(generator_dir) / f"judged_samples{suffix}"
+
+
 def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000, confidence: float = 0.9,
-                  seed: int = 0) -> dict:
-    """Draw `samples` images from a VAE / GAN run's prior, classify them; writes judged_samples.json
-    and judged_samples.png (the first 64, titled with the confident fraction) in the generator's run dir."""
-    generator, classifier = SavedModel.load(generator_dir), SavedModel.load(classifier_dir)
+                  seed: int = 0, checkpoint_name: str = checkpoint.BEST) -> dict:
+    """Draw `samples` images from a VAE / GAN run's prior, classify them; writes <stem>.json and <stem>.png
+    (the first 64, titled with the confident fraction) in the generator's run dir (`judged_samples_stem`)."""
+    generator, classifier = SavedModel.load(generator_dir, checkpoint_name), SavedModel.load(classifier_dir)
     gen_model, clf_model = generator.model.eval(), classifier.model.eval()
     if generator.cfg.model.name not in ("vae", "gan"):
         raise PrismlabError(f"{generator_dir} is a {generator.cfg.model.name} run: only vae and gan runs have a prior "
@@ -61,8 +68,8 @@ def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000
         "generator": str(generator.checkpoint),
         "classifier": str(classifier.checkpoint),
     }
-    out = generator.run.root
-    save_image_grid(pixels[:64] * 2 - 1, out / "judged_samples.png", rows=8,
+    stem = judged_samples_stem(generator.run.root, checkpoint_name)
+    save_image_grid(pixels[:64] * 2 - 1, stem.with_suffix(".png"), rows=8,
                     title=f"{result['confident_fraction']:.0%} of {samples} samples classified with p >= {confidence}")
-    atomic_write_json(out / "judged_samples.json", result)
+    atomic_write_json(stem.with_suffix(".json"), result)
     return result

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from prismlab.cli import main
 from prismlab.config import load_config
 from prismlab.errors import ConfigError
 from prismlab.models.generative import GAN
@@ -79,6 +80,11 @@ def test_samples_judged_by_a_separate_classifier(pattern_shards, tmp_path):
     middle = judge_samples(vae, clf, samples=40, confidence=0.6)
     assert middle["confident_fraction"] == sum(middle["class_counts"].values()) / 40
     assert judge_samples(vae, clf, samples=40, confidence=1.01)["confident_fraction"] == 0.0
+    # Another checkpoint of the generator gets its own files, next to the best one's.
+    assert main(["eval", str(vae), "--judge", str(clf), "--samples", "40", "--checkpoint", "last.pt"]) == 0
+    assert json.loads((vae / "judged_samples_last.json").read_text())["generator"].endswith("last.pt")
+    assert png_size(vae / "judged_samples_last.png")[0] > 100
+    assert json.loads((vae / "judged_samples.json").read_text())["generator"].endswith("best.pt")
     with pytest.raises(PrismlabError, match="only vae and gan runs"):
         judge_samples(tmp_path / "cae" / "g", clf)
     with pytest.raises(PrismlabError, match="not a multi-class classify run"):
