@@ -26,13 +26,13 @@ def pixel_scale(trained: SavedModel) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-@torch.no_grad()
 def judged_samples_stem(generator_dir: Path, checkpoint_name: str = checkpoint.BEST) -> Path:
     """judged_samples for the best checkpoint, judged_samples_<name> for another (e.g. last.pt)."""
     suffix = "" if checkpoint_name == checkpoint.BEST else "_" + Path(checkpoint_name).stem
     return Path(generator_dir) / f"judged_samples{suffix}"
 
 
+@torch.no_grad()
 def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000, confidence: float = 0.9,
                   seed: int = 0, checkpoint_name: str = checkpoint.BEST) -> dict:
     """Draw `samples` images from a VAE / GAN run's prior, classify them; writes <stem>.json and <stem>.png
