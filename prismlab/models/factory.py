@@ -27,7 +27,7 @@ def build_model(cfg, channels: list[str], image_size: int, num_outputs: int) -> 
         model = CNN(in_channels, image_size, cfg.widths, cfg.convs_per_stage, cfg.hidden, cfg.dropout, num_outputs,
                     cfg.batch_norm, cfg.activation, cfg.global_pool, cfg.pool_first)
     elif cfg.name in GENERATIVE:
-        model = GENERATIVE[cfg.name](in_channels, image_size, cfg.latent)
+        model = GENERATIVE[cfg.name](in_channels, image_size, cfg.latent, cfg.widths[0])
     elif cfg.name in ARCHITECTURES:
         model = small_image_resnet(cfg.name, in_channels, num_outputs)
     else:

@@ -77,7 +77,8 @@ class DataConfig:
 class ModelConfig:
     name: Literal["mlp", "cnn", "resnet18", "resnet34", "any_channel_cnn", "cae", "vae", "gan"] = "cnn"
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
-    """cnn: output channels of each conv stage; every stage halves the resolution."""
+    """cnn: output channels of each conv stage; every stage halves the resolution.
+    cae / vae / gan: widths[0] is the channels of the first conv (the second has twice as many)."""
     convs_per_stage: int = 1
     """cnn: 3x3 convolutions per stage; any_channel_cnn: convolutions per residual dense block."""
     growth: int = 16

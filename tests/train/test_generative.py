@@ -10,6 +10,7 @@ import torch
 from prismlab.cli import main
 from prismlab.config import load_config
 from prismlab.errors import ConfigError
+from prismlab.models.factory import build_model
 from prismlab.models.generative import GAN
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import train
@@ -57,6 +58,12 @@ def test_gan_losses_move_only_their_own_network():
     d_loss, _ = gan(torch.randn(6, 1, 8, 8))
     d_loss.backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in gan.generator.parameters())
+
+
+def test_generative_width_comes_from_the_first_of_model_widths():
+    cfg = config(Path("unused"), Path("unused"), "model.name=gan", "model.widths=[12]").model
+    gan = build_model(cfg, ["gray"], image_size=8, num_outputs=1)
+    assert gan.generator[4].out_channels == 12 and gan.discriminator[0].out_channels == 12
 
 
 def test_task_and_model_must_match(pattern_shards, tmp_path):
