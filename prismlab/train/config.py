@@ -129,6 +129,9 @@ class TaskConfig:
     tta_flip: bool = False
     """classify: evaluate on each image and its mirror image, averaging the logits (for models
     trained with data.flip)."""
+    tta_translate: int = 0
+    """classify: also evaluate on copies shifted this many pixels up-left and down-right (edges
+    reflected), averaging the logits (for models trained with data.crop_padding; 0: off)."""
     vae_beta: float = 1.0
     """generative, vae: weight of the KL term."""
 
@@ -137,6 +140,8 @@ class TaskConfig:
             raise ValueError(f"task.clock_classes={self.clock_classes} must divide 720 (e.g. 24, 72, 720)")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"task.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if self.tta_translate < 0:
+            raise ValueError(f"task.tta_translate={self.tta_translate} must be >= 0 pixels")
 
 
 @dataclass

@@ -10,6 +10,7 @@ import torch
 
 from prismlab.cli import main
 from prismlab.config import load_config
+from prismlab.errors import ConfigError
 from prismlab.models.cnn import CNN
 from prismlab.train import checkpoint
 from prismlab.train.config import ExperimentConfig
@@ -66,7 +67,7 @@ def test_clock_encodings_learn(clock_shards, tmp_path, encoding):
     ["optim.name=rmsprop", "optim.lr=1e-3", "model.activation=tanh", "model.init=glorot_uniform"],
     ["train.ema_decay=0.9", "model.init=he_normal", "model.dropout=0.2", "task.label_smoothing=0.1", "task.name=classify"],
     ["train.channels_last=true", "model.activation=leaky_relu", "model.init=normal", "train.grad_accum_steps=2"],
-    ["model.convs_per_stage=2", "model.pool_first=true", "model.global_pool=true", "task.tta_flip=true",
+    ["model.convs_per_stage=2", "model.pool_first=true", "model.global_pool=true", "task.tta_flip=true", "task.tta_translate=2",
      "task.name=classify"],
 ])
 def test_options_train(pattern_shards, tmp_path, option):
@@ -101,6 +102,21 @@ def test_tta_flip_averages_the_logits_of_the_mirror_image():
         tta = ClassifyTask(["a", "b", "c"], tta_flip=True).per_sample(net, images, labels)
     assert torch.equal(tta["pred"], averaged.argmax(1).float())
     assert not torch.equal(tta["pred"], plain["pred"])  # the mirror changes some predictions of this net
+
+
+def test_tta_translate_adds_copies_shifted_up_left_and_down_right_then_mirrors_all():
+    images = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
+    views = ClassifyTask(["a", "b"], tta_flip=True, tta_translate=1).test_time_views(images)
+    assert len(views) == 6 and all(v.shape == images.shape for v in views)
+    assert torch.equal(views[1][..., :4, :4], images[..., 1:, 1:])  # content moved up-left by one pixel
+    assert torch.equal(views[2][..., 1:, 1:], images[..., :4, :4])  # and down-right
+    assert torch.equal(views[1][..., 4, :4], images[..., 3, 1:])  # the new edge row is reflected, not zeros
+    assert all(torch.equal(views[3 + i], views[i].flip(-1)) for i in range(3))
+
+
+def test_tta_translate_needs_a_non_negative_shift(tmp_path):
+    with pytest.raises(ConfigError, match="task.tta_translate=-1 must be >= 0"):
+        load_config(ExperimentConfig, None, ["task.name=classify", "task.tta_translate=-1"])
 
 
 def parameters(run_dir: Path, name: str = checkpoint.LAST) -> dict[str, torch.Tensor]:

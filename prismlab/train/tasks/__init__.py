@@ -21,7 +21,7 @@ def make_task(cfg, class_names: list[str], model_name: str) -> Task:
             raise ValueError("task.name=classify needs shards with class names; write them from a labelled source")
         if cfg.binary and len(class_names) != 2:
             raise ValueError(f"task.binary needs exactly 2 classes, the shards have {len(class_names)}")
-        return ClassifyTask(class_names, cfg.label_smoothing, cfg.binary, cfg.tta_flip)
+        return ClassifyTask(class_names, cfg.label_smoothing, cfg.binary, cfg.tta_flip, cfg.tta_translate)
     return ClockTask(cfg.encoding, cfg.clock_classes)
 
 

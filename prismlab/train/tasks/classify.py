@@ -16,12 +16,14 @@ class ClassifyTask:
     higher_is_better = True
 
     def __init__(self, class_names: list[str], label_smoothing: float = 0.0, binary: bool = False,
-                 tta_flip: bool = False):
+                 tta_flip: bool = False, tta_translate: int = 0):
         """`binary`: two classes as one logit (the second class is the positive one) with BCE.
-        `tta_flip`: evaluation averages the logits of each image and its left-right mirror."""
+        `tta_flip`: evaluation averages the logits of each image and its left-right mirror.
+        `tta_translate`: evaluation also averages copies shifted this many pixels up-left and down-right."""
         self.class_names = class_names
         self.binary = binary
         self.tta_flip = tta_flip
+        self.tta_translate = tta_translate
         self.num_outputs = 1 if binary else len(class_names)
         self.label_smoothing = label_smoothing
 
@@ -34,10 +36,20 @@ class ClassifyTask:
     def loss(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.losses(model(images).float(), labels).mean()
 
-    def per_sample(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = model(images).float()
+    def test_time_views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The images the evaluation averages the logits of: the batch itself, plus shifted and mirrored copies."""
+        views = [images]
+        if self.tta_translate:
+            n = self.tta_translate
+            padded = F.pad(images, (n, n, n, n), mode="reflect")
+            height, width = images.shape[-2:]
+            views += [padded[..., 2 * n:, 2 * n:], padded[..., :height, :width]]
         if self.tta_flip:
-            outputs = (outputs + model(images.flip(-1)).float()) / 2
+            views += [view.flip(-1) for view in views]
+        return views
+
+    def per_sample(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = torch.stack([model(view).float() for view in self.test_time_views(images)]).mean(0)
         pred = (outputs[:, 0] > 0).long() if self.binary else outputs.argmax(1)
         return {"label": labels.float(), "pred": pred.float(), "loss": self.losses(outputs, labels)}
 
