@@ -9,7 +9,7 @@ from prismlab.models.cnn import CNN
 from prismlab.models.generative import GAN, VAE, ConvAutoencoder
 from prismlab.models.layers import initialise
 from prismlab.models.mlp import MLP
-from prismlab.models.resnet import ARCHITECTURES, small_image_resnet
+from prismlab.models.resnet import ARCHITECTURES, build_resnet
 
 
 GENERATIVE = {"cae": ConvAutoencoder, "vae": VAE, "gan": GAN}
@@ -29,7 +29,7 @@ def build_model(cfg, channels: list[str], image_size: int, num_outputs: int) -> 
     elif cfg.name in GENERATIVE:
         model = GENERATIVE[cfg.name](in_channels, image_size, cfg.latent, cfg.widths[0])
     elif cfg.name in ARCHITECTURES:
-        model = small_image_resnet(cfg.name, in_channels, num_outputs)
+        model = build_resnet(cfg.name, in_channels, num_outputs, cfg.resnet_stem)
     else:
         raise ValueError(f"unknown model.name {cfg.name!r}")
     initialise(model, cfg.init)

@@ -91,6 +91,9 @@ class ModelConfig:
     """cnn: average the last feature map instead of flattening it (position-free features)."""
     pool_first: bool = False
     """cnn: max-pool right after each stage's first conv instead of after its last one."""
+    resnet_stem: Literal["small", "imagenet"] = "small"
+    """resnet18 / resnet34: `small` (3x3 stride-1 conv, no max-pool: blocks see the whole small image)
+    or torchvision's own `imagenet` stem (7x7 stride-2 conv and max-pool: 16x cheaper at 32 px)."""
     hidden: list[int] = field(default_factory=lambda: [256])
     """mlp layers / cnn head: widths of the hidden fully connected layers."""
     activation: Literal["relu", "leaky_relu", "sigmoid", "tanh", "gelu"] = "relu"

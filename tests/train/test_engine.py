@@ -12,6 +12,7 @@ from prismlab.cli import main
 from prismlab.config import load_config
 from prismlab.errors import ConfigError
 from prismlab.models.cnn import CNN
+from prismlab.models.factory import build_model
 from prismlab.train import checkpoint
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import Trainer, train
@@ -50,6 +51,16 @@ def test_resnet_trains(pattern_shards, tmp_path):
     train(cfg)
     losses = train_losses(tmp_path / "t")
     assert min(losses[-2:]) < losses[0]
+
+
+@pytest.mark.parametrize("stem, first_block_side", [("small", 32), ("imagenet", 8)])
+def test_resnet_stem_sets_the_resolution_of_the_first_block(stem, first_block_side):
+    cfg = load_config(ExperimentConfig, None, ["model.name=resnet18", f"model.resnet_stem={stem}"]).model
+    model = build_model(cfg, ["R", "G", "B", "IR"], image_size=32, num_outputs=5)
+    seen = []
+    model.layer1.register_forward_hook(lambda _, inputs, out: seen.append(out.shape[-1]))
+    assert model(torch.randn(2, 4, 32, 32)).shape == (2, 5)
+    assert seen == [first_block_side]
 
 
 @pytest.mark.parametrize("encoding", ["hours_regression", "classes", "multi_head", "angle_sincos", "hands_sincos"])
