@@ -26,6 +26,8 @@ def build_model(cfg, channels: list[str], image_size: int, num_outputs: int) -> 
     elif cfg.name == "cnn":
         model = CNN(in_channels, image_size, cfg.widths, cfg.convs_per_stage, cfg.hidden, cfg.dropout, num_outputs,
                     cfg.batch_norm, cfg.activation, cfg.global_pool, cfg.pool_first)
+    elif cfg.name == "gan":
+        model = GAN(in_channels, image_size, cfg.latent, cfg.widths[0], cfg.spectral_norm)
     elif cfg.name in GENERATIVE:
         model = GENERATIVE[cfg.name](in_channels, image_size, cfg.latent, cfg.widths[0])
     elif cfg.name in ARCHITECTURES:

@@ -18,11 +18,15 @@ def check_size(image_size: int) -> int:
     return image_size // 4
 
 
-def encoder(in_channels: int, width: int, side: int, outputs: int) -> nn.Sequential:
+def encoder(in_channels: int, width: int, side: int, outputs: int, spectral_norm: bool = False) -> nn.Sequential:
+    """`spectral_norm`: each layer's weight divided by its largest singular value, and no BatchNorm
+    (SN-GAN's discriminator: it bounds how sharply the discriminator can change, which steadies a GAN)."""
+    wrap = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda layer: layer)
+    norm = nn.Identity() if spectral_norm else nn.BatchNorm2d(2 * width)
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2, inplace=True),
-        nn.Flatten(), nn.Linear(2 * width * side * side, outputs),
+        wrap(nn.Conv2d(in_channels, width, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True),
+        wrap(nn.Conv2d(width, 2 * width, 4, 2, 1)), norm, nn.LeakyReLU(0.2, inplace=True),
+        nn.Flatten(), wrap(nn.Linear(2 * width * side * side, outputs)),
     )
 
 
@@ -85,12 +89,12 @@ class GAN(nn.Module):
     backward pass (and one DDP gradient sync) serves both.
     """
 
-    def __init__(self, channels: int, image_size: int, latent: int, width: int = 32):
+    def __init__(self, channels: int, image_size: int, latent: int, width: int = 32, spectral_norm: bool = False):
         super().__init__()
         side = check_size(image_size)
         self.latent = latent
         self.generator = decoder(latent, width, side, channels)
-        self.discriminator = encoder(channels, width, side, 1)
+        self.discriminator = encoder(channels, width, side, 1, spectral_norm)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)

@@ -102,6 +102,8 @@ class ModelConfig:
     """Weight initialiser of conv and linear layers (`default`: PyTorch's own)."""
     latent: int = 16
     """cae / vae / gan: size of the latent code."""
+    spectral_norm: bool = False
+    """gan: spectral normalisation on the discriminator's layers, in place of its BatchNorm."""
 
     def __post_init__(self):
         if not self.widths or min(self.widths) < 1:
@@ -110,6 +112,8 @@ class ModelConfig:
             raise ValueError(f"model.convs_per_stage={self.convs_per_stage} must be >= 1")
         if self.latent < 2:
             raise ValueError(f"model.latent={self.latent} must be >= 2 (the 2-D interpolation grid varies two coordinates)")
+        if self.spectral_norm and self.name != "gan":
+            raise ValueError(f"model.spectral_norm applies to the gan's discriminator only, not model.name={self.name}")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"model.hidden={self.hidden} must hold positive widths")
         if not 0.0 <= self.dropout < 1.0:

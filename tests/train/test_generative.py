@@ -34,9 +34,11 @@ def png_size(path: Path) -> tuple[int, int]:
     ("cae", ["reconstructions", "interpolation_1d", "interpolation_2d"]),
     ("vae", ["reconstructions", "samples", "interpolation_1d", "interpolation_2d"]),
     ("gan", ["samples", "interpolation_1d", "interpolation_2d"]),
+    ("gan model.spectral_norm=true", ["samples"]),
 ])
 def test_generative_models_train_and_draw(pattern_shards, tmp_path, kind, pictures):
-    summary = train(config(pattern_shards, tmp_path, f"model.name={kind}"))
+    kind, *options = kind.split()
+    summary = train(config(pattern_shards, tmp_path, f"model.name={kind}", *options))
     losses = [r["train/loss"] for r in map(json.loads, (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()) if "train/loss" in r]
     if kind != "gan":  # a GAN's summed loss need not fall; its two players trade it
         assert losses[-1] < losses[0]
@@ -48,8 +50,9 @@ def test_generative_models_train_and_draw(pattern_shards, tmp_path, kind, pictur
         assert width > 100 and height > 100
 
 
-def test_gan_losses_move_only_their_own_network():
-    gan = GAN(channels=1, image_size=8, latent=4, width=4)
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_gan_losses_move_only_their_own_network(spectral_norm):
+    gan = GAN(channels=1, image_size=8, latent=4, width=4, spectral_norm=spectral_norm)
     d_loss, g_loss = gan(torch.randn(6, 1, 8, 8))
     g_loss.backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in gan.discriminator.parameters())
@@ -64,6 +67,22 @@ def test_generative_width_comes_from_the_first_of_model_widths():
     cfg = config(Path("unused"), Path("unused"), "model.name=gan", "model.widths=[12]").model
     gan = build_model(cfg, ["gray"], image_size=8, num_outputs=1)
     assert gan.generator[4].out_channels == 12 and gan.discriminator[0].out_channels == 12
+
+
+def test_spectral_norm_bounds_each_discriminator_layer_and_replaces_batch_norm():
+    gan = GAN(channels=1, image_size=8, latent=4, width=4, spectral_norm=True)
+    for _ in range(20):  # the power iteration that estimates each layer's top singular value
+        gan(torch.randn(6, 1, 8, 8))
+    layers = [m for m in gan.discriminator if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 3
+    for layer in layers:
+        assert torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2).item() == pytest.approx(1.0, abs=0.05)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gan.discriminator.modules())
+
+
+def test_spectral_norm_is_for_gans_only():
+    with pytest.raises(ConfigError, match="model.spectral_norm applies to the gan's discriminator only"):
+        load_config(ExperimentConfig, None, ["model.name=vae", "model.spectral_norm=true"])
 
 
 def test_task_and_model_must_match(pattern_shards, tmp_path):
