@@ -12,7 +12,7 @@ from prismlab.models.mlp import MLP
 from prismlab.models.resnet import ARCHITECTURES, build_resnet
 
 
-GENERATIVE = {"cae": ConvAutoencoder, "vae": VAE, "gan": GAN}
+AUTOENCODERS = {"cae": ConvAutoencoder, "vae": VAE}
 
 
 def build_model(cfg, channels: list[str], image_size: int, num_outputs: int) -> nn.Module:
@@ -28,8 +28,8 @@ def build_model(cfg, channels: list[str], image_size: int, num_outputs: int) -> 
                     cfg.batch_norm, cfg.activation, cfg.global_pool, cfg.pool_first)
     elif cfg.name == "gan":
         model = GAN(in_channels, image_size, cfg.latent, cfg.widths[0], cfg.spectral_norm)
-    elif cfg.name in GENERATIVE:
-        model = GENERATIVE[cfg.name](in_channels, image_size, cfg.latent, cfg.widths[0])
+    elif cfg.name in AUTOENCODERS:
+        model = AUTOENCODERS[cfg.name](in_channels, image_size, cfg.latent, cfg.widths[0])
     elif cfg.name in ARCHITECTURES:
         model = build_resnet(cfg.name, in_channels, num_outputs, cfg.resnet_stem)
     else:

@@ -78,6 +78,9 @@ def data_info(cfg: ExperimentConfig, manifest: Manifest) -> DataInfo:
 
 
 def build_task_model(cfg: ExperimentConfig, info: DataInfo) -> tuple[Task, torch.nn.Module]:
+    if cfg.task.tta_translate >= info.image_size:  # reflect padding needs a shift smaller than the image
+        raise PrismlabError(f"task.tta_translate={cfg.task.tta_translate} must be smaller than the "
+                            f"{info.image_size} px images; use 1 or 2 pixels")
     task = make_task(cfg.task, info.class_names, cfg.model.name)
     model = build_model(cfg.model, info.channels, info.image_size, task.num_outputs)
     if cfg.train.channels_last:

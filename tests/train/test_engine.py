@@ -10,7 +10,7 @@ import torch
 
 from prismlab.cli import main
 from prismlab.config import load_config
-from prismlab.errors import ConfigError
+from prismlab.errors import ConfigError, PrismlabError
 from prismlab.models.cnn import CNN
 from prismlab.models.factory import build_model
 from prismlab.train import checkpoint
@@ -128,6 +128,11 @@ def test_tta_translate_adds_copies_shifted_up_left_and_down_right_then_mirrors_a
 def test_tta_translate_needs_a_non_negative_shift(tmp_path):
     with pytest.raises(ConfigError, match="task.tta_translate=-1 must be >= 0"):
         load_config(ExperimentConfig, None, ["task.name=classify", "task.tta_translate=-1"])
+
+
+def test_tta_translate_must_be_smaller_than_the_images(pattern_shards, tmp_path):
+    with pytest.raises(PrismlabError, match="task.tta_translate=99 must be smaller than the"):
+        train(config(pattern_shards, tmp_path, "task.name=classify", "task.tta_translate=99"))
 
 
 def parameters(run_dir: Path, name: str = checkpoint.LAST) -> dict[str, torch.Tensor]:
