@@ -58,6 +58,9 @@ def add_eval_parser(commands) -> None:
                    help="for a vae or gan run: classify samples from its prior with this separately trained "
                         "classifier run and report the fraction classified with confidence >= 0.9")
     p.add_argument("--samples", type=int, default=1000, help="with --judge: samples to draw (default 1000)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="with --judge: scale of the latents' standard deviation (default 1, the prior itself; "
+                        "below 1 trades variety for cleaner samples, like Glow's temperature or BigGAN's truncation)")
     p.set_defaults(run=run_eval)
 
 
@@ -139,9 +142,11 @@ def run_eval(args) -> int:
     if args.judge is not None:
         from prismlab.train.sample_judge import judge_samples, judged_samples_stem
 
-        result = judge_samples(args.run_dir, args.judge, samples=args.samples, checkpoint_name=args.checkpoint)
-        stem = judged_samples_stem(args.run_dir, args.checkpoint)
-        print(f"{result['confident_fraction']:.1%} of {result['samples']} samples classified with confidence "
+        result = judge_samples(args.run_dir, args.judge, samples=args.samples, checkpoint_name=args.checkpoint,
+                               temperature=args.temperature)
+        stem = judged_samples_stem(args.run_dir, args.checkpoint, args.temperature)
+        print(f"{result['confident_fraction']:.1%} of {result['samples']} samples (temperature "
+              f"{result['temperature']:g}) classified with confidence "
               f">= {result['confidence']}; per class {result['class_counts']}")
         print(f"written:    {stem}.json, {stem}.png")
         return 0

@@ -2,6 +2,8 @@
 
 The stem is the fused channel adapter + CBAM spatial attention (`AnyChannelAttention`); residual
 dense blocks follow, each stage ending in a 2x2 max-pool, then global pooling and a linear head.
+With `pool_first` each stage is airbench's shape instead: a 3x3 conv at the stage's input resolution,
+the max-pool, then the dense block at a quarter of the pixels (which pays for wider blocks).
 `forward(images, channels)` names the channels `images` holds, in order.
 """
 
@@ -39,14 +41,19 @@ class AnyChannelCNN(nn.Module):
     """The engine passes each batch's channel names to `forward`."""
 
     def __init__(self, known_channels: Sequence[str], widths: list[int], growth: int, layers_per_block: int,
-                 dropout: float, num_outputs: int, act: str = "relu"):
+                 dropout: float, num_outputs: int, act: str = "relu", pool_first: bool = False):
         super().__init__()
         self.known_channels = tuple(known_channels)
         self.stem = AnyChannelAttention(known_channels, widths[0])
         stages: list[nn.Module] = []
         for i, width in enumerate(widths):
-            if i and width != widths[i - 1]:
-                stages.append(nn.Conv2d(widths[i - 1], width, 1, bias=False))
+            previous = widths[max(i - 1, 0)]
+            if pool_first:
+                stages += [nn.Conv2d(previous, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), activation(act),
+                           nn.MaxPool2d(2), ResidualDenseBlock(width, growth, layers_per_block, act)]
+                continue
+            if width != previous:
+                stages.append(nn.Conv2d(previous, width, 1, bias=False))
             stages += [ResidualDenseBlock(width, growth, layers_per_block, act), nn.MaxPool2d(2)]
         self.features = nn.Sequential(*stages)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(widths[-1], num_outputs))

@@ -20,7 +20,7 @@ def build_model(cfg, channels: list[str], image_size: int, num_outputs: int) -> 
     in_channels = len(channels)
     if cfg.name == "any_channel_cnn":
         model = AnyChannelCNN(cfg.known_channels or channels, cfg.widths, cfg.growth, cfg.convs_per_stage, cfg.dropout,
-                              num_outputs, cfg.activation)
+                              num_outputs, cfg.activation, cfg.pool_first)
     elif cfg.name == "mlp":
         model = MLP(in_channels * image_size * image_size, cfg.hidden, num_outputs, cfg.activation, cfg.dropout)
     elif cfg.name == "cnn":

@@ -90,7 +90,8 @@ class ModelConfig:
     global_pool: bool = False
     """cnn: average the last feature map instead of flattening it (position-free features)."""
     pool_first: bool = False
-    """cnn: max-pool right after each stage's first conv instead of after its last one."""
+    """cnn: max-pool right after each stage's first conv instead of after its last one; any_channel_cnn: each
+    stage opens with a 3x3 conv and the max-pool, and its dense block runs at the pooled resolution."""
     resnet_stem: Literal["small", "imagenet"] = "small"
     """resnet18 / resnet34: `small` (3x3 stride-1 conv, no max-pool: blocks see the whole small image)
     or torchvision's own `imagenet` stem (7x7 stride-2 conv and max-pool: 16x cheaper at 32 px)."""

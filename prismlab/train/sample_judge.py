@@ -2,7 +2,9 @@
 
 A sample "reads as a digit" when the classifier gives some class a softmax probability of at least
 `confidence`; the fraction of such samples is the figure. The class histogram comes with it, so a
-generator that draws only one easy digit (mode collapse) shows.
+generator that draws only one easy digit (mode collapse) shows. A `temperature` below 1 draws latents
+from a narrower prior, N(0, t^2 I) (Glow's sampling temperature, akin to BigGAN's truncation): samples
+get cleaner and less varied, so a figure is only comparable at the same temperature.
 """
 
 from __future__ import annotations
@@ -26,17 +28,27 @@ def pixel_scale(trained: SavedModel) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-def judged_samples_stem(generator_dir: Path, checkpoint_name: str = checkpoint.BEST) -> Path:
-    """judged_samples for the best checkpoint, judged_samples_<name> for another (e.g. last.pt)."""
+def judged_samples_stem(generator_dir: Path, checkpoint_name: str = checkpoint.BEST, temperature: float = 1.0) -> Path:
+    """judged_samples for the best checkpoint at temperature 1; _<name> marks another checkpoint (e.g. last.pt)
+    and _t<temperature> another temperature, so judging one setting never overwrites another's files."""
     suffix = "" if checkpoint_name == checkpoint.BEST else "_" + Path(checkpoint_name).stem
+    suffix += "" if temperature == 1.0 else f"_t{temperature:g}"
     return Path(generator_dir) / f"judged_samples{suffix}"
+
+
+def prior_latents(samples: int, size: int, seed: int, temperature: float = 1.0) -> torch.Tensor:
+    """[samples, size] draws from N(0, temperature^2 I); one seed gives the same directions at every temperature."""
+    return temperature * torch.randn(samples, size, generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
 def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000, confidence: float = 0.9,
-                  seed: int = 0, checkpoint_name: str = checkpoint.BEST) -> dict:
-    """Draw `samples` images from a VAE / GAN run's prior, classify them; writes <stem>.json and <stem>.png
-    (the first 64, titled with the confident fraction) in the generator's run dir (`judged_samples_stem`)."""
+                  seed: int = 0, checkpoint_name: str = checkpoint.BEST, temperature: float = 1.0) -> dict:
+    """Draw `samples` images from a VAE / GAN run's prior (its latents scaled by `temperature`), classify them;
+    writes <stem>.json and <stem>.png (the first 64, titled with the confident fraction) in the generator's
+    run dir (`judged_samples_stem`)."""
+    if not temperature > 0:
+        raise PrismlabError(f"temperature={temperature} must be > 0 (1 samples the prior itself)")
     generator, classifier = SavedModel.load(generator_dir, checkpoint_name), SavedModel.load(classifier_dir)
     gen_model, clf_model = generator.model.eval(), classifier.model.eval()
     if generator.cfg.model.name not in ("vae", "gan"):
@@ -49,7 +61,7 @@ def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000
         raise PrismlabError(f"the classifier takes {classifier.info.image_size}px {classifier.info.channels} images, "
                             f"the generator draws {generator.info.image_size}px {generator.info.channels}; "
                             "train the classifier on the same shards")
-    latents = torch.randn(samples, gen_model.latent, generator=torch.Generator().manual_seed(seed))
+    latents = prior_latents(samples, gen_model.latent, seed, temperature)
     drawn = torch.cat([gen_model.decode(chunk) for chunk in latents.split(256)]).float().cpu()
     # The generator's normalisation back to [0, 1] pixels, then the classifier's.
     gen_mean, gen_std = pixel_scale(generator)
@@ -64,12 +76,14 @@ def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000
         "confidence": confidence,
         "samples": samples,
         "seed": seed,
+        "temperature": temperature,
         "class_counts": {name: int((label[confident] == i).sum()) for i, name in enumerate(classifier.info.class_names)},
         "generator": str(generator.checkpoint),
         "classifier": str(classifier.checkpoint),
     }
-    stem = judged_samples_stem(generator.run.root, checkpoint_name)
-    save_image_grid(pixels[:64] * 2 - 1, stem.with_suffix(".png"), rows=8,
-                    title=f"{result['confident_fraction']:.0%} of {samples} samples classified with p >= {confidence}")
-    atomic_write_json(stem.with_suffix(".json"), result)
+    stem = judged_samples_stem(generator.run.root, checkpoint_name, temperature)
+    at_temperature = "" if temperature == 1.0 else f" (temperature {temperature:g})"
+    save_image_grid(pixels[:64] * 2 - 1, Path(f"{stem}.png"), rows=8,
+                    title=f"{result['confident_fraction']:.0%} of {samples} samples{at_temperature} classified with p >= {confidence}")
+    atomic_write_json(Path(f"{stem}.json"), result)
     return result

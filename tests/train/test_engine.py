@@ -11,6 +11,7 @@ import torch
 from prismlab.cli import main
 from prismlab.config import load_config
 from prismlab.errors import ConfigError, PrismlabError
+from prismlab.models.any_channel_cnn import AnyChannelCNN
 from prismlab.models.cnn import CNN
 from prismlab.models.factory import build_model
 from prismlab.train import checkpoint
@@ -101,6 +102,15 @@ def test_pool_first_runs_later_convs_at_half_resolution():
         conv.register_forward_hook(lambda _, inputs, out: seen.append(tuple(inputs[0].shape[-2:])))
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
     assert seen == [(32, 32), (16, 16), (16, 16), (8, 8)]
+
+
+def test_any_channel_pool_first_runs_dense_blocks_at_half_resolution():
+    model = AnyChannelCNN("RGB", widths=[8, 16], growth=4, layers_per_block=2, dropout=0.0, num_outputs=4, pool_first=True)
+    seen = []
+    for conv in (m for m in model.features.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)):
+        conv.register_forward_hook(lambda _, inputs, out: seen.append(tuple(inputs[0].shape[-2:])))
+    assert model(torch.randn(2, 2, 32, 32), "RB").shape == (2, 4)  # still any channel subset
+    assert seen == [(32, 32), (16, 16), (16, 16), (16, 16), (8, 8), (8, 8)]
 
 
 def test_tta_flip_averages_the_logits_of_the_mirror_image():

@@ -90,6 +90,15 @@ def test_task_and_model_must_match(pattern_shards, tmp_path):
         config(pattern_shards, tmp_path, "model.name=cnn")
 
 
+def test_prior_latents_scale_with_temperature():
+    from prismlab.train.sample_judge import prior_latents
+
+    full, cooled = prior_latents(20000, 8, seed=3), prior_latents(20000, 8, seed=3, temperature=0.6)
+    assert abs(float(full.std()) - 1.0) < 0.02 and abs(float(cooled.std()) - 0.6) < 0.02
+    assert torch.allclose(cooled, 0.6 * full)  # same directions, so temperatures compare sample for sample
+    assert not torch.equal(full, prior_latents(20000, 8, seed=4))
+
+
 def test_samples_judged_by_a_separate_classifier(pattern_shards, tmp_path):
     from prismlab.errors import PrismlabError
     from prismlab.train.sample_judge import judge_samples
@@ -111,6 +120,12 @@ def test_samples_judged_by_a_separate_classifier(pattern_shards, tmp_path):
     assert json.loads((vae / "judged_samples_last.json").read_text())["generator"].endswith("last.pt")
     assert png_size(vae / "judged_samples_last.png")[0] > 100
     assert json.loads((vae / "judged_samples.json").read_text())["generator"].endswith("best.pt")
+    # Another temperature too; its files name it.
+    assert main(["eval", str(vae), "--judge", str(clf), "--samples", "40", "--temperature", "0.5"]) == 0
+    assert json.loads((vae / "judged_samples_t0.5.json").read_text())["temperature"] == 0.5
+    assert json.loads((vae / "judged_samples.json").read_text())["temperature"] == 1.0
+    with pytest.raises(PrismlabError, match="temperature=0.0 must be > 0"):
+        judge_samples(vae, clf, temperature=0.0)
     with pytest.raises(PrismlabError, match="only vae and gan runs"):
         judge_samples(tmp_path / "cae" / "g", clf)
     with pytest.raises(PrismlabError, match="not a multi-class classify run"):
