@@ -55,12 +55,15 @@ def add_eval_parser(commands) -> None:
                    help="with --channel-subsets, for models that are not any-channel: fill missing channels with "
                         "zeros or with the mean of the present ones (default zero)")
     p.add_argument("--judge", type=Path, metavar="CLASSIFIER_RUN",
-                   help="for a vae or gan run: classify samples from its prior with this separately trained "
-                        "classifier run and report the fraction classified with confidence >= 0.9")
+                   help="for a vae or gan run (a cae with --prior mixture): classify samples from its prior with this "
+                        "separately trained classifier run and report the fraction classified with confidence >= 0.9")
     p.add_argument("--samples", type=int, default=1000, help="with --judge: samples to draw (default 1000)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="with --judge: scale of the latents' standard deviation (default 1, the prior itself; "
                         "below 1 trades variety for cleaner samples, like Glow's temperature or BigGAN's truncation)")
+    p.add_argument("--prior", choices=["standard", "mixture"], default="standard",
+                   help="with --judge: draw codes from N(0, I) (vae, gan) or from a Gaussian mixture fitted to the "
+                        "training images' codes (vae, cae; default standard)")
     p.set_defaults(run=run_eval)
 
 
@@ -143,11 +146,11 @@ def run_eval(args) -> int:
         from prismlab.train.sample_judge import judge_samples, judged_samples_stem
 
         result = judge_samples(args.run_dir, args.judge, samples=args.samples, checkpoint_name=args.checkpoint,
-                               temperature=args.temperature)
-        stem = judged_samples_stem(args.run_dir, args.checkpoint, args.temperature)
-        print(f"{result['confident_fraction']:.1%} of {result['samples']} samples (temperature "
-              f"{result['temperature']:g}) classified with confidence "
-              f">= {result['confidence']}; per class {result['class_counts']}")
+                               temperature=args.temperature, prior=args.prior)
+        stem = judged_samples_stem(args.run_dir, args.checkpoint, args.temperature, args.prior)
+        print(f"{result['confident_fraction']:.1%} of {result['samples']} samples classified with confidence "
+              f">= {result['confidence']} (prior: {result['prior']}; temperature {result['temperature']:g}); "
+              f"per class {result['class_counts']}")
         print(f"written:    {stem}.json, {stem}.png")
         return 0
     if args.channel_subsets:

@@ -99,6 +99,28 @@ def test_prior_latents_scale_with_temperature():
     assert not torch.equal(full, prior_latents(20000, 8, seed=4))
 
 
+def test_gaussian_mixture_recovers_separated_clusters():
+    from prismlab.train.latent_prior import fit_gaussian_mixture, sample_mixture
+
+    g = torch.Generator().manual_seed(1)
+    centres, shares = torch.tensor([[-6.0, 0.0], [6.0, 0.0], [0.0, 8.0]]), torch.tensor([0.5, 0.3, 0.2])
+    labels = torch.multinomial(shares, 6000, replacement=True, generator=g)
+    codes = centres[labels] + torch.randn(6000, 2, generator=g) * torch.tensor([1.0, 0.5])
+    mixture = fit_gaussian_mixture(codes, components=3, seed=2)
+    order = mixture.component_distribution.loc[:, 0].argsort()  # left, top, right
+    assert torch.allclose(mixture.component_distribution.loc[order], centres[[0, 2, 1]], atol=0.1)
+    assert torch.allclose(mixture.mixture_distribution.probs[order], shares[[0, 2, 1]], atol=0.02)
+    assert torch.allclose(mixture.component_distribution.covariance_matrix[order[0]], torch.diag(torch.tensor([1.0, 0.25])), atol=0.1)
+    drawn = sample_mixture(mixture, 4000, seed=0)
+    assert torch.equal(drawn, sample_mixture(mixture, 4000, seed=0))
+    near = (drawn[:, None, :] - centres).norm(dim=2).argmin(1)
+    assert torch.allclose(torch.bincount(near, minlength=3) / 4000, shares, atol=0.03)
+    # Temperature narrows each component around its own mean.
+    cooled = sample_mixture(mixture, 4000, seed=0, temperature=0.5)
+    spread = lambda x: (x - centres[(x[:, None, :] - centres).norm(dim=2).argmin(1)]).std()
+    assert abs(float(spread(cooled) / spread(drawn)) - 0.5) < 0.05
+
+
 def test_samples_judged_by_a_separate_classifier(pattern_shards, tmp_path):
     from prismlab.errors import PrismlabError
     from prismlab.train.sample_judge import judge_samples
@@ -126,7 +148,14 @@ def test_samples_judged_by_a_separate_classifier(pattern_shards, tmp_path):
     assert json.loads((vae / "judged_samples.json").read_text())["temperature"] == 1.0
     with pytest.raises(PrismlabError, match="temperature=0.0 must be > 0"):
         judge_samples(vae, clf, temperature=0.0)
-    with pytest.raises(PrismlabError, match="only vae and gan runs"):
+    # The mixture prior, fitted to the training codes, samples a VAE and a plain autoencoder.
+    for generator in (vae, tmp_path / "cae" / "g"):
+        assert main(["eval", str(generator), "--judge", str(clf), "--samples", "40", "--prior", "mixture"]) == 0
+        mixed = json.loads((generator / "judged_samples_mixture.json").read_text())
+        assert mixed["prior"].startswith("10-component Gaussian mixture fitted to") and mixed["samples"] == 40
+    with pytest.raises(PrismlabError, match="the standard prior samples vae and gan runs only; judge it with --prior mixture"):
         judge_samples(tmp_path / "cae" / "g", clf)
+    with pytest.raises(PrismlabError, match="unknown prior 'uniform'"):
+        judge_samples(vae, clf, prior="uniform")
     with pytest.raises(PrismlabError, match="not a multi-class classify run"):
         judge_samples(vae, vae)
