@@ -13,6 +13,7 @@ import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from prismlab.datasets.loader import eval_stream
+from prismlab.errors import PrismlabError
 from prismlab.train.engine import transform_spec
 
 COMPONENTS = 10
@@ -26,7 +27,8 @@ def fit_gaussian_mixture(codes: torch.Tensor, components: int = COMPONENTS, seed
     codes = codes.double()
     n, dim = codes.shape
     if n < components:
-        raise ValueError(f"{n} codes cannot fit {components} mixture components")
+        raise PrismlabError(f"{n} training codes cannot fit {components} mixture components; judge a run trained on "
+                            f"at least {components} images")
     start = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:components]
     means, weights = codes[start].clone(), torch.full((components,), 1.0 / components, dtype=torch.float64)
     # A small ridge keeps a component that collapses onto a few codes invertible.
@@ -51,6 +53,7 @@ def fit_gaussian_mixture(codes: torch.Tensor, components: int = COMPONENTS, seed
 @torch.no_grad()
 def training_codes(saved) -> torch.Tensor:
     """[N, latent]: the codes (a VAE's posterior means) of every image of a `SavedModel` run's train split."""
+    saved.model.eval()  # BatchNorm's running statistics, as at test time
     loader = eval_stream(saved.cfg.data.shards, "train", batch_size=512, num_workers=0, transform=transform_spec(saved.cfg)).loader
     return torch.cat([saved.model.encode(batch.images[batch.valid]).float() for batch in loader])
 
