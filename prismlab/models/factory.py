@@ -27,9 +27,9 @@ def build_model(cfg, channels: list[str], image_size: int, num_outputs: int) -> 
         model = CNN(in_channels, image_size, cfg.widths, cfg.convs_per_stage, cfg.hidden, cfg.dropout, num_outputs,
                     cfg.batch_norm, cfg.activation, cfg.global_pool, cfg.pool_first)
     elif cfg.name == "gan":
-        model = GAN(in_channels, image_size, cfg.latent, cfg.widths[0], cfg.spectral_norm)
+        model = GAN(in_channels, image_size, cfg.latent, cfg.widths[0], cfg.spectral_norm, cfg.convs_per_stage)
     elif cfg.name in AUTOENCODERS:
-        model = AUTOENCODERS[cfg.name](in_channels, image_size, cfg.latent, cfg.widths[0])
+        model = AUTOENCODERS[cfg.name](in_channels, image_size, cfg.latent, cfg.widths[0], cfg.convs_per_stage)
     elif cfg.name in ARCHITECTURES:
         model = build_resnet(cfg.name, in_channels, num_outputs, cfg.resnet_stem)
     else:

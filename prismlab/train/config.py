@@ -80,7 +80,8 @@ class ModelConfig:
     """cnn: output channels of each conv stage; every stage halves the resolution.
     cae / vae / gan: widths[0] is the channels of the first conv (the second has twice as many)."""
     convs_per_stage: int = 1
-    """cnn: 3x3 convolutions per stage; any_channel_cnn: convolutions per residual dense block."""
+    """cnn: 3x3 convolutions per stage; any_channel_cnn: convolutions per residual dense block; cae / vae / gan:
+    convolutions at each of the two resolutions on each side (the strided one and `convs_per_stage - 1` 3x3)."""
     growth: int = 16
     """any_channel_cnn: channels each dense-block convolution adds."""
     known_channels: Optional[list[str]] = None

@@ -35,6 +35,7 @@ def png_size(path: Path) -> tuple[int, int]:
     ("vae", ["reconstructions", "samples", "interpolation_1d", "interpolation_2d"]),
     ("gan", ["samples", "interpolation_1d", "interpolation_2d"]),
     ("gan model.spectral_norm=true", ["samples"]),
+    ("gan model.convs_per_stage=2", ["samples"]),
 ])
 def test_generative_models_train_and_draw(pattern_shards, tmp_path, kind, pictures):
     kind, *options = kind.split()
@@ -77,6 +78,34 @@ def test_spectral_norm_bounds_each_discriminator_layer_and_replaces_batch_norm()
     assert len(layers) == 3
     for layer in layers:
         assert torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2).item() == pytest.approx(1.0, abs=0.05)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gan.discriminator.modules())
+
+
+def refinement_conv_sides(half: torch.nn.Sequential, inputs: torch.Tensor) -> list[int]:
+    """The image side each 3x3 stride-1 conv of `half` works at, in order."""
+    sides = []
+    convs = [m for m in half if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    hooks = [conv.register_forward_hook(lambda module, args, out: sides.append(out.shape[-1])) for conv in convs]
+    half(inputs)
+    for hook in hooks:
+        hook.remove()
+    return sides
+
+
+@pytest.mark.parametrize("name", ["cae", "vae", "gan"])
+def test_convs_per_stage_adds_3x3_convs_at_each_resolution_on_both_sides(name):
+    cfg = config(Path("unused"), Path("unused"), f"model.name={name}", "model.widths=[4]", "model.convs_per_stage=3").model
+    model = build_model(cfg, ["gray"], image_size=8, num_outputs=1)
+    decoder, encoder = (model.generator, model.discriminator) if name == "gan" else (model.decoder, model.encoder)
+    assert refinement_conv_sides(decoder, torch.randn(2, 4)) == [2, 2, 4, 4]
+    assert refinement_conv_sides(encoder, torch.randn(2, 1, 8, 8)) == [4, 4, 2, 2]
+    assert model.decode(torch.randn(3, 4)).shape == (3, 1, 8, 8)
+
+
+def test_spectral_norm_covers_the_added_discriminator_convs():
+    gan = GAN(channels=1, image_size=8, latent=4, width=4, spectral_norm=True, convs_per_stage=2)
+    layers = [m for m in gan.discriminator if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 5 and all(hasattr(layer, "parametrizations") for layer in layers)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gan.discriminator.modules())
 
 
