@@ -22,6 +22,7 @@ MEM_PER_NODE_MB=${PRISMLAB_SLURM_MEM_MB:-8000}
 SLURMD_PORT0=17001
 CTLD_PORT=6817
 DBD_PORT=6819
+GRACE_TIME_S=${PRISMLAB_SLURM_GRACE_S:-60}
 
 log() { echo "local-cluster: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -112,8 +113,14 @@ MpiDefault=none
 ReturnToService=2
 # Nodes register with the sizes written here, whatever this machine has.
 SlurmdParameters=config_overrides
-JobRequeue=1
+# Jobs are not requeueable unless they ask (--requeue), as on many sites: prismlab's scripts must ask.
+JobRequeue=0
 KillWait=10
+# Preemption as sites configure it: a job on a higher PriorityTier partition takes the CPUs of a
+# job on a lower one, which gets SIGCONT + SIGTERM, GraceTime seconds, then SIGKILL and a requeue.
+# No preempt_send_user_signal: the job's --signal is not sent at preemption (the common default).
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 MinJobAge=300
 GresTypes=gpu
 SelectType=select/cons_tres
@@ -128,6 +135,8 @@ AccountingStorageTRES=gres/gpu
 NodeName=n[1-${#NODES[@]}] NodeAddr=127.0.0.1 Port=[$SLURMD_PORT0-$last_port] CPUs=$CPUS_PER_NODE RealMemory=$MEM_PER_NODE_MB Gres=gpu:$GPUS_PER_NODE State=UNKNOWN
 PartitionName=gpu Nodes=n[1-${#NODES[@]}] Default=YES MaxTime=02:00:00 State=UP
 PartitionName=debug Nodes=n1 MaxTime=00:10:00 State=UP
+PartitionName=low Nodes=n[1-${#NODES[@]}] MaxTime=02:00:00 PriorityTier=1 PreemptMode=REQUEUE GraceTime=$GRACE_TIME_S State=UP
+PartitionName=high Nodes=n[1-${#NODES[@]}] MaxTime=02:00:00 PriorityTier=10 PreemptMode=OFF State=UP
 CONF
   : > "$CONF_DIR/gres.conf"
   local i=0
@@ -183,30 +192,36 @@ start_slurm() {
   wait_for 60 "nodes ${NODES[*]}" bash -c "[ \"\$(sinfo -h -N -p gpu -o %t | grep -cE '^(idle|mix|alloc)$')\" = ${#NODES[@]} ]"
 }
 
+stop_daemons() {  # stop_daemons NAME...: signal each daemon this script started, then wait for it
+  local name pid
+  for name in "$@"; do
+    # slurmd/slurmctld remove their own pid files on exit: read each one once.
+    pid=$(cat "$STATE_DIR/$name.pid" 2>/dev/null) || continue
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    rm -f "$STATE_DIR/$name.pid"
+  done
+}
+
 cmd_start() {
   require_root
   mkdir -p "$STATE_DIR"
   install_packages
   start_munge
   start_mariadb
+  local before
+  before=$(cat "$CONF_DIR/slurm.conf" 2>/dev/null || true)
   write_config
+  if [ "$before" != "$(cat "$CONF_DIR/slurm.conf")" ] && running slurmctld; then
+    log "slurm.conf changed: restarting slurmctld and the slurmds"
+    stop_daemons slurmd-n2 slurmd-n1 slurmctld
+  fi
   start_slurm
   log "cluster '$CLUSTER' up: $(sinfo -h -o '%P %D %t' | tr '\n' ';')"
 }
 
 cmd_stop() {
-  for name in slurmd-n2 slurmd-n1 slurmctld slurmdbd mariadbd munged; do
-    # slurmd/slurmctld remove their own pid files on exit: read each one once.
-    local pid
-    pid=$(cat "$STATE_DIR/$name.pid" 2>/dev/null) || continue
-    kill "$pid" 2>/dev/null || true
-  done
-  for name in slurmd-n2 slurmd-n1 slurmctld slurmdbd mariadbd munged; do
-    local pid
-    pid=$(cat "$STATE_DIR/$name.pid" 2>/dev/null) || continue
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    rm -f "$STATE_DIR/$name.pid"
-  done
+  stop_daemons slurmd-n2 slurmd-n1 slurmctld slurmdbd mariadbd munged
   log "stopped the daemons started by this script"
 }
 
