@@ -7,6 +7,7 @@ config) or 1 (anything else the user can fix), never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -37,9 +38,6 @@ def add_train_parser(commands) -> None:
     p.add_argument("--run-dir", type=Path, help="run dir (default: <run.out_dir>/<run.name>)")
     p.add_argument("--resume", choices=["auto", "never"], default="auto",
                    help="auto (default): continue from the newest valid checkpoint in the run dir; never: start fresh")
-    p.add_argument("--stop-signal", default="USR2",
-                   help="signal that asks for a checkpoint and stop at the next step; under SLURM the job is then "
-                        "requeued (default USR2, as submitted with --signal=USR2@90)")
     p.set_defaults(run=run_train)
 
 
@@ -115,20 +113,17 @@ def build_parser() -> ArgumentParser:
 
 def run_train(args) -> int:
     from prismlab.config import load_config
-    from prismlab.launch.env import record_job
-    from prismlab.launch.preemption import install_stop_handler, requeue
+    from prismlab.launch.run import run_training
     from prismlab.train.config import ExperimentConfig
-    from prismlab.train.engine import format_metrics, train
 
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
-    install_stop_handler(args.stop_signal)
-    record_job(args.run_dir or Path(cfg.run.out_dir) / cfg.run.name)
-    summary = train(cfg, args.run_dir, resume=args.resume == "auto")
+    summary = run_training(cfg, args.run_dir, resume=args.resume == "auto")
+    from prismlab.train.engine import format_metrics
+
     if global_rank() != 0:
         return 0
     if summary.get("preempted"):
         print(f"stopped at step {summary['step']} with a checkpoint in {summary['run_dir']}")
-        requeue()
         return 0
     print(f"run dir:   {summary['run_dir']}")
     print(f"val:       {format_metrics(summary)}")
@@ -221,12 +216,17 @@ def run_status(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        from prismlab.launch.env import export_torch_env
-        from prismlab.logs import setup_logging
+        from prismlab.launch.preemption import stop_signals
 
-        export_torch_env()  # before logging (rank 0 logs at INFO) and before Accelerate starts
-        setup_logging(args.verbose)
-        return args.run(args)
+        # While training, SIGTERM and the warning signal only ask for a stop: from before any heavy
+        # import, since a preemption can come at once after a (re)start.
+        with stop_signals() if args.command == "train" else contextlib.nullcontext():
+            from prismlab.launch.env import export_torch_env
+            from prismlab.logs import setup_logging
+
+            export_torch_env()  # before logging (rank 0 logs at INFO) and before Accelerate starts
+            setup_logging(args.verbose)
+            return args.run(args)
     except PrismlabError as exc:
         print(f"prismlab: error: {exc}", file=sys.stderr)
         return exc.exit_code

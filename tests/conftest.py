@@ -1,6 +1,5 @@
 """Shared fixtures: tiny clock shards and a tiny learnable classification set, written once per session."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -8,8 +7,7 @@ import pytest
 from prismlab.cli import main
 from prismlab.datasets.shards import write_clock_shards
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from image_patterns import PATTERNS, write_pattern_folder  # noqa: E402
+from image_patterns import PATTERNS, write_pattern_folder
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -37,6 +37,8 @@ def read_records(path: str | Path) -> list[wandb_internal_pb2.Record]:
         if kind == 0 and length == 0:  # zero padding up to the block end
             pos += room
             continue
+        if len(payload) < length:  # the writer was killed mid-chunk: the log ends here
+            break
         if zlib.crc32(bytes([kind]) + payload) & 0xFFFFFFFF != crc:
             raise ValueError(f"{path}: checksum mismatch at byte {pos}")
         pos += CHUNK_HEADER + length
@@ -63,12 +65,22 @@ def history(records: list[wandb_internal_pb2.Record]) -> list[dict]:
     return rows
 
 
+def history_steps(run_dir: str | Path) -> list[int]:
+    """`_step` of every history row of every offline segment of a run, segments in time order."""
+    return [row["_step"] for log in run_logs(run_dir) for row in history(read_records(log))]
+
+
+def run_logs(run_dir: str | Path) -> list[Path]:
+    """The run's offline segments (one per start of a job), oldest first (their names hold the time)."""
+    return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"), key=lambda p: p.parent.name)
+
+
 def run_ids(records: list[wandb_internal_pb2.Record]) -> set[str]:
     return {r.run.run_id for r in records if r.WhichOneof("record_type") == "run"}
 
 
 def find_run_log(run_dir: str | Path) -> Path:
-    logs = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    logs = run_logs(run_dir)
     if not logs:
         raise FileNotFoundError(f"no offline wandb run under {run_dir}/wandb")
     return logs[-1]

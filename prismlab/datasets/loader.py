@@ -20,7 +20,7 @@ and the training loop moves batches to the device itself.
 from __future__ import annotations
 
 import logging
-import os
+import signal
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -36,6 +36,7 @@ from prismlab.datasets.samples import CorruptSample, decode_pixels, encoded_imag
 from prismlab.datasets.shards import Manifest, read_manifest
 from prismlab.datasets.tar_reader import samples_from, take
 from prismlab.datasets.transforms import BatchTransform, TransformSpec
+from prismlab.dist_env import launcher_rank_and_world
 from prismlab.errors import PrismlabError
 
 logger = logging.getLogger(__name__)
@@ -168,13 +169,11 @@ class EpochStream(IterableDataset):
         return decode_pixels(data), False, label
 
 
-def rank_and_world() -> tuple[int, int]:
-    """RANK/WORLD_SIZE from the environment (set by launchers), else torch.distributed, else 0/1."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+def ignore_sigterm(_worker_id: int) -> None:
+    """SLURM sends SIGTERM to every process of a job step at preemption; a worker it killed would make
+    the loader raise before the main process could save. The main process ends its workers itself
+    (torch's shutdown), and SLURM kills whatever is left once the job ends."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class ShardLoader:
@@ -196,7 +195,7 @@ class ShardLoader:
         self.manifest = read_manifest(shards_dir, split)
         if self.manifest.samples == 0:
             raise PrismlabError(f"split '{split}' in {shards_dir} holds no samples; rewrite it with `prismlab shards`")
-        env_rank, env_world = rank_and_world()
+        env_rank, env_world = launcher_rank_and_world()
         rank = env_rank if rank is None else rank
         world_size = env_world if world_size is None else world_size
         self.device = torch.device(device) if device is not None else None
@@ -234,7 +233,7 @@ class ShardLoader:
         stream = EpochStream(self.config, self.epoch, self.batch, workers)
         # An own generator: DataLoader would otherwise draw its base seed from the global RNG at every
         # epoch start, shifting dropout masks after a mid-epoch resume.
-        loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
+        loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=ignore_sigterm,
                             generator=torch.Generator().manual_seed(self.config.seed),
                             pin_memory=torch.cuda.is_available() and self.device is not None and self.device.type == "cuda")
         corrupt = 0

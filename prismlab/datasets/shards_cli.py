@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prismlab.datasets.sources import FORMATS
+FORMATS = ("folder", "cifar", "idx")
+"""Image-set formats `prismlab shards` reads (prismlab.datasets.sources), named here so that the CLI
+imports nothing heavy before `prismlab train` installs its stop handlers."""
 
 
 def source_argument(value: str) -> str:

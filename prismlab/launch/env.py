@@ -10,24 +10,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
-from prismlab.dist_env import global_rank, requeue_count
+from prismlab.dist_env import global_rank, requeue_count, slurm_job_ref, under_slurm
 from prismlab.io import atomic_write_json
+from prismlab.train.run_dir import RunDir
 
 PORT_BASE = 20000
 PORT_SPAN = 20000
 """MASTER_PORT is derived from the job id within [20000, 40000): above the well-known ports and
 below Linux's default ephemeral range (32768-60999 overlaps only its lower part)."""
-
-
-def under_slurm() -> bool:
-    return "SLURM_JOB_ID" in os.environ
-
-
-def job_id() -> str | None:
-    # An array task's own id is SLURM_JOB_ID; SLURM_ARRAY_JOB_ID is the array's.
-    return os.environ.get("SLURM_JOB_ID")
 
 
 def master_port(slurm_job_id: str) -> int:
@@ -56,8 +47,9 @@ def export_torch_env() -> bool:
     return True
 
 
-def record_job(run_dir: Path) -> None:
-    """Note the SLURM job behind a run in its run dir, for `prismlab status` (rank 0 only)."""
+def record_job(run: RunDir) -> None:
+    """Note the SLURM job behind a run in its run dir, for `prismlab status` (rank 0 only). `job_id`
+    is the name scontrol takes for this job: `<array job>_<task>` for an array task."""
     if under_slurm() and global_rank() == 0:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_json(Path(run_dir) / "slurm_job.json", {"job_id": job_id(), "requeue_count": requeue_count()})
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.slurm_job, {"job_id": slurm_job_ref(), "requeue_count": requeue_count()})

@@ -1,8 +1,16 @@
 """Surviving preemption and time limits under SLURM.
 
-The job asks SLURM for a warning signal before it is stopped (`--signal=USR2@90`). The handler only
-sets the engine's stop request; the engine saves at the next step boundary on every rank; then
-rank 0 requeues the job, and the requeued job resumes from that checkpoint (`--resume auto`).
+A scheduler asks a job to stop with a signal, and several kinds arrive:
+- SIGTERM (after SIGCONT) to every process of the job's steps: at preemption, where the partition
+  has `GraceTime` (SIGKILL follows after it); at `scancel`; at the time limit (SIGKILL after KillWait).
+- the job's own warning signal (`--signal=USR2@90`, `launch.signal`) before the time limit, and at
+  preemption only where the site sets `preempt_send_user_signal` / `PreemptParameters=send_user_signal`.
+
+Every one of them is a stop request: the handler only sets the engine's flag (saving inside a
+handler can deadlock), the engine saves at the next step boundary on every rank, then rank 0 asks
+SLURM what is happening to the job and requeues it unless the user cancelled it: a job preempted
+in its grace time and then left to end is *not* requeued by SLURM, whatever PreemptMode says
+(checked on slurm 22.05: it ends COMPLETED), so prismlab requeues it itself.
 """
 
 from __future__ import annotations
@@ -10,30 +18,70 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+from contextlib import contextmanager
+from typing import Iterator
 
-from prismlab.errors import PrismlabError
-from prismlab.launch.env import job_id
+from prismlab.dist_env import global_rank, slurm_job_ref
+from prismlab.errors import ConfigError, PrismlabError
+from prismlab.launch.slurm_job import job_fields
 from prismlab.train.stop import STOP_REQUEST
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_USER_SIGNAL = "USR2"
 
-def install_stop_handler(signal_name: str) -> None:
+
+def signal_number(name: str) -> signal.Signals:
     try:
-        signum = signal.Signals[f"SIG{signal_name.upper().removeprefix('SIG')}"]
+        return signal.Signals[f"SIG{name.upper().removeprefix('SIG')}"]
     except KeyError:
-        raise PrismlabError(f"--stop-signal {signal_name} is not a signal name; use e.g. USR2 or TERM") from None
-    signal.signal(signum, STOP_REQUEST.set)
+        raise ConfigError(f"launch.signal={name} is not a signal name; use e.g. USR2 (as in --signal=USR2@90)") from None
+
+
+@contextmanager
+def stop_signals(user_signal: str = DEFAULT_USER_SIGNAL) -> Iterator[None]:
+    """Within the block, SIGTERM and `user_signal` only request a stop; the previous handlers come
+    back afterwards. Enter it before importing torch: a signal in the seconds those imports take
+    would otherwise kill the process unsaved."""
+    STOP_REQUEST.clear()
+    numbers = {signal.SIGTERM, signal_number(user_signal)}
+    previous = {number: signal.signal(number, STOP_REQUEST.set) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def add_stop_signal(user_signal: str) -> None:
+    """Also treat `user_signal` (the config's launch.signal) as a stop request, inside stop_signals()."""
+    signal.signal(signal_number(user_signal), STOP_REQUEST.set)
+
+
+def should_requeue(fields: dict[str, str]) -> bool:
+    """Whether a stopped job goes back in the queue: yes while it still runs (a preemption in its
+    grace time, the warning before the time limit) or is being ended by its time limit; not when
+    COMPLETING for another reason, which is a scancel (scontrol would requeue even that)."""
+    state = fields.get("JobState")
+    return state == "RUNNING" or (state == "COMPLETING" and fields.get("Reason") == "TimeLimit")
 
 
 def requeue() -> None:
-    """Put this SLURM job back in the queue (it restarts with SLURM_RESTART_COUNT + 1)."""
-    jid = job_id()
-    if jid is None:
+    """After a stop with a checkpoint saved: put this SLURM job back in the queue (rank 0 only)."""
+    if global_rank() != 0:
+        return
+    job = slurm_job_ref()
+    if job is None:
         logger.info("stopped on request outside SLURM; run the same command again to resume")
         return
-    logger.info("requeueing SLURM job %s", jid)
-    result = subprocess.run(["scontrol", "requeue", jid], capture_output=True, text=True)
+    fields = job_fields(job)
+    if not should_requeue(fields):
+        logger.warning("SLURM job %s is %s (reason %s): it was cancelled, so it is not requeued; submit the same "
+                       "command again to resume from the checkpoint", job, fields.get("JobState", "gone"),
+                       fields.get("Reason", "none"))
+        return
+    logger.info("requeueing SLURM job %s", job)
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     if result.returncode != 0:
-        raise PrismlabError(f"scontrol requeue {jid} failed ({result.stderr.strip()}); submit with --requeue "
-                            f"and resubmit the same command to resume")
+        raise PrismlabError(f"scontrol requeue {job} failed ({result.stderr.strip()}); submit with --requeue, "
+                            f"and submit the same command again to resume")

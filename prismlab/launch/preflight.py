@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -72,6 +73,25 @@ def check_slurm_resources(launch) -> None:
                              f"ask for at most {gpus} (or more nodes)")
 
 
+SIGNAL_EARLY_S = 60
+"""SLURM may send the `--signal` warning up to 60 s before the delay asked for (sbatch(1))."""
+MIN_WORK_S = 120
+"""Training time an allocation must get before the warning at its earliest, or it only restarts."""
+
+
+def minimum_time_min(signal_delay_s: int) -> int:
+    return math.ceil((signal_delay_s + SIGNAL_EARLY_S + MIN_WORK_S) / 60)
+
+
+def check_time_limit(launch) -> None:
+    least = minimum_time_min(launch.signal_delay_s)
+    if launch.time_min < least:
+        raise PreflightError(f"launch.time_min={launch.time_min} is too short for launch.signal_delay_s="
+                             f"{launch.signal_delay_s}: the stop signal can come {launch.signal_delay_s + SIGNAL_EARLY_S} s "
+                             f"before the limit, leaving almost no training per allocation; ask for launch.time_min>={least} "
+                             f"(or lower launch.signal_delay_s)")
+
+
 def check_run_dir_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +122,7 @@ def check_wandb(mode: str) -> None:
 def preflight(cfg, run_dir: Path) -> None:
     launch = cfg.launch
     if launch.executor == "slurm":
+        check_time_limit(launch)
         check_slurm_resources(launch)
     check_run_dir_writable(run_dir)
     check_extension_built()

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 from pathlib import Path
 
 from prismlab.errors import PrismlabError
+from prismlab.launch.slurm_job import job_state
 from prismlab.train.metric_log import read_metrics
 from prismlab.train.run_dir import RunDir
-
-
-def job_state(job_id: str) -> str:
-    """From scontrol while SLURM remembers the job, else from accounting (sacct)."""
-    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-    match = re.search(r"JobState=(\S+)", out)
-    if match:
-        return match.group(1)
-    out = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-o", "State"], capture_output=True, text=True).stdout.split()
-    return out[0] if out else "unknown (not in scontrol or sacct)"
 
 
 def status(run_dir: Path) -> dict:
@@ -27,9 +16,8 @@ def status(run_dir: Path) -> dict:
     if not run.config.is_file():
         raise PrismlabError(f"{run_dir} is not a run dir (no config.yaml); pass a folder under run.out_dir")
     result: dict = {"run_dir": str(run.root)}
-    job_file = run.root / "slurm_job.json"
-    if job_file.is_file():
-        job = json.loads(job_file.read_text())
+    if run.slurm_job.is_file():
+        job = json.loads(run.slurm_job.read_text())
         result.update(job_id=job["job_id"], requeue_count=job["requeue_count"], state=job_state(job["job_id"]))
     records = read_metrics(run.metrics)
     if records:

@@ -1,9 +1,11 @@
 """`prismlab launch`: run an experiment through submitit — on SLURM, as a local process, or in-process.
 
 The submitted callable is small and picklable (like DeiT's `run_with_submitit`): it holds the config
-path and overrides, never a model. Each task exports the torch environment from SLURM's, replaces
-submitit's checkpoint-in-the-signal-handler with our stop flag, and trains with `--resume auto`
-semantics; after a stop, rank 0 requeues the job and the same callable resumes from the run dir.
+path and overrides, never a model. Each task replaces submitit's signal handlers (a checkpoint in
+the USR2 handler, SIGTERM ignored) with our stop flag, exports the torch environment from SLURM's
+and trains with `--resume auto` semantics; after a stop, rank 0 requeues the job and the same
+callable resumes from the run dir. A stopped task leaves no result file, so a waiting
+`job.results()` waits for the requeued job instead of returning the stop.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pathlib import Path
 import submitit
 
 from prismlab.config import load_config
-from prismlab.launch.env import export_torch_env, record_job
-from prismlab.launch.preemption import install_stop_handler, requeue
+from prismlab.launch.env import export_torch_env
+from prismlab.launch.preemption import stop_signals
 from prismlab.launch.preflight import preflight
+from prismlab.launch.run import run_training
 from prismlab.train.config import ExperimentConfig
+from prismlab.train.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -33,19 +37,17 @@ class TrainJob:
     run_dir: str
 
     def __call__(self) -> dict:
-        export_torch_env()
-        cfg = load_config(ExperimentConfig, self.config, self.overrides)
-        # After submitit's own handlers: a checkpoint inside a signal handler can deadlock.
-        install_stop_handler(cfg.launch.signal)
-        record_job(Path(self.run_dir))
-        from prismlab.dist_env import global_rank
-        from prismlab.logs import setup_logging
-        from prismlab.train.engine import train
+        # Replaces the handlers submitit installed a moment ago: a checkpoint inside a signal
+        # handler can deadlock, and its SIGTERM handler ignores a preemption.
+        with stop_signals():
+            export_torch_env()
+            from prismlab.logs import setup_logging
 
-        setup_logging()
-        summary = train(cfg, Path(self.run_dir), resume=True)
-        if summary.get("preempted") and global_rank() == 0:
-            requeue()
+            setup_logging()
+            cfg = load_config(ExperimentConfig, self.config, self.overrides)
+            summary = run_training(cfg, Path(self.run_dir), resume=True)
+        if summary.get("preempted"):
+            raise SystemExit(0)  # like submitit's own requeue: no result pickle, and exit 0 so srun kills no rank
         return summary
 
 
@@ -76,6 +78,7 @@ def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)
     additional = {k: v for k, v in (("account", launch.account), ("qos", launch.qos), ("constraint", launch.constraint)) if v}
     additional["signal"] = f"{launch.signal}@{launch.signal_delay_s}"  # replaces submitit's fixed USR2
+    additional["requeue"] = True  # many sites default to JobRequeue=0
     for line in launch.extra_sbatch:
         key, _, value = line.lstrip("-").partition("=")
         additional[key.replace("-", "_")] = value or True
@@ -92,7 +95,7 @@ def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -
 def launch(config: Path, overrides: list[str]) -> submitit.Job:
     """Check, snapshot and submit; returns the submitit job."""
     cfg = load_config(ExperimentConfig, config, overrides)
-    run_dir = (Path(cfg.run.out_dir) / cfg.run.name).resolve()
+    run_dir = RunDir.of(cfg.run).root.resolve()
     preflight(cfg, run_dir)
     code_dir = snapshot_code(run_dir) if cfg.launch.snapshot and cfg.launch.executor != "debug" else None
     # The job reads the config from the snapshot too; a config from elsewhere is copied beside it.

@@ -6,6 +6,7 @@ values that would fail later, with a message naming the fix.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -280,7 +281,8 @@ class LaunchConfig:
     extra_sbatch: list[str] = field(default_factory=list)
     """More `#SBATCH` options, e.g. ["--exclusive", "--reservation=ml"]."""
     signal: str = "USR2"
-    """Sent `signal_delay_s` before the time limit or at preemption: checkpoint, requeue, resume."""
+    """The job's warning signal (`--signal=USR2@90`), sent `signal_delay_s` before the time limit (and
+    at preemption where the site sends it). It and SIGTERM both mean: checkpoint, requeue, resume."""
     signal_delay_s: int = 90
     snapshot: bool = True
     """Copy the package and configs into the run dir and run the job from that copy."""
@@ -292,6 +294,10 @@ class LaunchConfig:
     def __post_init__(self):
         if self.nodes < 1 or self.gpus_per_node < 0 or self.cpus_per_task < 1 or self.time_min < 1:
             raise ValueError("launch.nodes, launch.cpus_per_task and launch.time_min must be >= 1, launch.gpus_per_node >= 0")
+        if f"SIG{self.signal.upper().removeprefix('SIG')}" not in signal.Signals.__members__:
+            raise ValueError(f"launch.signal={self.signal} is not a signal name; use e.g. USR2 (as in --signal=USR2@90)")
+        if self.signal_delay_s < 1:
+            raise ValueError(f"launch.signal_delay_s={self.signal_delay_s} must be >= 1 second")
         if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
             raise ValueError(f"launch.tasks_per_node={self.tasks_per_node} with launch.gpus_per_node={self.gpus_per_node}: "
                              f"run one task per GPU (set tasks_per_node to {self.gpus_per_node} or leave it unset)")

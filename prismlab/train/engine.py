@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import wandb
@@ -26,7 +27,8 @@ from prismlab.config import save_config, to_dict
 from prismlab.datasets.loader import Batch, ShardLoader, eval_stream, train_stream
 from prismlab.datasets.shards import Manifest
 from prismlab.datasets.transforms import TransformSpec
-from prismlab.dist_env import local_world_size, requeue_count
+from prismlab.dist_env import (in_slurm_step, launcher_rank_and_world, local_world_size, requeue_count,
+                                slurm_tasks, under_slurm)
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json, atomic_write_text
 from prismlab.models.factory import build_model
@@ -89,14 +91,36 @@ def build_task_model(cfg: ExperimentConfig, info: DataInfo) -> tuple[Task, torch
 
 
 def make_accelerator(cfg: ExperimentConfig, run: RunDir, tracking: bool) -> Accelerator:
+    # `auto` without a GPU is the CPU: told so, Accelerate joins the processes a launcher started
+    # (torchrun, accelerate launch --multi_gpu) with gloo instead of running each one alone.
     return Accelerator(
-        cpu=cfg.train.device == "cpu",
+        cpu=cfg.train.device == "cpu" or not torch.cuda.is_available(),
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.grad_accum_steps,
         dynamo_backend="inductor" if cfg.train.compile else "no",
         log_with="wandb" if tracking and cfg.wandb.mode != "disabled" else None,
         project_dir=str(run.root),
     )
+
+
+def check_process_group(accelerator: Accelerator) -> None:
+    """The processes the launcher started, the ones Accelerate joined and the ones SLURM allocated
+    must be the same, or each rank would train alone on its part of the data."""
+    rank, world = launcher_rank_and_world()
+    if (rank, world) != (accelerator.process_index, accelerator.num_processes):
+        raise PrismlabError(f"the launcher made this process rank {rank} of {world} (RANK/WORLD_SIZE) but Accelerate runs it "
+                            f"as {accelerator.process_index} of {accelerator.num_processes}; launch with torchrun, "
+                            f"`accelerate launch --multi_gpu` (also on CPUs) or srun, and train.device=auto")
+    if under_slurm() and not in_slurm_step() and world == 1 and slurm_tasks() > 1:
+        raise PrismlabError(f"this SLURM job has {slurm_tasks()} tasks but training runs as one process in the batch "
+                            f"script; start it with `srun prismlab train ...` (as slurm/train.sbatch does)")
+
+
+def world_description(accelerator: Accelerator) -> dict:
+    world = accelerator.num_processes
+    per_node = min(local_world_size(), world)
+    return {"world_size": world, "nodes": world // per_node, "processes_per_node": per_node,
+            "backend": accelerator.state.backend or "none", "device": str(accelerator.device.type)}
 
 
 def configure_cpu_threads(num_workers: int) -> None:
@@ -111,8 +135,12 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path | None = None):
         self.cfg = cfg
-        self.run = RunDir(Path(run_dir) if run_dir else Path(cfg.run.out_dir) / cfg.run.name)
+        self.run = RunDir.of(cfg.run, run_dir)
         self.accelerator = make_accelerator(cfg, self.run, tracking=True)
+        check_process_group(self.accelerator)
+        self.world = world_description(self.accelerator)
+        logger.info("world size %d (%d nodes x %d processes), backend %s, device %s", self.world["world_size"],
+                    self.world["nodes"], self.world["processes_per_node"], self.world["backend"], self.world["device"])
         set_seed(cfg.run.seed, device_specific=True)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -187,6 +215,7 @@ class Trainer:
                                 f"{self.accelerator.num_processes}; resume with the same process count")
         checkpoint.set_rng_state(rng[self.accelerator.process_index])
         self.state = TrainState(**payload["state"])
+        self.metrics.start_at(self.state.step)
         logger.info("resumed from step %d (epoch %d, batch %d of it)", self.state.step, self.state.epoch,
                     payload["loader"]["batch"])
         return True
@@ -208,7 +237,7 @@ class Trainer:
     def start_tracking(self) -> None:
         if self.cfg.wandb.mode == "disabled":
             return
-        self.accelerator.init_trackers(self.cfg.wandb.project, config=to_dict(self.cfg), init_kwargs={"wandb": {
+        self.accelerator.init_trackers(self.cfg.wandb.project, config={**to_dict(self.cfg), "world": self.world}, init_kwargs={"wandb": {
             "id": self.wandb_run_id, "resume": "allow", "name": self.cfg.run.name, "group": self.cfg.wandb.group,
             "mode": self.cfg.wandb.mode, "dir": str(self.run.root), "settings": wandb.Settings(silent=True),
         }})
@@ -346,13 +375,22 @@ class Trainer:
             summary["plots"] = [str(p) for p in plots.values()]
             if self.accelerator.trackers:
                 tracker = self.accelerator.get_tracker("wandb", unwrap=True)
-                tracker.summary.update({f"final/{k}": v for k, v in val.items()})
+                self.metrics.to_tracker(lambda: tracker.summary.update({f"final/{k}": v for k, v in val.items()}))
                 summary["wandb_run"] = str(Path(tracker.dir).parent)
             atomic_write_json(self.run.summary, summary)
         return summary
 
     def close(self) -> None:
-        self.accelerator.end_training()
+        """Last and best-effort: after a preemption the wandb service may already be dead."""
+        try:
+            self.accelerator.end_training()
+        except Exception as exc:  # whatever the tracker's dead connection raises
+            logger.warning("closing wandb failed (%s: %s); the run's checkpoints and metrics.jsonl are complete",
+                           type(exc).__name__, exc)
+            try:  # drops wandb's exit hook first, which would print the same failure as a traceback at exit
+                wandb.teardown()
+            except Exception as again:
+                logger.debug("wandb teardown: %s", again)
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -379,17 +417,20 @@ class Preempted(Exception):
         self.step = step
 
 
-def train(cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False) -> dict:
+def train(cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False,
+          after_stop: Callable[[], None] = lambda: None) -> dict:
     """Train (resuming from the run dir's newest checkpoint if `resume`); returns the summary, or
-    {"preempted": True, "step": ...} when a stop was requested (see `train.stop`)."""
+    {"preempted": True, "step": ...} when a stop was requested (see `train.stop`). `after_stop`
+    runs once the stop's checkpoint is saved and before the tracker is closed (a requeue)."""
     trainer = Trainer(cfg, run_dir)
     try:
-        if resume:
-            trainer.resume()
+        if not (resume and trainer.resume()):
+            trainer.metrics.start_at(0)
         trainer.start_tracking()
         return trainer.fit()
     except Preempted as stop:
         logger.info("%s", stop)
+        after_stop()
         return {"preempted": True, "step": stop.step, "run_dir": str(trainer.run.root)}
     finally:
         trainer.close()

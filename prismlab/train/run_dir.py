@@ -1,4 +1,6 @@
-"""Where a run keeps everything: keyed by run name, so a requeued job finds its own files."""
+"""Where a run keeps everything: keyed by run name, so a requeued job finds its own files.
+
+The one place that knows the run dir's file names."""
 
 from __future__ import annotations
 
@@ -9,6 +11,11 @@ from pathlib import Path
 @dataclass(frozen=True)
 class RunDir:
     root: Path
+
+    @classmethod
+    def of(cls, run_config, root: Path | str | None = None) -> RunDir:
+        """`root` if given (`--run-dir`), else `<run.out_dir>/<run.name>`."""
+        return cls(Path(root) if root is not None else Path(run_config.out_dir) / run_config.name)
 
     @property
     def config(self) -> Path:
@@ -33,6 +40,10 @@ class RunDir:
     @property
     def wandb_id(self) -> Path:
         return self.root / "wandb_id.txt"
+
+    @property
+    def slurm_job(self) -> Path:
+        return self.root / "slurm_job.json"
 
     def eval_result(self, split: str) -> Path:
         return self.root / f"eval_{split}.json"

@@ -15,5 +15,8 @@ class StopRequest:
         """Usable directly as a signal handler."""
         self.requested = True
 
+    def clear(self) -> None:
+        self.requested = False
+
 
 STOP_REQUEST = StopRequest()

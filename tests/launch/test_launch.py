@@ -11,8 +11,7 @@ import torch
 from prismlab.cli import main
 from prismlab.train import checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from image_patterns import write_pattern_folder  # noqa: E402
+from image_patterns import write_pattern_folder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +35,8 @@ def args(shards: Path, out: Path, *extra: str) -> list[str]:
     (["launch.partition=debug", "launch.time_min=30"], ["exceeds partition 'debug' limit of 10 min"]),
     (["launch.nodes=3"], ["launch.nodes=3", "has 2 nodes"]),
     (["launch.gpus_per_node=2", "launch.tasks_per_node=3"], ["run one task per GPU"]),
+    (["launch.time_min=4"], ["launch.time_min=4 is too short", "launch.time_min>=5"]),
+    (["launch.signal=USR9"], ["launch.signal=USR9 is not a signal name"]),
 ])
 def test_preflight_refuses_before_queueing(slurm_cluster, pattern_shards, tmp_path, capsys, extra, words):
     assert main(args(pattern_shards, tmp_path, *extra)) == 2
@@ -53,7 +54,7 @@ def test_submitit_job_runs_from_its_snapshot(slurm_cluster, pattern_shards, tmp_
     assert (run_dir / "code" / "prismlab" / "train" / "engine.py").is_file()
     assert json.loads((run_dir / "summary.json").read_text())["step"] == 6
     sbatch = next((run_dir / "submitit").glob("*_submission.sh")).read_text()
-    assert "--signal=USR2@90" in sbatch and "--kill-on-bad-exit=1" in sbatch
+    assert "--signal=USR2@90" in sbatch and "--kill-on-bad-exit=1" in sbatch and "#SBATCH --requeue" in sbatch
     assert f"export PYTHONPATH={run_dir / 'code'}" in sbatch
 
 

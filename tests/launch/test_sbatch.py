@@ -4,7 +4,6 @@ a resubmission resuming, and `prismlab status`."""
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from prismlab.cli import main
+from slurm_jobs import job_field, sbatch, wait_for, wait_until_ended
 
 REPO = Path(__file__).resolve().parents[2]
 PRISMLAB = Path(sys.executable).parent / "prismlab"
@@ -23,24 +23,13 @@ def train_args(shards: Path, out: Path, *extra: str) -> list[str]:
             "model.hidden=[32]", "optim.warmup_steps=0", *extra]
 
 
-def sbatch(template: str, out: Path, sbatch_args: list[str], args: list[str]) -> str:
-    cmd = ["sbatch", "--parsable", f"--output={out}/slurm-%j.out", "--cpus-per-task=1", "--time=5",
-           f"--export=ALL,PRISMLAB={PRISMLAB}", *sbatch_args, str(REPO / "slurm" / template), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=out).stdout.strip()
+def submit(template: str, out: Path, sbatch_args: list[str], args: list[str]) -> str:
+    return sbatch([f"--output={out}/slurm-%j.out", "--cpus-per-task=1", "--time=5", f"--export=ALL,PRISMLAB={PRISMLAB}",
+                   *sbatch_args, str(REPO / "slurm" / template), *args], cwd=out)
 
 
 def state(job: str) -> str:
-    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
-    return next((t.split("=", 1)[1] for t in out.split() if t.startswith("JobState=")), "")
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return job_field(job, "JobState")
 
 
 def training_processes(marker: str) -> list[int]:
@@ -61,7 +50,7 @@ def training_processes(marker: str) -> list[int]:
     ("train-multinode.sbatch", ["--nodes=2", "--ntasks-per-node=1"]),
 ])
 def test_templates_train_end_to_end(slurm_cluster, pattern_shards, tmp_path, template, sbatch_args, capsys):
-    job = sbatch(template, tmp_path, sbatch_args, train_args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=6"))
+    job = submit(template, tmp_path, sbatch_args, train_args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=6"))
     wait_for(lambda: state(job) in ("COMPLETED", "FAILED", "CANCELLED"), 240, "the job to end")
     assert state(job) == "COMPLETED", (tmp_path / f"slurm-{job}.out").read_text()[-2000:]
     summary = json.loads((tmp_path / "sb" / "summary.json").read_text())
@@ -75,7 +64,7 @@ def test_killed_rank_stops_the_job_and_a_resubmission_resumes(slurm_cluster, pat
     # Long enough that the kill lands mid-run even on an idle machine.
     args = train_args(pattern_shards, tmp_path, "train.epochs=2", "train.steps_per_epoch=400", "train.checkpoint_every=5",
                       "train.log_every=1")
-    job = sbatch("train-multinode.sbatch", tmp_path, ["--nodes=2", "--ntasks-per-node=1"], args)
+    job = submit("train-multinode.sbatch", tmp_path, ["--nodes=2", "--ntasks-per-node=1"], args)
     metrics = tmp_path / "sb" / "metrics.jsonl"
     wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 12, 180, "training to pass step 12")
     ranks = training_processes(f"run.out_dir={tmp_path}")
@@ -85,9 +74,20 @@ def test_killed_rank_stops_the_job_and_a_resubmission_resumes(slurm_cluster, pat
     wait_for(lambda: state(job) in ("FAILED", "CANCELLED", "COMPLETED"), 120, "the whole job to stop")
     assert state(job) == "FAILED" and time.monotonic() - killed_at < 120
 
-    resumed = sbatch("train-multinode.sbatch", tmp_path, ["--nodes=2", "--ntasks-per-node=1"], args)
+    resumed = submit("train-multinode.sbatch", tmp_path, ["--nodes=2", "--ntasks-per-node=1"], args)
     wait_for(lambda: state(resumed) in ("COMPLETED", "FAILED", "CANCELLED"), 300, "the resubmitted job to end")
     log = (tmp_path / f"slurm-{resumed}.out").read_text()
     assert state(resumed) == "COMPLETED", log[-2000:]
     assert "resumed from step" in log
     assert json.loads((tmp_path / "sb" / "summary.json").read_text())["step"] == 800
+
+
+def test_tasks_started_without_srun_are_refused(slurm_cluster, pattern_shards, tmp_path):
+    """`sbatch --ntasks=2` around a bare `prismlab train` runs one process where two were asked for:
+    refused in one line instead of training alone on half the allocation."""
+    command = " ".join([str(PRISMLAB), "train", *train_args(pattern_shards, tmp_path, "train.epochs=1")])
+    job = sbatch([f"--output={tmp_path}/slurm-%j.out", "--ntasks=2", "--cpus-per-task=1", "--time=5", "--wrap", command])
+    assert wait_until_ended(job, 120) == "FAILED"
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert "prismlab: error: this SLURM job has 2 tasks but training runs as one process" in log
+    assert "srun prismlab train" in log and "Traceback" not in log

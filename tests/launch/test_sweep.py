@@ -10,6 +10,7 @@ from prismlab.cli import main
 from prismlab.config import from_dict
 from prismlab.errors import ConfigError
 from prismlab.launch.sweep import SweepConfig, trial_settings
+from slurm_jobs import job_field, last_step, preempt, wait_for, wait_until_ended
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,3 +68,39 @@ def test_four_trial_job_array_and_report(slurm_cluster, pattern_shards, tmp_path
     assert "#SBATCH --array=0-3%2" in sbatch
     groups = {yaml.safe_load((sweep_dir / r["trial"] / "config.yaml").read_text())["wandb"]["group"] for r in rows}
     assert groups == {"tiny-grid"}
+
+
+def test_preempting_the_task_that_carries_the_array_id_requeues_only_that_task(slurm_cluster, pattern_shards, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """`scontrol requeue <array id>` would requeue the whole array (finished trials rerun, running ones
+    killed); a stopped trial must requeue `<array id>_<task>` only."""
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+    sweep = tmp_path / "array.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "base": str(REPO / "configs" / "clock_demo.yaml"), "name": "arr", "parallelism": 3, "metric": "accuracy",
+        "overrides": ["task.name=classify", f"data.shards={pattern_shards}", f"run.out_dir={tmp_path}", "wandb.mode=offline",
+                      "data.num_workers=0", "data.batch_size=16", "train.epochs=1", "train.log_every=10", "model.name=mlp",
+                      "model.hidden=[32]", "launch.partition=low", "launch.cpus_per_task=1", "launch.time_min=10"],
+        # The last task of an array keeps the array's own job id: make it the long one.
+        "parameters": {"train.steps_per_epoch": [6, 7, 8000]},
+    }))
+    assert main(["sweep", str(sweep)]) == 0
+    array = capsys.readouterr().out.split("trials (")[1].split(")")[0]
+    sweep_dir = tmp_path / "arr"
+    for task in (0, 1):
+        assert wait_until_ended(f"{array}_{task}", 180) == "COMPLETED"
+    finished = {task: (sweep_dir / f"arr-{task:03d}" / "summary.json").read_text() for task in (0, 1)}
+    long_task = f"{array}_2"
+    assert job_field(long_task, "JobId") == array  # the task whose own id names the whole array
+    wait_for(lambda: last_step(sweep_dir / "arr-002") >= 50, 180, "the long trial to train")
+    preempt(long_task, tmp_path)
+    wait_for(lambda: job_field(long_task, "Restarts") == "1", 180, "the long trial to be requeued")
+    assert wait_until_ended(long_task, 300) == "COMPLETED"
+    for task in (0, 1):  # untouched: not rerun, not requeued
+        assert job_field(f"{array}_{task}", "JobState") == "COMPLETED" and job_field(f"{array}_{task}", "Restarts") == "0"
+        assert (sweep_dir / f"arr-{task:03d}" / "summary.json").read_text() == finished[task]
+    assert json.loads((sweep_dir / "arr-002" / "slurm_job.json").read_text())["job_id"] == long_task
+    assert main(["report", str(sweep_dir)]) == 0
+    assert "3/3 trials finished" in capsys.readouterr().out
+    steps = {r["trial"]: r["epochs"] for r in json.loads((sweep_dir / "report.json").read_text())}
+    assert steps == {"arr-000": 1, "arr-001": 1, "arr-002": 1}

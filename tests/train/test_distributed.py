@@ -1,4 +1,6 @@
-"""Two processes (torchrun, gloo on the CPU) train like one process with the same global batch.
+"""Two processes started by the launchers users run (torchrun, `accelerate launch --multi_gpu`),
+with the default train.device=auto on a machine without GPUs, train as one DDP job (gloo) like
+one process with the same global batch.
 
 With full-batch steps (each rank's batch is its half of the epoch, the single process's batch is
 the whole epoch) the two runs see the same data per step whatever the rank partition, so after
@@ -10,33 +12,44 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from prismlab.datasets.shards import read_manifest
 from prismlab.train import checkpoint
+from wandb_records import find_run_log, read_records
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run(shards: Path, out: Path, processes: int, batch: int) -> Path:
+EXE = Path(sys.executable).parent
+LAUNCHERS = {
+    "prismlab": [str(EXE / "prismlab")],
+    "torchrun": [str(EXE / "torchrun"), "--nproc_per_node", "2", "--master_port", "29513", "-m", "prismlab.cli"],
+    "accelerate": [str(EXE / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29514",
+                   "-m", "prismlab.cli"],
+}
+
+
+def run(shards: Path, out: Path, launcher: str, batch: int) -> tuple[Path, str]:
     args = ["train", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={shards}",
             f"run.out_dir={out}", "run.name=ddp", "wandb.mode=offline", "data.num_workers=0", "data.mode=exact",
             f"data.batch_size={batch}", "train.epochs=3", "train.log_every=1", "model.name=mlp", "model.hidden=[32]",
             "model.dropout=0.0", "optim.name=sgd", "optim.lr=0.05", "optim.schedule=constant", "optim.warmup_steps=0",
-            "optim.grad_clip=null", "optim.weight_decay=0.0"]
-    exe = Path(sys.executable).parent
-    cmd = ([str(exe / "torchrun"), "--nproc_per_node", str(processes), "--master_port", "29513", "-m", "prismlab.cli"]
-           if processes > 1 else [str(exe / "prismlab")])
-    result = subprocess.run(cmd + args, capture_output=True, text=True, timeout=300)
+            "optim.grad_clip=null", "optim.weight_decay=0.0", "train.device=auto"]
+    result = subprocess.run(LAUNCHERS[launcher] + args, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return out / "ddp"
+    return out / "ddp", result.stderr
 
 
-def test_two_processes_match_one(pattern_shards, tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_processes_match_one(pattern_shards, tmp_path, launcher):
     train_samples = read_manifest(pattern_shards, "train").samples
     assert train_samples % 2 == 0
-    one = run(pattern_shards, tmp_path / "one", 1, train_samples)
-    two = run(pattern_shards, tmp_path / "two", 2, train_samples // 2)
+    one, _ = run(pattern_shards, tmp_path / "one", "prismlab", train_samples)
+    two, log = run(pattern_shards, tmp_path / "two", launcher, train_samples // 2)
+    assert "world size 2 (1 nodes x 2 processes), backend gloo" in log
 
     a = checkpoint.load_checkpoint(one / "checkpoints" / "last.pt")
     b = checkpoint.load_checkpoint(two / "checkpoints" / "last.pt")
@@ -52,3 +65,8 @@ def test_two_processes_match_one(pattern_shards, tmp_path):
     # only rank 0 writes the metrics log: one record per step, no duplicates
     steps = [json.loads(line)["step"] for line in (two / "metrics.jsonl").read_text().splitlines() if "train/loss" in line]
     assert steps == [1, 2, 3]
+    log = find_run_log(two)  # one wandb run, which knows the world it ran in
+    assert len(list(two.glob("wandb/offline-run-*"))) == 1
+    config = next(json.loads(item.value_json) for r in read_records(log) if r.WhichOneof("record_type") == "config"
+                  for item in r.config.update if item.key == "world")
+    assert config["world_size"] == 2 and config["backend"] == "gloo"

@@ -15,8 +15,7 @@ import yaml
 
 from prismlab.cli import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from wandb_records import find_run_log, history, read_records, run_ids  # noqa: E402
+from wandb_records import find_run_log, history, read_records, run_ids
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -13,9 +13,6 @@ import numpy as np
 
 from prismlab.errors import PrismlabError
 
-FORMATS = ("folder", "cifar", "idx")
-
-
 @dataclass
 class Record:
     label: int
@@ -53,7 +50,7 @@ def detect_source(path: Path, fmt: str | None = None) -> Source:
     if fmt is None:
         fmt = "cifar" if cifar.looks_like_cifar(path) else "idx" if idx.looks_like_idx(path) else "folder"
     if fmt not in readers:
-        raise PrismlabError(f"--format {fmt} is unknown; use one of {', '.join(FORMATS)}")
+        raise PrismlabError(f"--format {fmt} is unknown; use one of {', '.join(readers)}")
     return readers[fmt](path)
 
 
