@@ -10,7 +10,7 @@ EXTENSION_SOURCES := setup.py $(shell find prismlab/kernels/csrc -type f 2>/dev/
 DEMO_SHARDS := data/clocks-demo
 DEMO_RUNS := runs
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean gpu-wheels gpu-check
 
 setup: $(EXTENSION_STAMP)
 
@@ -42,6 +42,13 @@ demo: $(EXTENSION_STAMP) $(DEMO_SHARDS)/test.manifest.json
 test: $(EXTENSION_STAMP)
 	@echo "==> running the test suite"
 	PRISMLAB_REQUIRE_EXTENSION=1 $(PY) -m pytest -q tests
+
+# The GPU proof kit (README "On a GPU"): wheels an offline GPU node lacks, then the check itself.
+gpu-wheels:
+	scripts/gpu_wheels.sh .whl
+
+gpu-check:
+	scripts/gpu_check.sh gpu-check-out
 
 clean:
 	rm -rf build prismlab/_C*.so $(DEMO_SHARDS) $(DEMO_RUNS)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from prismlab.cli import main
 from prismlab.datasets.shards import write_clock_shards
@@ -10,6 +11,17 @@ from prismlab.datasets.shards import write_clock_shards
 from image_patterns import PATTERNS, write_pattern_folder
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA; without it they skip with the reason (scripts/gpu_check.sh
+    runs exactly these, `pytest -m gpu`, on a GPU node)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh runs it")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

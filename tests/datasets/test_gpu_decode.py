@@ -44,11 +44,12 @@ def test_pending_batch_decodes_like_the_cpu_path():
     assert torch.equal(done.images, expected)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for torchvision's nvJPEG decode")
+@pytest.mark.gpu
 def test_loader_decodes_jpeg_on_the_gpu(tmp_path):
     make_image_folder(tmp_path / "src", None, ext="jpg", size=16)
     write_source_shards(detect_source(tmp_path / "src"), tmp_path / "out", workers=1)
-    settings = {"mode": "exact", "batch_size": 4, "num_workers": 1, "rank": 0, "world_size": 1}
+    augment = TransformSpec(crop=16, crop_padding=2, flip=True)  # the same seeded augmentation on both paths
+    settings = {"mode": "exact", "batch_size": 4, "num_workers": 1, "rank": 0, "world_size": 1, "transform": augment}
     on_cpu = list(ShardLoader(tmp_path / "out", "train", **settings))
     on_gpu = list(ShardLoader(tmp_path / "out", "train", device="cuda", **settings))
     assert all(b.images.is_cuda for b in on_gpu)

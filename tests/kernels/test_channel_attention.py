@@ -265,12 +265,26 @@ def test_fuzz_never_crashes(op):
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def random_cuda_shapes(count: int) -> list[tuple[int, ...]]:
+    """Fresh shapes every run (the seed is in the test id, so a failure can be replayed)."""
+    rng = random.Random(int.from_bytes(os.urandom(4), "little"))
+    shapes = []
+    for _ in range(count):
+        k = rng.randint(1, 8)
+        shapes.append((rng.randint(1, 6), rng.randint(1, k), rng.randint(1, 80), rng.randint(1, 140), k, rng.randint(1, 96)))
+    return shapes
+
+
+CUDA_SHAPES = [(1, 1, 1, 1, 2, 1), (2, 3, 17, 45, 4, 64), (3, 4, 64, 64, 4, 65), (1, 6, 9, 130, 8, 16)]
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)], ids=["float32", "bfloat16"])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 2, 1), (2, 3, 17, 45, 4, 64), (3, 4, 64, 64, 4, 65), (1, 6, 9, 130, 8, 16)], ids=str)
+@pytest.mark.parametrize("shape", CUDA_SHAPES + random_cuda_shapes(6), ids=str)
 def test_cuda_matches_reference(op, dtype, tol, shape):
     assert ops.cuda_kernels_compiled(), "GPU present but prismlab._C has no CUDA kernels"
-    x, ids, weight, bias, w7 = (t.cuda() for t in make_inputs(*shape, seed=10))
+    seed = sum(shape)
+    x, ids, weight, bias, w7 = (t.cuda() for t in make_inputs(*shape, seed=seed))
     grad_out = torch.randn(shape[0], shape[5], shape[2], shape[3], device="cuda", dtype=torch.float64)
     grad_s = torch.randn(shape[0], 1, shape[2], shape[3], device="cuda", dtype=torch.float64)
     low = [t.to(dtype) if t.is_floating_point() else t for t in (x, ids, weight, bias, w7)]
@@ -281,6 +295,39 @@ def test_cuda_matches_reference(op, dtype, tol, shape):
     for name, a, b in zip(("out", "s", "grad_x", "grad_weight", "grad_bias", "grad_w7"), got, want):
         scale = b.abs().max().clamp_min(1.0)
         torch.testing.assert_close(a.double() / scale, b / scale, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.gpu
+def test_opcheck_cuda(op):
+    x, ids, weight, bias, w7 = (t.cuda() for t in make_inputs(2, 3, 9, 11, 4, 6, dtype=torch.float32, seed=11))
+    leaves = [t.clone().requires_grad_(True) for t in (x, weight, bias, w7)]
+    torch.library.opcheck(op, (leaves[0], ids, leaves[1], leaves[2], leaves[3]))
+    out, s = op(x, ids, weight, bias, w7)
+    torch.library.opcheck(torch.ops.prismlab.channel_attention_backward.default,
+                          (torch.randn_like(out), torch.randn_like(s), x, ids, weight, bias, w7, s))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_torch_compile_fullgraph_cuda(op, dtype):
+    torch._dynamo.reset()
+
+    def f(x, ids, w, b, w7):
+        return torch.relu(ops.channel_attention(x, ids, w, b, w7)).sum(dim=(2, 3))
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=False)
+    x, ids, w, b, w7 = (t.cuda() for t in make_inputs(4, 3, 32, 32, 4, 16, dtype=dtype, seed=12))
+    leaves = [t.clone().requires_grad_(True) for t in (x, w, b, w7)]
+    got = compiled(leaves[0], ids, *leaves[1:])
+    got.float().sum().backward()
+    ref_leaves = [t.clone().requires_grad_(True) for t in (x, w, b, w7)]
+    want = f(ref_leaves[0], ids, *ref_leaves[1:])
+    want.float().sum().backward()
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(got, want, **tol)
+    for a, b_ in zip(leaves, ref_leaves):
+        torch.testing.assert_close(a.grad, b_.grad, **tol)
+    torch._dynamo.reset()
 
 
 # ------------------------------------------------------------------------------------------

@@ -267,7 +267,7 @@ def test_torch_compile_fullgraph_cpu(ext):
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 @pytest.mark.parametrize(
     "dtype,tol",
     [(torch.float64, 1e-12), (torch.float32, 1e-5), (torch.bfloat16, 2e-2)],
@@ -285,7 +285,7 @@ def test_cuda_forward_matches_reference(ext, dtype, tol, shape):
     torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 def test_cuda_gradients_and_errors(ext):
     x, ids, weight, bias = make_inputs(2, 3, 5, 5, 6, 4, device="cuda", seed=14)
     leaves = [_leaf(t) for t in (x, weight, bias)]
