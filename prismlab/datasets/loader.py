@@ -3,15 +3,20 @@
 Every rank and every worker yields a batch count fixed by the plan (see `plan.py`), so DDP never
 waits on a rank that ran out. The loader is resumable mid-epoch:
 
-    state = stream.loader.state_dict()        # {"epoch": e, "batch": k, ...}
+    state = loader.state_dict()        # {"epoch": e, "batch": k, "position": p, ...}
     ...
-    stream.loader.load_state_dict(state)      # next iteration starts at batch k of epoch e
+    loader.load_state_dict(state)      # the next iteration continues epoch e where it stopped
 
-`batch` counts the batches this loader has *handed to the caller* in the current epoch, so take the
-state after the training step on the last batch you used: the resumed loader's first batch is the
-one an uninterrupted run would have yielded next. Resuming needs the same shards, seed, batch size,
-world size and worker count (checked). Iterating a loader runs the rest of its current epoch and
-then moves on to the next epoch.
+`batch` counts the batches this loader has *handed to the caller* in the current epoch (and, in
+exact mode, `position` the samples of the epoch's global order all ranks have consumed), so take
+the state after the training step on the last batch you used: the resumed loader's first batch is
+the one an uninterrupted run would have yielded next. The state is elastic: a resume with another
+process or worker count continues the epoch (exact mode: no sample twice, none skipped); the
+shards, seed, mode and per-process batch size must stay (checked). Iterating a loader runs the
+rest of its current epoch and then moves on to the next epoch.
+
+Samples are read by random access (`tar_reader.ShardFile`): a worker reads exactly the samples of
+its batches, and remote shards are fetched into a node-local cache first (`shard_io`).
 
 Never pass these loaders to `accelerator.prepare()`: every rank reads its own part of the shards,
 and the training loop moves batches to the device itself.
@@ -20,26 +25,29 @@ and the training loop moves batches to the device itself.
 from __future__ import annotations
 
 import logging
+import math
 import signal
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from prismlab.datasets.gpu_decode import PendingDecode, decode_pending, is_jpeg
-from prismlab.datasets.plan import (MODES, WorkerPlan, batches_of_worker, derive_seed, exact_batch_sizes,
-                                    exact_plan, resampled_plan)
-from prismlab.datasets.samples import CorruptSample, decode_pixels, encoded_image, label_of
+from prismlab.datasets.plan import MODES, PlannedBatch, consumed_after, exact_batches, exact_steps, resampled_batches
+from prismlab.datasets.samples import CorruptSample, IncompleteSample, decode_pixels, encoded_image, label_of
+from prismlab.datasets.shard_io import fetch
 from prismlab.datasets.shards import Manifest, read_manifest
-from prismlab.datasets.tar_reader import samples_from, take
+from prismlab.datasets.tar_reader import ShardFile
 from prismlab.datasets.transforms import BatchTransform, TransformSpec
 from prismlab.dist_env import launcher_rank_and_world
 from prismlab.errors import PrismlabError
 
 logger = logging.getLogger(__name__)
+OPEN_SHARDS = 8
+"""Shards a worker keeps open (file handle and member index) at once."""
 
 
 @dataclass
@@ -47,13 +55,13 @@ class Batch:
     images: torch.Tensor
     """float32 [B, C, H, W], normalised (by default scaled to [-1, 1])."""
     labels: torch.Tensor
-    """int64 [B], the `.cls` of each sample (minutes since 12:00 for clocks)."""
+    """int64 [B], the label of each sample (minutes since 12:00 for clocks; 0 for unlabelled shards)."""
     valid: torch.Tensor
     """bool [B]; False marks exact-mode padding (a repeat): count metrics only where True."""
     channels: list[str]
     """Names of the channels `images` holds, in order (after selection and random dropping)."""
     corrupt: int = 0
-    """Samples of this batch that were skipped because they could not be decoded."""
+    """Samples of this batch that were skipped: undecodable, or incomplete within the allowed fraction."""
     pending: PendingDecode | None = field(default=None, repr=False)
     """Encoded images still to be decoded on the GPU (internal: the loader finishes them)."""
 
@@ -61,14 +69,25 @@ class Batch:
         return replace(self, images=self.images.pin_memory(), labels=self.labels.pin_memory(), valid=self.valid.pin_memory())
 
 
+@dataclass
+class WorkerFailure:
+    """A worker's one-line error, handed to the main process as data: re-raised there, it stays one
+    line (torch wraps an exception raised in a worker in its traceback)."""
+
+    message: str
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """Everything a worker needs to regenerate its part of an epoch."""
-    shards_dir: str
-    shard_names: list[str]
+    shard_urls: list[str]
     shard_samples: list[int]
+    shard_bytes: list[int]
+    shard_sha256: list[str]
     pack: int
     channel_names: list[str]
+    label: str
+    class_names: list[str]
     mode: str
     batch_size: int
     batches_per_epoch: int | None
@@ -79,68 +98,86 @@ class StreamConfig:
     world_size: int
     transform: TransformSpec
     gpu_decode: bool
+    cache_dir: str | None
+    max_incomplete_fraction: float
+
+
+class ShardReaders:
+    """A worker's open shards, by manifest index (the most recently used few)."""
+
+    def __init__(self, config: StreamConfig):
+        self.config = config
+        self.open: OrderedDict[int, ShardFile] = OrderedDict()
+
+    def sample(self, shard: int, index: int) -> dict | CorruptSample:
+        if shard not in self.open:
+            c = self.config
+            path = fetch(c.shard_urls[shard], c.shard_bytes[shard], c.shard_sha256[shard], c.cache_dir)
+            # A window's samples come from every packed group it spans (+2: windows straddle groups).
+            groups = -(-c.window // c.pack) + 2 if c.pack else 0
+            self.open[shard] = ShardFile(path, c.pack, name=c.shard_urls[shard], groups_kept=groups)
+            if len(self.open) > OPEN_SHARDS:
+                self.open.popitem(last=False)[1].close()
+        self.open.move_to_end(shard)
+        return self.open[shard].sample(index)
+
+    def close(self) -> None:
+        for shard in self.open.values():
+            shard.close()
 
 
 class EpochStream(IterableDataset):
-    """One epoch of one rank from batch `start_batch` on; each DataLoader worker makes its share."""
+    """The rest of one epoch of one rank; DataLoader worker k of `workers` makes batches k, k + workers, ..."""
 
-    def __init__(self, config: StreamConfig, epoch: int, start_batch: int, workers: int):
-        self.config, self.epoch, self.start_batch, self.workers = config, epoch, start_batch, workers
+    def __init__(self, config: StreamConfig, epoch: int, start: int, workers: int):
+        self.config, self.epoch, self.start, self.workers = config, epoch, start, workers
+        """`start`: the epoch position (exact) or the batches already made (resampled)."""
 
-    def plans(self) -> list[WorkerPlan]:
+    def batches(self) -> list[PlannedBatch]:
         c = self.config
         if c.mode == "exact":
-            return exact_plan(c.shard_samples, rank=c.rank, world_size=c.world_size, workers=self.workers,
-                              batch_size=c.batch_size, seed=c.seed, epoch=self.epoch, shuffle=c.shuffle, window=c.window)
-        return resampled_plan(c.shard_samples, rank=c.rank, workers=self.workers, batch_size=c.batch_size,
-                              batches_per_epoch=c.batches_per_epoch, seed=c.seed, epoch=self.epoch, window=c.window)
+            return exact_batches(c.shard_samples, start=self.start, rank=c.rank, world_size=c.world_size,
+                                 batch_size=c.batch_size, seed=c.seed, epoch=self.epoch, shuffle=c.shuffle, window=c.window)
+        return resampled_batches(c.shard_samples, done=self.start, rank=c.rank, batch_size=c.batch_size,
+                                 batches_per_epoch=c.batches_per_epoch, seed=c.seed, epoch=self.epoch, window=c.window)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch | WorkerFailure]:
         info = get_worker_info()
-        physical = info.id if info else 0
-        # A fresh DataLoader polls worker 0 first: let it play the worker that owns batch start_batch.
-        logical = (physical + self.start_batch) % self.workers
-        plan = self.plans()[logical]
-        done = batches_of_worker(self.start_batch, logical, self.workers)
-        samples = self.samples(plan, plan.samples_before(done))
+        mine = self.batches()[(info.id if info else 0)::self.workers]
+        readers = ShardReaders(self.config)
         transform = BatchTransform(self.config.transform, self.config.channel_names)
-        for local, size in enumerate(plan.batch_sizes[done:], start=done):
-            stream_batch = logical + local * self.workers
-            yield self.make_batch([next(samples) for _ in range(size)], transform,
-                                  derive_seed(self.config.seed, self.epoch, self.config.rank, stream_batch))
+        allowed = math.floor(self.config.max_incomplete_fraction * sum(len(b.valid) for b in mine))
+        skipped = 0
+        try:
+            for planned in mine:
+                batch = self.make_batch(planned, readers, transform)
+                skipped += batch.corrupt
+                yield batch
+        except IncompleteSample as exc:
+            yield WorkerFailure(f"{exc.args[0]}; fix those shards, or let up to a fraction of them be skipped with "
+                                f"data.max_incomplete_fraction=0.01 (now {self.config.max_incomplete_fraction}, "
+                                f"{skipped} skipped so far, {allowed} allowed)")
+        except PrismlabError as exc:
+            yield WorkerFailure(str(exc))
+        finally:
+            readers.close()
 
-    def samples(self, plan: WorkerPlan, skip: int) -> Iterator[tuple[dict | CorruptSample, bool]]:
-        """(sample, valid) in plan order from sample `skip` of the worker's share on."""
-        c = self.config
-        cursor, cursor_at = None, None  # an open shard stream, and the (shard, sample) it is at
-        for piece in plan.pieces:
-            if skip >= len(piece):
-                skip -= len(piece)
-                continue
-            path = Path(c.shards_dir) / c.shard_names[piece.shard]
-            # A shuffled piece is read whole (its permutation needs all of it); a plain one from `skip`.
-            first = piece.start if piece.shuffle_seed is not None else piece.start + skip
-            if cursor_at != (piece.shard, first):
-                cursor = samples_from(path, first, c.pack)
-            held = take(cursor, piece.stop - first, path, first)
-            cursor_at = (piece.shard, piece.stop)  # consecutive pieces of a shard continue the same stream
-            if piece.shuffle_seed is None:
-                for sample in held:
-                    yield sample, piece.valid
-            else:
-                held = list(held)
-                for index in np.random.default_rng(piece.shuffle_seed).permutation(len(held))[skip:]:
-                    yield held[index], piece.valid
-            skip = 0
-
-    def make_batch(self, samples: list[tuple[dict | CorruptSample, bool]], transform: BatchTransform, seed: int) -> Batch:
+    def make_batch(self, planned: PlannedBatch, readers: ShardReaders, transform: BatchTransform) -> Batch:
         items, encoded, labels, valid, corrupt = [], [], [], [], 0
-        for sample, is_valid in samples:
+        for shard, index, is_valid in zip(planned.shards.tolist(), planned.indices.tolist(), planned.valid.tolist()):
+            sample = readers.sample(shard, index)
             try:
                 item, is_encoded, label = self.decode(sample)
             except CorruptSample as exc:
                 corrupt += 1
-                logger.debug("skipping a corrupt sample: %s", exc)
+                logger.debug("skipping a corrupt sample of %s: %s", self.config.shard_urls[shard], exc)
+                continue
+            except IncompleteSample as exc:
+                where = f"sample {sample['key']!r} of shard {self.config.shard_urls[shard]}: {exc}"
+                if self.config.max_incomplete_fraction == 0:
+                    raise IncompleteSample(where) from None
+                corrupt += 1
+                logger.debug("skipping %s", where)
                 continue
             items.append(item)
             encoded.append(is_encoded)
@@ -149,11 +186,11 @@ class EpochStream(IterableDataset):
         labels_t = torch.tensor(labels, dtype=torch.int64)
         valid_t = torch.tensor(valid, dtype=torch.bool)
         if any(encoded):
-            return Batch(torch.empty(0), labels_t, valid_t, [], corrupt, PendingDecode(items, encoded, seed))
+            return Batch(torch.empty(0), labels_t, valid_t, [], corrupt, PendingDecode(items, encoded, planned.seed))
         if not items:
             channels = [transform.channel_names[i] for i in transform.channel_index]
             return Batch(torch.empty(0, len(channels), 0, 0), labels_t, valid_t, channels, corrupt)
-        images, channels = transform(items, seed)
+        images, channels = transform(items, planned.seed)
         return Batch(images, labels_t, valid_t, channels, corrupt)
 
     def decode(self, sample: dict | CorruptSample) -> tuple[torch.Tensor, bool, int]:
@@ -162,9 +199,10 @@ class EpochStream(IterableDataset):
             raise sample
         if "pixels" in sample:
             return sample["pixels"], False, sample["cls"]
-        label = label_of(sample["members"])
+        c = self.config
+        label = label_of(sample["members"], c.label, {name: i for i, name in enumerate(c.class_names)})
         data = encoded_image(sample["members"])
-        if self.config.gpu_decode and is_jpeg(data):
+        if c.gpu_decode and is_jpeg(data):
             return torch.frombuffer(bytearray(data), dtype=torch.uint8), True, label
         return decode_pixels(data), False, label
 
@@ -185,7 +223,8 @@ class ShardLoader:
     def __init__(self, shards_dir: str | Path, split: str, *, mode: str, batch_size: int, num_workers: int = 0,
                  seed: int = 0, shuffle: bool = True, batches_per_epoch: int | None = None, shuffle_buffer: int = 1000,
                  transform: TransformSpec = TransformSpec(), rank: int | None = None, world_size: int | None = None,
-                 device: torch.device | str | None = None, stateful: bool = True):
+                 device: torch.device | str | None = None, stateful: bool = True, cache_dir: str | None = None,
+                 max_incomplete_fraction: float = 0.0):
         if mode not in MODES:
             raise PrismlabError(f"loader mode '{mode}' is unknown; use one of {', '.join(MODES)}")
         if batch_size < 1 or shuffle_buffer < 1:
@@ -200,37 +239,58 @@ class ShardLoader:
         world_size = env_world if world_size is None else world_size
         self.device = torch.device(device) if device is not None else None
         self.num_workers = num_workers
+        shards = self.manifest.shards
         self.config = StreamConfig(
-            shards_dir=str(shards_dir), shard_names=[s.name for s in self.manifest.shards],
-            shard_samples=[s.samples for s in self.manifest.shards], pack=self.manifest.pack,
-            channel_names=list(self.manifest.channels), mode=mode, batch_size=batch_size,
+            shard_urls=[s.location(shards_dir) for s in shards], shard_samples=[s.samples for s in shards],
+            shard_bytes=[s.bytes for s in shards], shard_sha256=[s.sha256 for s in shards], pack=self.manifest.pack,
+            channel_names=list(self.manifest.channels), label=self.manifest.label,
+            class_names=list(self.manifest.class_names), mode=mode, batch_size=batch_size,
             batches_per_epoch=batches_per_epoch, seed=seed, shuffle=shuffle, window=shuffle_buffer, rank=rank,
             world_size=world_size, transform=transform,
-            gpu_decode=self.device is not None and self.device.type == "cuda")
+            gpu_decode=self.device is not None and self.device.type == "cuda", cache_dir=cache_dir,
+            max_incomplete_fraction=max_incomplete_fraction)
         # Checked here, in the caller's process: a bad channel list fails before any worker starts.
         self.transform = BatchTransform(transform, self.config.channel_names)
         self.batches_per_epoch = (batches_per_epoch if mode == "resampled"
-                                  else len(exact_batch_sizes(self.manifest.samples, world_size, batch_size)))
+                                  else len(exact_steps(self.manifest.samples, 0, world_size, batch_size)))
         self.stateful = stateful
         self.epoch = 0
         self.batch = 0
+        self.start = 0
+        """Where the current epoch's run began: its position (exact) or batch (resampled)."""
+        self.made = 0
+        """Batches handed out since `start`."""
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
+    @property
+    def position(self) -> int:
+        """exact: samples of the epoch's global order consumed by all ranks together."""
+        c = self.config
+        if c.mode != "exact":
+            return 0
+        return consumed_after(self.manifest.samples, self.start, c.world_size, c.batch_size, self.made)
+
+    def batches_left(self) -> int:
+        c = self.config
+        if c.mode == "exact":
+            return len(exact_steps(self.manifest.samples, self.position, c.world_size, c.batch_size))
+        return self.batches_per_epoch - self.batch
+
     def __iter__(self) -> Iterator[Batch]:
         if not self.stateful:
-            yield from self.run_epoch()
+            yield from self.run_epoch(0, 0)
             return
-        for batch in self.run_epoch():
+        for batch in self.run_epoch(self.epoch, self.start):
             self.batch += 1
+            self.made += 1
             yield batch
         self.epoch += 1
-        self.batch = 0
+        self.batch = self.start = self.made = 0
 
-    def run_epoch(self) -> Iterator[Batch]:
-        workers = max(1, self.num_workers)
-        stream = EpochStream(self.config, self.epoch, self.batch, workers)
+    def run_epoch(self, epoch: int, start: int) -> Iterator[Batch]:
+        stream = EpochStream(self.config, epoch, start, max(1, self.num_workers))
         # An own generator: DataLoader would otherwise draw its base seed from the global RNG at every
         # epoch start, shifting dropout masks after a mid-epoch resume.
         loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=ignore_sigterm,
@@ -238,51 +298,62 @@ class ShardLoader:
                             pin_memory=torch.cuda.is_available() and self.device is not None and self.device.type == "cuda")
         corrupt = 0
         for batch in loader:
+            if isinstance(batch, WorkerFailure):
+                raise PrismlabError(batch.message)
             if batch.pending is not None:
                 batch = decode_pending(batch, self.device, self.transform)
             corrupt += batch.corrupt
             yield batch
         if corrupt:
-            logger.warning("epoch %d: skipped %d corrupt samples on rank %d", self.epoch, corrupt, self.config.rank)
+            logger.warning("epoch %d: skipped %d corrupt samples on rank %d", epoch, corrupt, self.config.rank)
 
     def state_dict(self) -> dict:
         c = self.config
-        return {"epoch": self.epoch, "batch": self.batch, "seed": c.seed, "mode": c.mode, "batch_size": c.batch_size,
-                "world_size": c.world_size, "num_workers": max(1, self.num_workers), "samples": self.manifest.samples}
+        return {"epoch": self.epoch, "batch": self.batch, "position": self.position if c.mode == "exact" else None,
+                "seed": c.seed, "mode": c.mode, "batch_size": c.batch_size, "samples": self.manifest.samples,
+                "world_size": c.world_size, "num_workers": max(1, self.num_workers)}
 
     def load_state_dict(self, state: dict) -> None:
         mine = self.state_dict()
-        differs = [k for k in ("seed", "mode", "batch_size", "world_size", "num_workers", "samples") if state.get(k) != mine[k]]
+        differs = [k for k in ("seed", "mode", "batch_size", "samples") if state.get(k) != mine[k]]
         if differs:
-            raise PrismlabError(f"cannot resume the data stream exactly: {', '.join(f'{k} was {state.get(k)} now {mine[k]}' for k in differs)}; "
-                                f"resume with the same data settings and process count")
-        if not 0 <= state["batch"] <= self.batches_per_epoch:
-            raise PrismlabError(f"loader state batch {state['batch']} is outside 0..{self.batches_per_epoch}; the checkpoint does not match this data")
-        self.epoch, self.batch = state["epoch"], state["batch"]
-
-
-@dataclass
-class StreamInfo:
-    loader: ShardLoader
-    manifest: Manifest
-    batches_per_epoch: int
+            raise PrismlabError(f"cannot resume the data stream: {', '.join(f'{k} was {state.get(k)} now {mine[k]}' for k in differs)}; "
+                                f"resume with the same data settings (a run may change its process and worker counts, "
+                                f"not its per-process batch size)")
+        if self.config.mode == "resampled" and not 0 <= state["batch"] <= self.batches_per_epoch:
+            raise PrismlabError(f"loader state batch {state['batch']} is outside 0..{self.batches_per_epoch}; "
+                                f"the checkpoint does not match this data (was train.steps_per_epoch changed?)")
+        layout = (state.get("world_size"), state.get("num_workers"))
+        if layout != (mine["world_size"], mine["num_workers"]):
+            logger.info("resuming a data stream of %s processes x %s workers on %d x %d", *layout, mine["world_size"],
+                        mine["num_workers"])
+        self.epoch, self.batch, self.made = state["epoch"], state["batch"], 0
+        if self.config.mode == "resampled":
+            self.start = state["batch"]
+        elif state.get("position") is not None:
+            self.start = state["position"]
+        else:
+            logger.warning("the checkpoint's data stream predates elastic resume: epoch %d starts over", self.epoch)
+            self.start = self.batch = 0
 
 
 def train_stream(shards_dir: str | Path, split: str, *, batch_size: int, steps_per_epoch: int, num_workers: int,
                  shuffle_buffer: int, seed: int, mode: str = "resampled", transform: TransformSpec = TransformSpec(),
-                 device: torch.device | str | None = None) -> StreamInfo:
+                 device: torch.device | str | None = None, cache_dir: str | None = None,
+                 max_incomplete_fraction: float = 0.0) -> ShardLoader:
     """Training stream: `steps_per_epoch` full batches per epoch on every rank (resampled), or one
     shuffled exact pass (mode="exact"; the last batch of an epoch may be partial)."""
-    loader = ShardLoader(shards_dir, split, mode=mode, batch_size=batch_size, num_workers=num_workers, seed=seed,
-                         batches_per_epoch=steps_per_epoch if mode == "resampled" else None,
-                         shuffle_buffer=shuffle_buffer, transform=transform, device=device)
-    return StreamInfo(loader, loader.manifest, loader.batches_per_epoch)
+    return ShardLoader(shards_dir, split, mode=mode, batch_size=batch_size, num_workers=num_workers, seed=seed,
+                       batches_per_epoch=steps_per_epoch if mode == "resampled" else None,
+                       shuffle_buffer=shuffle_buffer, transform=transform, device=device, cache_dir=cache_dir,
+                       max_incomplete_fraction=max_incomplete_fraction)
 
 
 def eval_stream(shards_dir: str | Path, split: str, *, batch_size: int, num_workers: int,
-                transform: TransformSpec = TransformSpec(), device: torch.device | str | None = None) -> StreamInfo:
+                transform: TransformSpec = TransformSpec(), device: torch.device | str | None = None,
+                cache_dir: str | None = None, max_incomplete_fraction: float = 0.0) -> ShardLoader:
     """One pass over every sample of `split` across all ranks, in shard order, each time it is
     iterated (not stateful); padding repeats are marked in `batch.valid`."""
-    loader = ShardLoader(shards_dir, split, mode="exact", batch_size=batch_size, num_workers=num_workers, shuffle=False,
-                         transform=transform.for_eval(), device=device, stateful=False)
-    return StreamInfo(loader, loader.manifest, loader.batches_per_epoch)
+    return ShardLoader(shards_dir, split, mode="exact", batch_size=batch_size, num_workers=num_workers, shuffle=False,
+                       transform=transform.for_eval(), device=device, stateful=False, cache_dir=cache_dir,
+                       max_incomplete_fraction=max_incomplete_fraction)

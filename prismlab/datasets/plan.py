@@ -1,16 +1,22 @@
-"""Which samples every rank and worker reads in an epoch, as a pure function of (seed, epoch).
+"""Which samples each rank reads in an epoch, and in which batches: a pure function of (seed, epoch).
 
-An epoch's stream on one rank is a sequence of batches 0..n-1. Batch j is made by logical worker
-j % W as its (j // W)-th batch, which is the order in which a DataLoader collects batches from its
-workers round-robin. Each logical worker reads a list of pieces: contiguous sample ranges of one
-shard, shuffled within the piece by their own seed. Because the plan is computed, not drawn from
-a live random stream, a stream can restart at any batch by seeking to the samples it starts with.
+A rank's epoch is a list of planned batches (shard and sample index of every member, whether it
+counts, and the batch's augmentation seed); DataLoader worker k of K makes batches k, k + K, ...
+Because the plan is computed, not drawn from a live random stream, a stream restarts at any batch
+by reading the samples it needs (the reader has random access) and nothing else.
 
-- exact: the epoch is one pass over every sample (shard order shuffled by (seed, epoch)), cut
-  into world_size equal contiguous parts; ranks short of samples are padded with repeats marked
-  invalid, so every rank gets the same number of batches and each sample is valid exactly once.
-- resampled: every (rank, worker) draws whole shards with replacement, seeded by
-  (seed, epoch, rank, worker), until it has its share of `batches_per_epoch` full batches.
+- exact: the epoch's global order depends on (seed, epoch) alone: shards in an order shuffled by
+  (seed, epoch), then every window of `window` consecutive samples of that sequence permuted by
+  its own seed. A run consumes it from a position (0 at the start of an epoch, the checkpoint's
+  position after a resume) in global steps: each step gives each of the W ranks its next
+  `batch_size` positions, rank r the r-th block; the last step splits what is left evenly and pads
+  with repeats marked invalid, so every rank has the same number of batches and every sample is
+  valid exactly once. A checkpoint records only how many positions the epoch consumed, so a run
+  stopped on W1 processes x K1 workers resumes on W2 x K2 and the epoch goes on, no sample twice,
+  none skipped (elastic determinism, as in MosaicML Streaming).
+- resampled: each rank draws whole shards with replacement, seeded by (seed, epoch, rank), windows
+  permuted as above, until it has `batches_per_epoch` full batches; a resume skips the batches
+  already made, whatever the worker count.
 """
 
 from __future__ import annotations
@@ -23,104 +29,96 @@ MODES = ("exact", "resampled")
 
 
 @dataclass(frozen=True)
-class Piece:
-    shard: int
-    start: int
-    stop: int
-    valid: bool
-    """False for padding repeats in exact mode: metrics must not count them."""
-    shuffle_seed: int | None
-    """Seed of the permutation applied within the piece; None keeps file order."""
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-
-@dataclass(frozen=True)
-class WorkerPlan:
-    worker: int
-    pieces: list[Piece]
-    batch_sizes: list[int]
-
-    def samples_before(self, local_batch: int) -> int:
-        return sum(self.batch_sizes[:local_batch])
-
-
-def batches_of_worker(total_batches: int, worker: int, workers: int) -> int:
-    """How many of batches 0..total-1 fall on `worker` when batch j goes to worker j % workers."""
-    return max(0, (total_batches - worker + workers - 1) // workers)
+class PlannedBatch:
+    shards: np.ndarray
+    """int64 [b]: shard of each sample (index into the manifest's shards)."""
+    indices: np.ndarray
+    """int64 [b]: the sample's index within its shard."""
+    valid: np.ndarray
+    """bool [b]; False for padding repeats in exact mode: metrics must not count them."""
+    seed: int
+    """Seeds the batch's augmentation, so a resumed stream augments like an uninterrupted one."""
 
 
 def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
 
 
-def cut(shard: int, start: int, stop: int, valid: bool, window: int) -> list[tuple[int, int, int, bool]]:
-    return [(shard, s, min(s + window, stop), valid) for s in range(start, stop, window)]
+class SampleOrder:
+    """A sequence of shards (by index) read as one list of samples whose windows are permuted."""
+
+    def __init__(self, shard_samples: list[int], shard_sequence: np.ndarray, window: int, seeds: tuple[int, ...] | None):
+        self.shard_samples = np.asarray(shard_samples, dtype=np.int64)
+        self.sequence = np.asarray(shard_sequence, dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.shard_samples[self.sequence])])
+        self.total = int(self.offsets[-1])
+        self.window = window
+        self.seeds = seeds
+        self.permutations: dict[int, np.ndarray] = {}
+
+    def permutation(self, k: int) -> np.ndarray:
+        if k not in self.permutations:
+            size = min(self.window, self.total - k * self.window)
+            self.permutations[k] = np.random.default_rng(derive_seed(*self.seeds, k)).permutation(size)
+        return self.permutations[k]
+
+    def lookup(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shard, index) of each position in [0, total)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.seeds is not None:
+            windows, within = np.divmod(positions, self.window)
+            positions = windows * self.window + np.array([self.permutation(int(k))[w] for k, w in zip(windows, within)],
+                                                         dtype=np.int64)
+        slot = np.searchsorted(self.offsets, positions, side="right") - 1
+        return self.sequence[slot], positions - self.offsets[slot]
 
 
-def exact_batch_sizes(samples: int, world_size: int, batch_size: int) -> list[int]:
-    per_rank = -(-samples // world_size)
-    return [batch_size] * (per_rank // batch_size) + ([per_rank % batch_size] if per_rank % batch_size else [])
+def epoch_order(shard_samples: list[int], *, seed: int, epoch: int, shuffle: bool, window: int) -> SampleOrder:
+    """The exact-mode order of an epoch: a function of (seed, epoch) alone."""
+    count = len(shard_samples)
+    sequence = np.random.default_rng(derive_seed(seed, epoch)).permutation(count) if shuffle else np.arange(count)
+    return SampleOrder(shard_samples, sequence, window, (seed, epoch) if shuffle else None)
 
 
-def exact_plan(shard_samples: list[int], *, rank: int, world_size: int, workers: int, batch_size: int,
-               seed: int, epoch: int, shuffle: bool, window: int) -> list[WorkerPlan]:
-    total = sum(shard_samples)
-    order = np.random.default_rng(derive_seed(seed, epoch)).permutation(len(shard_samples)) if shuffle else range(len(shard_samples))
-    # The epoch's global sequence as (shard, start, stop) runs; positions past `total` wrap around.
-    runs, offsets = [], []
-    position = 0
-    for shard in order:
-        runs.append(int(shard))
-        offsets.append(position)
-        position += shard_samples[shard]
-    sizes = exact_batch_sizes(total, world_size, batch_size)
-    per_rank = sum(sizes)
-    rank_start = rank * per_rank
-    plans, first_batch = [], 0
-    for worker in range(workers):
-        count = batches_of_worker(len(sizes), worker, workers)
-        worker_sizes = sizes[first_batch:first_batch + count]
-        begin = rank_start + sum(sizes[:first_batch])
-        end = begin + sum(worker_sizes)
-        first_batch += count
-        pieces = []
-        for shard, start, stop, valid in global_runs(begin, end, total, runs, offsets, shard_samples):
-            pieces += cut(shard, start, stop, valid, window)
-        plans.append(WorkerPlan(worker, with_seeds(pieces, shuffle, seed, epoch, rank, worker), worker_sizes))
-    return plans
+def exact_steps(total: int, start: int, world_size: int, batch_size: int) -> list[tuple[int, int]]:
+    """(first position, per-rank batch size) of each global step from position `start` on."""
+    steps, position = [], start
+    while position < total:
+        left = total - position
+        size = batch_size if left >= world_size * batch_size else -(-left // world_size)
+        steps.append((position, size))
+        position += world_size * size
+    return steps
 
 
-def global_runs(begin: int, end: int, total: int, runs: list[int], offsets: list[int], shard_samples: list[int]):
-    """Global positions [begin, end) as (shard, start, stop, valid) runs; position p >= total is
-    padding and repeats position p % total."""
-    position = begin
-    while position < end:
-        wrapped = position % total
-        index = int(np.searchsorted(offsets, wrapped, side="right")) - 1
-        shard = runs[index]
-        start = wrapped - offsets[index]
-        take = min(shard_samples[shard] - start, end - position, total - wrapped)
-        yield shard, start, start + take, position < total
-        position += take
+def exact_batches(shard_samples: list[int], *, start: int, rank: int, world_size: int, batch_size: int, seed: int,
+                  epoch: int, shuffle: bool, window: int) -> list[PlannedBatch]:
+    order = epoch_order(shard_samples, seed=seed, epoch=epoch, shuffle=shuffle, window=window)
+    batches = []
+    for first, size in exact_steps(order.total, start, world_size, batch_size):
+        positions = first + rank * size + np.arange(size)
+        shards, indices = order.lookup(positions % order.total)  # padding repeats the epoch's first samples
+        batches.append(PlannedBatch(shards, indices, positions < order.total, derive_seed(seed, epoch, int(positions[0]))))
+    return batches
 
 
-def with_seeds(pieces: list[tuple], shuffle: bool, seed: int, epoch: int, rank: int, worker: int) -> list[Piece]:
-    return [Piece(*p, derive_seed(seed, epoch, rank, worker, i) if shuffle else None) for i, p in enumerate(pieces)]
+def consumed_after(total: int, start: int, world_size: int, batch_size: int, batches: int) -> int:
+    """The epoch position once `batches` more global steps from `start` are done."""
+    steps = exact_steps(total, start, world_size, batch_size)
+    return total if batches >= len(steps) else steps[batches][0]
 
 
-def resampled_plan(shard_samples: list[int], *, rank: int, workers: int, batch_size: int, batches_per_epoch: int,
-                   seed: int, epoch: int, window: int) -> list[WorkerPlan]:
-    plans = []
-    for worker in range(workers):
-        count = batches_of_worker(batches_per_epoch, worker, workers)
-        needed = count * batch_size
-        rng = np.random.default_rng(derive_seed(seed, epoch, rank, worker))
-        pieces, have = [], 0
-        while have < needed:
-            shard = int(rng.integers(len(shard_samples)))
-            pieces += cut(shard, 0, shard_samples[shard], True, window)
-            have += shard_samples[shard]
-        plans.append(WorkerPlan(worker, with_seeds(pieces, True, seed, epoch, rank, worker), [batch_size] * count))
-    return plans
+def resampled_batches(shard_samples: list[int], *, done: int, rank: int, batch_size: int, batches_per_epoch: int,
+                      seed: int, epoch: int, window: int) -> list[PlannedBatch]:
+    rng = np.random.default_rng(derive_seed(seed, epoch, rank))
+    needed, drawn, have = batches_per_epoch * batch_size, [], 0
+    while have < needed:
+        shard = int(rng.integers(len(shard_samples)))
+        drawn.append(shard)
+        have += shard_samples[shard]
+    order = SampleOrder(shard_samples, np.asarray(drawn), window, (seed, epoch, rank))
+    batches = []
+    for b in range(done, batches_per_epoch):
+        shards, indices = order.lookup(np.arange(b * batch_size, (b + 1) * batch_size))
+        batches.append(PlannedBatch(shards, indices, np.ones(batch_size, dtype=bool), derive_seed(seed, epoch, rank, b)))
+    return batches

@@ -9,6 +9,7 @@ channel names, original size). A packed group holds many small images of one siz
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import torch
@@ -21,6 +22,11 @@ PACKED_LABELS = "labels.npy"
 
 class CorruptSample(Exception):
     """A sample whose bytes cannot be decoded; the loader skips and counts it."""
+
+
+class IncompleteSample(Exception):
+    """A sample without the image or label the task needs: an error naming shard, key and member,
+    unless data.max_incomplete_fraction lets the loader skip and count a few."""
 
 
 def sample_key(index: int) -> str:
@@ -60,7 +66,7 @@ def encoded_image(members: dict[str, bytes]) -> bytes:
     for ext in IMAGE_EXTENSIONS:
         if ext in members:
             return members[ext]
-    raise CorruptSample(f"no image member (one of .{', .'.join(IMAGE_EXTENSIONS)})")
+    raise IncompleteSample(f"no image member (one of .{', .'.join(IMAGE_EXTENSIONS)}; it has .{', .'.join(members)})")
 
 
 def decode_pixels(data: bytes) -> torch.Tensor:
@@ -71,8 +77,30 @@ def decode_pixels(data: bytes) -> torch.Tensor:
         raise CorruptSample(f"cannot decode image: {str(exc).splitlines()[0]}") from exc
 
 
-def label_of(members: dict[str, bytes]) -> int:
+def label_of(members: dict[str, bytes], label: str, class_index: dict[str, int]) -> int:
+    """The sample's class index from where its manifest says labels are (`cls`, `json.<field>`, `none`)."""
+    if label == "none":
+        return 0
+    if label == "cls":
+        if "cls" not in members:
+            raise IncompleteSample("no .cls member (the label)")
+        try:
+            return int(members["cls"])
+        except ValueError:
+            raise IncompleteSample(f".cls holds {members['cls'][:20]!r}, not a class index") from None
+    field = label.removeprefix("json.")
+    if "json" not in members:
+        raise IncompleteSample(f"no .json member (the label is its field {field!r})")
     try:
-        return int(members["cls"])
-    except (KeyError, ValueError) as exc:
-        raise CorruptSample(f"bad or missing .cls: {exc}") from exc
+        value = json.loads(members["json"])
+        for part in field.split("."):
+            value = value[part]
+    except (ValueError, KeyError, TypeError):
+        raise IncompleteSample(f".json has no field {field!r} (the label)") from None
+    if isinstance(value, str):
+        if value not in class_index:
+            raise IncompleteSample(f".json field {field!r} is {value!r}, not one of the indexed classes")
+        return class_index[value]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise IncompleteSample(f".json field {field!r} is {value!r}, not a class index or name")
+    return value

@@ -20,6 +20,7 @@ import webdataset as wds
 
 from prismlab.datasets.clocks import clock_sample
 from prismlab.datasets.pil_images import encode_png
+from prismlab.datasets.shard_io import is_remote
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
 from prismlab.progress import progress
@@ -35,6 +36,12 @@ class ShardInfo:
     samples: int
     bytes: int
     sha256: str
+    url: str = ""
+    """Where the shard is, for shards prismlab did not write (`prismlab shards index`): a path, an
+    http(s) URL or a pipe: command (webdataset's gopen conventions). Empty: `name` in the manifest's folder."""
+
+    def location(self, folder: str | Path) -> str:
+        return self.url or str(Path(folder) / self.name)
 
 
 @dataclass
@@ -52,6 +59,11 @@ class Manifest:
     """Source files left out because they could not be read: {"path", "reason", "split"}."""
     fingerprint: str = ""
     """Identifies the source and writer settings, so a rerun never mixes shards of different writes."""
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Image sizes seen, "HxW": count (image_size is set when there is one size)."""
+    label: str = "cls"
+    """Where a sample's label is: `cls` (the .cls member), `json.<field>` (a field of the .json
+    member: an integer, or a name from class_names) or `none` (no labels: generative tasks only)."""
 
     @property
     def bytes(self) -> int:
@@ -66,20 +78,32 @@ def read_manifest(out_dir: str | Path, split: str) -> Manifest:
     """The manifest of one split; a clear error when the split was never (fully) written."""
     path = manifest_path(Path(out_dir), split)
     if not path.is_file():
-        raise PrismlabError(
-            f"no '{split}' split in {out_dir} ({path.name} missing); write it with `prismlab shards ... --out {out_dir}`"
-        )
+        raise PrismlabError(missing_split_message(str(out_dir), split))
     raw = json.loads(path.read_text())
     raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
     raw.pop("bytes", None)
     manifest = Manifest(**raw)
     for shard in manifest.shards:
-        shard_path = Path(out_dir) / shard.name
-        if not shard_path.is_file():
-            raise PrismlabError(f"shard {shard_path} listed in {path.name} is missing; rewrite the split")
-        if shard_path.stat().st_size != shard.bytes:
-            raise PrismlabError(f"shard {shard_path} is truncated or changed (size differs from {path.name}); rewrite the split")
+        location = shard.location(out_dir)
+        if is_remote(location):
+            continue  # checked by size and sha256 when fetched
+        if not Path(location).is_file():
+            raise PrismlabError(f"shard {location} listed in {path.name} is missing; rewrite the split")
+        if Path(location).stat().st_size != shard.bytes:
+            raise PrismlabError(f"shard {location} is truncated or changed (size differs from {path.name}); rewrite the split")
     return manifest
+
+
+def missing_split_message(shards: str, split: str) -> str:
+    """What to run when `shards` has no manifest for `split`: write, carve or index it."""
+    folder = Path(shards)
+    written_here = folder.is_dir() and any(folder.glob("*.manifest.json"))
+    if not written_here and (is_remote(shards) or any(c in shards for c in "{*?") or shards.endswith(".tar")
+                             or (folder.is_dir() and any(folder.glob("*.tar")))):
+        return (f"{shards} holds no prismlab manifest for '{split}'; index shards written by other tools once with "
+                f"`prismlab shards index {shards} --out DIR --split {split}` and set data.shards=DIR")
+    carve = f" (or carve it from train: `prismlab shards SOURCE --out {shards} --{split}-fraction 0.1`)" if split in ("val", "test") else ""
+    return f"no '{split}' split in {shards} ({split}.manifest.json missing); write it with `prismlab shards SOURCE --out {shards}`{carve}"
 
 
 def channel_names(channels: int) -> list[str]:

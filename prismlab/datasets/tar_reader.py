@@ -1,17 +1,26 @@
-"""Read a range of samples from one shard, seeking past earlier ones by tar headers alone.
+"""Random access to the samples of a tar shard, found by reading tar headers alone.
 
 Python's tarfile spends ~100 us parsing each header (checksums, every field, object set-up); a
 shard reader only needs each member's name and size, so it reads those two fields from the raw
-512-byte header and seeks over the data. Skipping a sample therefore costs a few microseconds and
-never reads its data: this is what lets a resumed stream start mid-shard cheaply. Handles the ustar
-headers Python's TarWriter emits, with PAX (`x`) and GNU long-name (`L`) extensions.
+512-byte header and seeks over the data. Indexing a shard (per sample: its key and, per
+extension, the offset and size of the member) therefore costs a few microseconds per member and
+reads no image; a sample is then one seek and one read per member. Handles the ustar headers
+Python's TarWriter emits, with PAX (`x`) and GNU long-name (`L`) extensions.
+
+Samples follow webdataset's own rule (`base_plus_ext`): a member's key is its path up to the
+first dot of its file name (`./000000.jpg` -> `./000000`, extension `jpg`), consecutive members
+with one key form a sample, extensions are lower-cased, and a member whose file name has no dot
+is not part of any sample. So a shard reads here as it reads with `webdataset.WebDataset`.
 """
 
 from __future__ import annotations
 
-from itertools import islice
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from webdataset.tariterators import base_plus_ext
 
 from prismlab.datasets.samples import CorruptSample, is_packed, unpack_group
 from prismlab.errors import PrismlabError
@@ -75,62 +84,114 @@ def tar_members(f: BinaryIO) -> Iterator[tuple[str, int, int]]:
         f.seek(offset + -(-size // BLOCK) * BLOCK)
 
 
-def member_groups(path: Path, skip: int) -> Iterator[dict[str, bytes]]:
-    """Groups of members sharing a key (the name up to its first dot), after skipping `skip` groups."""
-    try:
-        with open(path, "rb") as f:
-            key, group, seen = None, {}, 0
-            for name, offset, size in tar_members(f):
-                name_key, _, ext = name.partition(".")
-                if name_key != key:
-                    if group:
-                        yield group
-                    key, group = name_key, {}
-                    seen += 1
-                if seen > skip:
-                    f.seek(offset)
-                    data = f.read(size)
-                    if len(data) < size:
-                        raise BrokenTar("archive ends inside a member")
-                    group[ext] = data
-            if group:
-                yield group
-    except (BrokenTar, OSError) as exc:
-        raise PrismlabError(f"shard {path} is unreadable or truncated ({exc}); rewrite it with `prismlab shards` "
-                            f"or check it with `prismlab shards ... --verify`") from exc
+@dataclass(frozen=True)
+class SampleEntry:
+    key: str
+    members: dict[str, tuple[int, int]]
+    """extension -> (offset, size) of the member's data."""
 
 
-def samples_from(path: Path, start: int, pack: int) -> Iterator[dict | CorruptSample]:
-    """Samples of a shard from index `start` on: dicts with `members` (a plain sample's bytes by
-    extension) or `pixels` and `cls` (packed shards); a CorruptSample for a group that cannot be
-    parsed. A packed group expands into its images."""
-    if not pack:
-        for group in member_groups(path, start):
-            yield {"members": group}
-        return
-    drop = start % pack
-    for group in member_groups(path, start // pack):
+def index_samples(f: BinaryIO) -> list[SampleEntry]:
+    """The samples of a tar stream, grouped by webdataset's rule."""
+    samples: list[SampleEntry] = []
+    for name, offset, size in tar_members(f):
+        key, ext = base_plus_ext(name)
+        if key is None:
+            continue
+        ext = ext.lower()
+        if not samples or samples[-1].key != key:
+            samples.append(SampleEntry(key, {}))
+        samples[-1].members[ext] = (offset, size)
+    return samples
+
+
+class ShardFile:
+    """One local shard opened for random access: `sample(i)` is sample i (0-based, in file order).
+
+    A plain sample is {"key", "members": {ext: bytes}}; in a packed shard (groups of `pack` images
+    per member group) it is {"key", "pixels", "cls"}, and the `groups_kept` most recently decoded
+    groups are kept (enough for a shuffle window: its samples come from all of its groups).
+    """
+
+    def __init__(self, path: Path, pack: int = 0, name: str | None = None, groups_kept: int = 4):
+        self.path, self.pack, self.name, self.groups_kept = Path(path), pack, name or str(path), groups_kept
         try:
-            if not is_packed(group):
-                raise CorruptSample("member group is not packed in a packed shard")
-            samples = unpack_group(group)
+            self.file = open(self.path, "rb")
+            self.entries = index_samples(self.file)
+        except (BrokenTar, OSError) as exc:
+            raise self.unreadable(exc) from exc
+        self.groups: OrderedDict[int, list[dict | CorruptSample]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Member groups: samples, or packed groups of up to `pack` samples."""
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[dict | CorruptSample]:
+        """Every sample in file order."""
+        for i in range(len(self.entries)):
+            if self.pack:
+                yield from self.unpack(i)
+            else:
+                yield self.sample(i)
+
+    def unreadable(self, exc: Exception) -> PrismlabError:
+        return PrismlabError(f"shard {self.name} is unreadable or truncated ({exc}); rewrite it with `prismlab shards` "
+                             f"or check it with `prismlab shards --verify --out DIR`")
+
+    def members(self, entry_index: int) -> tuple[str, dict[str, bytes]]:
+        entry = self.entries[entry_index]
+        members = {}
+        try:
+            for ext, (offset, size) in entry.members.items():
+                self.file.seek(offset)
+                data = self.file.read(size)
+                if len(data) < size:
+                    raise BrokenTar("archive ends inside a member")
+                members[ext] = data
+        except (BrokenTar, OSError) as exc:
+            raise self.unreadable(exc) from exc
+        return entry.key, members
+
+    def sample(self, index: int) -> dict | CorruptSample:
+        if not self.pack:
+            if index >= len(self.entries):
+                raise self.short(index)
+            key, members = self.members(index)
+            return {"key": key, "members": members}
+        group, within = divmod(index, self.pack)
+        if group not in self.groups:
+            if group >= len(self.entries):
+                raise self.short(index)
+            self.groups[group] = self.unpack(group)
+            if len(self.groups) > self.groups_kept:
+                self.groups.popitem(last=False)
+        self.groups.move_to_end(group)
+        samples = self.groups[group]
+        if within >= len(samples):
+            raise self.short(index)
+        return samples[within]
+
+    def unpack(self, group: int) -> list[dict | CorruptSample]:
+        key, members = self.members(group)
+        try:
+            if not is_packed(members):
+                raise CorruptSample(f"member group {key} is not packed in a packed shard")
+            return [{"key": f"{key}/{i}", **s} for i, s in enumerate(unpack_group(members))]
         except CorruptSample as exc:
-            samples = [exc] * pack
-        yield from samples[drop:]
-        drop = 0
+            return [exc] * self.pack
+
+    def short(self, index: int) -> PrismlabError:
+        return PrismlabError(f"shard {self.name} has no sample {index} (its manifest promises more); "
+                             f"rewrite it with `prismlab shards` or re-index it with `prismlab shards index`")
+
+    def close(self) -> None:
+        self.file.close()
 
 
-def take(samples: Iterator[dict | CorruptSample], count: int, path: Path, start: int) -> Iterator[dict | CorruptSample]:
-    """Exactly `count` samples from a shard's stream; a clear error when the shard ends early."""
-    taken = 0
-    for sample in islice(samples, count):
-        taken += 1
-        yield sample
-    if taken < count:
-        raise PrismlabError(f"shard {path} ends after {start + taken} samples but its manifest promises more; "
-                            f"rewrite it with `prismlab shards`")
-
-
-def read_samples(path: Path, start: int, stop: int, pack: int) -> Iterator[dict | CorruptSample]:
-    """Samples [start, stop) of a shard (see samples_from)."""
-    yield from take(samples_from(path, start, pack), stop - start, path, start)
+def count_samples(path: Path, pack: int = 0) -> int:
+    """Samples in a local shard, from its headers (and, when packed, its groups' label arrays)."""
+    shard = ShardFile(path, pack)
+    try:
+        return sum(1 for _ in shard) if pack else len(shard)
+    finally:
+        shard.close()

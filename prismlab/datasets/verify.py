@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from prismlab.datasets.shards import SPLITS, read_manifest
-from prismlab.datasets.tar_reader import samples_from
+from prismlab.datasets.tar_reader import count_samples
 from prismlab.errors import PrismlabError
 from prismlab.progress import progress
 
@@ -24,7 +24,7 @@ def verify_split(out_dir: Path, split: str) -> list[str]:
             problems.append(f"{path}: sha256 differs from the manifest")
             continue
         try:
-            count = sum(1 for _ in samples_from(path, 0, manifest.pack))
+            count = count_samples(path, manifest.pack)
         except PrismlabError as exc:
             problems.append(str(exc))
             continue

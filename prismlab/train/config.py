@@ -31,7 +31,8 @@ class RunConfig:
 @dataclass
 class DataConfig:
     shards: str = "data/clocks"
-    """Folder holding `<split>-*.tar` shards and `<split>.manifest.json` (from `prismlab shards`)."""
+    """Folder holding `<split>.manifest.json` (from `prismlab shards`, or `prismlab shards index` for
+    shards other tools wrote, wherever they are: folders, brace patterns, http(s) URLs, pipe:)."""
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -62,6 +63,11 @@ class DataConfig:
     """Keep only these channels (names from the manifest), in this order."""
     drop_channels: float = 0.0
     """Training only: drop each channel of a batch with this probability (any-channel models)."""
+    cache_dir: Optional[str] = None
+    """Node-local folder for shards fetched from URLs (http, pipe:); default $TMPDIR/prismlab-shards-$USER."""
+    max_incomplete_fraction: float = 0.0
+    """Samples without the image or label the task needs are an error naming them (0), or skipped and
+    counted while at most this fraction of a worker's epoch."""
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -72,6 +78,8 @@ class DataConfig:
             raise ValueError(f"data.num_workers={self.num_workers} must be >= 0")
         if not 0.0 <= self.drop_channels < 1.0:
             raise ValueError(f"data.drop_channels={self.drop_channels} must be in [0, 1)")
+        if not 0.0 <= self.max_incomplete_fraction < 1.0:
+            raise ValueError(f"data.max_incomplete_fraction={self.max_incomplete_fraction} must be in [0, 1), e.g. 0.01")
 
 
 @dataclass

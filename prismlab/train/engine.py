@@ -153,9 +153,10 @@ class Trainer:
         self.train_loader: ShardLoader = train_stream(
             d.shards, d.train_split, batch_size=d.batch_size, steps_per_epoch=t.steps_per_epoch, num_workers=d.num_workers,
             shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed, mode=d.mode, transform=transform_spec(cfg),
-            device=self.accelerator.device).loader
+            device=self.accelerator.device, cache_dir=d.cache_dir, max_incomplete_fraction=d.max_incomplete_fraction)
         self.val_loader = eval_stream(d.shards, d.val_split, batch_size=d.batch_size, num_workers=d.num_workers,
-                                      transform=transform_spec(cfg), device=self.accelerator.device).loader
+                                      transform=transform_spec(cfg), device=self.accelerator.device, cache_dir=d.cache_dir,
+                                      max_incomplete_fraction=d.max_incomplete_fraction)
         self.info = data_info(cfg, self.train_loader.manifest)
         self.task, model = build_task_model(cfg, self.info)
         prepare_finetune(model, cfg.finetune)
@@ -210,10 +211,12 @@ class Trainer:
             self.ema.load_state_dict(payload["ema"])
         self.train_loader.load_state_dict(payload["loader"])
         rng = payload["rng"]
-        if len(rng) != self.accelerator.num_processes:
-            raise PrismlabError(f"checkpoint was written by {len(rng)} processes, this run has "
-                                f"{self.accelerator.num_processes}; resume with the same process count")
-        checkpoint.set_rng_state(rng[self.accelerator.process_index])
+        if len(rng) == self.accelerator.num_processes:
+            checkpoint.set_rng_state(rng[self.accelerator.process_index])
+        else:  # another process count: the data stream continues exactly, the RNG streams start afresh
+            logger.info("checkpoint written by %d processes, resumed on %d: fresh RNG states", len(rng),
+                        self.accelerator.num_processes)
+            set_seed(self.cfg.run.seed + payload["state"]["step"], device_specific=True)
         self.state = TrainState(**payload["state"])
         self.metrics.start_at(self.state.step)
         logger.info("resumed from step %d (epoch %d, batch %d of it)", self.state.step, self.state.epoch,
@@ -277,7 +280,7 @@ class Trainer:
         waited = busy = 0.0
         images = 0
         tick = time.perf_counter()
-        batches = progress(self.train_loader, total=len(self.train_loader) - self.train_loader.batch, desc=f"epoch {self.state.epoch}")
+        batches = progress(self.train_loader, total=self.train_loader.batches_left(), desc=f"epoch {self.state.epoch}")
         for batch in batches:
             fetched = time.perf_counter()
             log_now = (self.state.step + 1) % t.log_every == 0

@@ -54,7 +54,7 @@ def fit_gaussian_mixture(codes: torch.Tensor, components: int = COMPONENTS, seed
 def training_codes(saved) -> torch.Tensor:
     """[N, latent]: the codes (a VAE's posterior means) of every image of a `SavedModel` run's train split."""
     saved.model.eval()  # BatchNorm's running statistics, as at test time
-    loader = eval_stream(saved.cfg.data.shards, "train", batch_size=512, num_workers=0, transform=transform_spec(saved.cfg)).loader
+    loader = eval_stream(saved.cfg.data.shards, "train", batch_size=512, num_workers=0, transform=transform_spec(saved.cfg))
     return torch.cat([saved.model.encode(batch.images[batch.valid]).float() for batch in loader])
 
 

@@ -84,7 +84,7 @@ class TrainedRun(SavedModel):
             spec = replace(spec, channels=tuple(channels), mean=self.per_channel(spec.mean, channels),
                            std=self.per_channel(spec.std, channels))
         loader = eval_stream(self.cfg.data.shards, split, batch_size=self.cfg.data.batch_size,
-                             num_workers=self.cfg.data.num_workers, transform=spec, device=self.accelerator.device).loader
+                             num_workers=self.cfg.data.num_workers, transform=spec, device=self.accelerator.device)
         return evaluate(model or self.model, loader, self.task, self.accelerator)
 
     def per_channel(self, values: tuple[float, ...], channels: Sequence[str]) -> tuple[float, ...]:

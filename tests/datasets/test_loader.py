@@ -17,7 +17,7 @@ import webdataset as wds
 
 from prismlab.datasets import loader as loader_module
 from prismlab.datasets.loader import ShardLoader, eval_stream
-from prismlab.datasets.plan import exact_plan, resampled_plan
+from prismlab.datasets.plan import exact_batches, resampled_batches
 from prismlab.datasets.shards import Manifest, ShardInfo, manifest_path
 from prismlab.datasets.sources import Record, Source
 from prismlab.datasets.transforms import TransformSpec
@@ -64,26 +64,28 @@ def make(shards: Path, **kwargs) -> ShardLoader:
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
-@pytest.mark.parametrize("workers", [1, 2, 3, 4])
-def test_plans_give_equal_batch_counts_and_exact_cover(world_size, workers):
-    """The plan alone (no I/O), for both modes; a loader with 0 workers plans for 1."""
+@pytest.mark.parametrize("start", [0, 5, 36])
+def test_plans_give_equal_batch_counts_and_exact_cover(world_size, start):
+    """The plan alone (no I/O), for both modes, from any epoch position."""
     shard_samples = [10] * 7 + [7]
+    everything = sorted((s, i) for s, n in enumerate(shard_samples) for i in range(n))
     for shuffle in (False, True):
-        counts, valid = [], []
+        head = exact_batches(shard_samples, start=0, rank=0, world_size=1, batch_size=start or 1, seed=1, epoch=2,
+                             shuffle=shuffle, window=4)[:1] if start else []
+        counts, valid = [], [(s, i) for b in head for s, i in zip(b.shards.tolist(), b.indices.tolist())]
         for rank in range(world_size):
-            plans = exact_plan(shard_samples, rank=rank, world_size=world_size, workers=workers, batch_size=6,
-                               seed=1, epoch=2, shuffle=shuffle, window=4)
-            counts.append(sum(len(p.batch_sizes) for p in plans))
-            for plan in plans:
-                assert sum(plan.batch_sizes) == sum(len(piece) for piece in plan.pieces)
-                valid += [(pc.shard, i) for pc in plan.pieces if pc.valid for i in range(pc.start, pc.stop)]
+            batches = exact_batches(shard_samples, start=start, rank=rank, world_size=world_size, batch_size=6, seed=1,
+                                    epoch=2, shuffle=shuffle, window=4)
+            counts.append(len(batches))
+            valid += [(s, i) for b in batches for s, i, v in zip(b.shards.tolist(), b.indices.tolist(), b.valid) if v]
         assert len(set(counts)) == 1
-        assert sorted(valid) == sorted((s, i) for s, n in enumerate(shard_samples) for i in range(n))
-        for rank in range(world_size):
-            plans = resampled_plan(shard_samples, rank=rank, workers=workers, batch_size=6, batches_per_epoch=7,
-                                   seed=1, epoch=2, window=4)
-            assert sum(len(p.batch_sizes) for p in plans) == 7
-            assert all(sum(len(pc) for pc in p.pieces) >= sum(p.batch_sizes) for p in plans)
+        assert sorted(valid) == everything  # the head a 1-process run consumed, then the rest on world_size
+    for rank in range(world_size):
+        batches = resampled_batches(shard_samples, done=0, rank=rank, batch_size=6, batches_per_epoch=7, seed=1,
+                                    epoch=2, window=4)
+        assert [len(b.shards) for b in batches] == [6] * 7
+        assert resampled_batches(shard_samples, done=3, rank=rank, batch_size=6, batches_per_epoch=7, seed=1, epoch=2,
+                                 window=4)[0].seed == batches[3].seed
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
@@ -146,25 +148,49 @@ def test_resume_mid_epoch_equals_uninterrupted_run(shards, mode, workers, k):
 
 def test_resume_does_not_read_the_skipped_batches(shards, monkeypatch):
     reads = []
-    original = loader_module.samples_from
+    original = loader_module.ShardFile.sample
 
-    def counting(*args):
-        for sample in original(*args):
-            reads.append(1)
-            yield sample
+    def counting(self, index):
+        reads.append(index)
+        return original(self, index)
 
-    monkeypatch.setattr(loader_module, "samples_from", counting)
+    monkeypatch.setattr(loader_module.ShardFile, "sample", counting)
     loader = make(shards, shuffle_buffer=5)
-    loader.load_state_dict({**loader.state_dict(), "batch": 8})
+    loader.load_state_dict({**loader.state_dict(), "batch": 8, "position": 64})
     batches = run(loader)
     assert len(batches) == 2 and sum(len(b.labels) for b in batches) == SAMPLES - 64
-    assert len(reads) <= SAMPLES - 64 + 5  # the rest, plus at most the head of one shuffle window
+    assert len(reads) == SAMPLES - 64  # the rest of the epoch, and nothing else
 
 
-def test_resume_refuses_other_settings(shards):
+def test_resume_refuses_another_batch_size(shards):
     state = make(shards, num_workers=2).state_dict()
-    with pytest.raises(PrismlabError, match="num_workers was 2 now 1"):
-        make(shards, num_workers=1).load_state_dict(state)
+    with pytest.raises(PrismlabError, match="batch_size was 8 now 4"):
+        make(shards, batch_size=4).load_state_dict(state)
+
+
+@pytest.mark.parametrize("first, second", [((2, 0), (1, 2)), ((1, 0), (3, 2)), ((3, 1), (2, 0))])
+def test_resume_on_other_process_and_worker_counts_sees_every_sample_once(shards, first, second):
+    """Elastic exact mode: stopped mid-epoch on W1 processes x K1 workers, resumed on W2 x K2."""
+    (w1, k1), (w2, k2) = first, second
+    loaders = [make(shards, rank=r, world_size=w1, num_workers=k1, batch_size=4) for r in range(w1)]
+    streams = [iter(loader) for loader in loaders]
+    seen = []
+    for _ in range(3):  # three global steps, then a stop
+        for stream in streams:
+            batch = next(stream)
+            seen += batch.labels[batch.valid].tolist()
+    state = json.loads(json.dumps(loaders[0].state_dict()))  # rank 0's state goes into the checkpoint
+    assert state["position"] == 3 * 4 * w1
+    resumed = [make(shards, rank=r, world_size=w2, num_workers=k2, batch_size=4) for r in range(w2)]
+    counts = []
+    for loader in resumed:
+        loader.load_state_dict(state)
+        batches = run(loader)
+        counts.append(len(batches))
+        seen += [label for b in batches for label in b.labels[b.valid].tolist()]
+    assert len(set(counts)) == 1
+    assert sorted(seen) == list(range(SAMPLES))  # none twice, none skipped
+    assert all(loader.state_dict()["epoch"] == 1 for loader in resumed)
 
 
 def test_packed_shards_stream_like_plain_ones(shards, packed_shards):
@@ -175,10 +201,10 @@ def test_packed_shards_stream_like_plain_ones(shards, packed_shards):
 
 def test_eval_stream_restarts_every_pass(shards):
     stream = eval_stream(shards, "train", batch_size=10, num_workers=1)
-    first = [b.labels.tolist() for b in stream.loader]
-    partial = iter(stream.loader)
+    first = [b.labels.tolist() for b in stream]
+    partial = iter(stream)
     next(partial)
-    assert [b.labels.tolist() for b in stream.loader] == first
+    assert [b.labels.tolist() for b in stream] == first
     assert stream.batches_per_epoch == 8
 
 
@@ -275,9 +301,9 @@ import json, sys, torch.distributed as dist
 from prismlab.datasets.loader import eval_stream, train_stream
 dist.init_process_group("gloo")
 val = eval_stream(sys.argv[1], "train", batch_size=8, num_workers=2)
-labels = [b.labels[b.valid].tolist() for b in val.loader]
+labels = [b.labels[b.valid].tolist() for b in val]
 train = train_stream(sys.argv[1], "train", batch_size=8, steps_per_epoch=5, num_workers=2, shuffle_buffer=10, seed=0)
-counts = [len(list(train.loader)), len(labels)]
+counts = [len(list(train)), len(labels)]
 gathered = [None] * dist.get_world_size()
 dist.all_gather_object(gathered, {"labels": sum(labels, []), "counts": counts})
 if dist.get_rank() == 0:

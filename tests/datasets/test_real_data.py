@@ -50,7 +50,7 @@ def test_mnist_png_tree_round_trip(tmp_path):
     expected = sorted((np.asarray(Image.open(f)).tobytes(), int(f.parent.name)) for f in files if "testing" in f.parts)
     stream = eval_stream(tmp_path / "out", "test", batch_size=32, num_workers=1, transform=TransformSpec(mean=(0.0,), std=(1.0,)))
     got = []
-    for batch in stream.loader:
+    for batch in stream:
         pixels = (batch.images[:, 0] * 255).round().to(torch.uint8).numpy()
         got += [(p.tobytes(), int(label)) for p, label in zip(pixels, batch.labels)]
     assert sorted(got) == expected

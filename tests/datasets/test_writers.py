@@ -15,7 +15,7 @@ from prismlab.cli import main
 from prismlab.datasets.samples import decode_pixels, encoded_image
 from prismlab.datasets.shards import read_manifest
 from prismlab.datasets.sources import carve_split, detect_source, select_classes
-from prismlab.datasets.tar_reader import samples_from
+from prismlab.datasets.tar_reader import ShardFile
 from prismlab.datasets.verify import verify_shards
 from prismlab.datasets.writer import write_source_shards
 from prismlab.errors import PrismlabError
@@ -26,7 +26,7 @@ def read_split(out: Path, split: str) -> list[tuple[np.ndarray, int, dict]]:
     manifest = read_manifest(out, split)
     samples = []
     for shard in manifest.shards:
-        for sample in samples_from(out / shard.name, 0, manifest.pack):
+        for sample in ShardFile(out / shard.name, manifest.pack):
             if "pixels" in sample:
                 samples.append((sample["pixels"], sample["cls"], {}))
             else:
@@ -62,7 +62,7 @@ def test_jpeg_bytes_pass_through_unchanged(tmp_path):
     make_image_folder(tmp_path / "src", None, ext="jpg", size=16)
     write_source_shards(detect_source(tmp_path / "src"), tmp_path / "out", workers=1)
     manifest = read_manifest(tmp_path / "out", "train")
-    members = [s["members"] for s in samples_from(tmp_path / "out" / manifest.shards[0].name, 0, 0)]
+    members = [s["members"] for s in ShardFile(tmp_path / "out" / manifest.shards[0].name)]
     assert len(members) == 12
     for m in members:
         assert m["jpg"] == Path(json.loads(m["json"])["origin"]).read_bytes()

@@ -66,7 +66,8 @@ def test_resnet_stem_sets_the_resolution_of_the_first_block(stem, first_block_si
 
 @pytest.mark.parametrize("encoding", ["hours_regression", "classes", "multi_head", "angle_sincos", "hands_sincos"])
 def test_clock_encodings_learn(clock_shards, tmp_path, encoding):
-    cfg = config(clock_shards, tmp_path, f"task.encoding={encoding}", "optim.schedule=constant", "train.epochs=2")
+    # Four epochs: after two, 24-way `classes` was still within sample-order noise of its first loss.
+    cfg = config(clock_shards, tmp_path, f"task.encoding={encoding}", "optim.schedule=constant", "train.epochs=4")
     summary = train(cfg)
     losses = train_losses(tmp_path / "t")
     assert min(losses[-2:]) < losses[0]
