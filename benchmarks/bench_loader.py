@@ -5,6 +5,8 @@ normalisation), same batch size and worker count, one full pass each, alternatin
 see the same machine load; the best round of each counts. Two image sets from the CIFAR-10 JPEG
 tree in <repo>/../shared/data: the 50,000 training images at 32 px (prismlab reads them packed,
 `--pack`), and a subset re-encoded as 224 px JPEGs (prismlab reads the JPEG bytes as written).
+The 224 px shards are also read over loopback HTTP (`python -m http.server`, indexed with
+`prismlab shards index`), each pass with an empty shard cache, against the same shards on local disk.
 
     .venv/bin/python benchmarks/bench_loader.py [--workers 2] [--rounds 2] [--images-224 5000]
 
@@ -17,10 +19,13 @@ import argparse
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -28,6 +33,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from prismlab.datasets.indexer import index_shards
 from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.sources import detect_source
 from prismlab.datasets.transforms import TransformSpec
@@ -48,6 +54,34 @@ def prismlab_rate(shards: Path, workers: int, batch_size: int) -> float:
     loader = ShardLoader(shards, "train", mode="exact", batch_size=batch_size, num_workers=workers, seed=0,
                          transform=TransformSpec(flip=True, mean=MEAN, std=STD), rank=0, world_size=1)
     return timed_pass(loader, lambda batch: len(batch.labels))
+
+
+def http_rate(shards: Path, scratch: Path, workers: int, batch_size: int) -> float:
+    """Images/s of one pass over `shards` served by a loopback HTTP server, starting from an empty cache
+    (so the downloads are in the time, as in a first epoch)."""
+    cache = Path(tempfile.mkdtemp(dir=scratch, prefix="cache-"))
+    loader = ShardLoader(scratch / "http-index", "train", mode="exact", batch_size=batch_size, num_workers=workers, seed=0,
+                         transform=TransformSpec(flip=True, mean=MEAN, std=STD), rank=0, world_size=1, cache_dir=str(cache))
+    try:
+        return timed_pass(loader, lambda batch: len(batch.labels))
+    finally:
+        shutil.rmtree(cache)
+
+
+def serve(folder: Path) -> tuple[subprocess.Popen, str]:
+    """`python -m http.server` on a free loopback port; returns (process, base URL)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+                               str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
 
 
 def timed_pass(loader, count) -> float:
@@ -105,12 +139,20 @@ def main(argv: list[str] | None = None) -> int:
         write32, n32 = write_shards(tree32, scratch / "shards32", args.workers, pack=256)
         write224, n224 = write_shards(tree224, scratch / "shards224", args.workers, pack=0)
         w, b = args.workers, args.batch_size
-        rates = best_rates(args.rounds, {
-            "imagefolder_32px": lambda: imagefolder_rate(tree32, w, b),
-            "prismlab_32px": lambda: prismlab_rate(scratch / "shards32", w, b),
-            "imagefolder_224px": lambda: imagefolder_rate(tree224, w, b),
-            "prismlab_224px": lambda: prismlab_rate(scratch / "shards224", w, b),
-        })
+        server, url = serve(scratch / "shards224")
+        names = sorted(p.name for p in (scratch / "shards224").glob("train-*.tar"))
+        pattern = f"{url}/train-{{{names[0][6:12]}..{names[-1][6:12]}}}.tar"
+        index_shards(pattern, scratch / "http-index", "train", cache_dir=scratch / "index-cache")
+        try:
+            rates = best_rates(args.rounds, {
+                "imagefolder_32px": lambda: imagefolder_rate(tree32, w, b),
+                "prismlab_32px": lambda: prismlab_rate(scratch / "shards32", w, b),
+                "imagefolder_224px": lambda: imagefolder_rate(tree224, w, b),
+                "prismlab_224px": lambda: prismlab_rate(scratch / "shards224", w, b),
+                "prismlab_224px_http": lambda: http_rate(scratch / "shards224", scratch, w, b),
+            })
+        finally:
+            server.terminate()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     processes = max(1, args.workers)
@@ -121,11 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             rate = rates[f"{name}_{size}"]
             note = f"{written:.1f} s ({images / written:,.0f} img/s)" if name == "prismlab" else "-"
             print(f"{size:<8}{images:>8}  {label:<40}{rate:>10,.0f}{rate / processes:>10,.0f}  {note}")
+    rate = rates["prismlab_224px_http"]
+    print(f"{'224px':<8}{n224:>8}  {'prismlab over loopback HTTP, cold cache':<40}{rate:>10,.0f}{rate / processes:>10,.0f}  -")
     print(f"workers {args.workers}, batch {args.batch_size}, best of {args.rounds} rounds, {os.cpu_count()} cores; "
           f"per core = images/s / loader processes; 224px set: {count224} images")
     headline = {
         "speedup_32px": round(rates["prismlab_32px"] / rates["imagefolder_32px"], 2),
         "speedup_224px": round(rates["prismlab_224px"] / rates["imagefolder_224px"], 2),
+        "http_vs_local": round(rates["prismlab_224px_http"] / rates["prismlab_224px"], 2),
         **{f"{k}_img_s": round(v) for k, v in rates.items()},
         "shard_write_s_32px": round(write32, 1), "shard_write_s_224px": round(write224, 1),
         "workers": args.workers, "cores": os.cpu_count(),

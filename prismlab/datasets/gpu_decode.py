@@ -10,8 +10,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.io import decode_jpeg
 
+from prismlab.datasets.samples import read_mode
 from prismlab.datasets.transforms import as_chw
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def decode_pending(batch: Batch, device: torch.device, transform: BatchTransform
     transform the whole batch there."""
     pending = batch.pending
     jpegs = [item for item, enc in zip(pending.items, pending.encoded) if enc]
-    decoded = iter(decode_jpeg(jpegs, mode=ImageReadMode.UNCHANGED, device=device))
+    decoded = iter(decode_jpeg(jpegs, mode=read_mode(transform.channel_names), device=device))
     images = [next(decoded) if enc else as_chw(item).to(device) for item, enc in zip(pending.items, pending.encoded)]
     if transform.per_sample is not None:
         with torch.random.fork_rng(devices=[]):

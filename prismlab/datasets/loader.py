@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
+import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -37,7 +40,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from prismlab.datasets.gpu_decode import PendingDecode, decode_pending, is_jpeg
 from prismlab.datasets.plan import MODES, PlannedBatch, consumed_after, exact_batches, exact_steps, resampled_batches
-from prismlab.datasets.samples import CorruptSample, IncompleteSample, decode_pixels, encoded_image, label_of
+from prismlab.datasets.samples import (CorruptSample, IncompleteSample, decode_pixels, encoded_image, label_of,
+                                       read_mode)
 from prismlab.datasets.shard_io import fetch
 from prismlab.datasets.shards import Manifest, read_manifest
 from prismlab.datasets.tar_reader import ShardFile
@@ -204,14 +208,35 @@ class EpochStream(IterableDataset):
         data = encoded_image(sample["members"])
         if c.gpu_decode and is_jpeg(data):
             return torch.frombuffer(bytearray(data), dtype=torch.uint8), True, label
-        return decode_pixels(data), False, label
+        return decode_pixels(data, read_mode(c.channel_names)), False, label
 
 
-def ignore_sigterm(_worker_id: int) -> None:
-    """SLURM sends SIGTERM to every process of a job step at preemption; a worker it killed would make
-    the loader raise before the main process could save. The main process ends its workers itself
-    (torch's shutdown), and SLURM kills whatever is left once the job ends."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+@contextmanager
+def sigterm_blocked() -> Iterator[None]:
+    """Start loader workers inside this: they inherit the blocked signal from the fork on, so no
+    moment of their start-up is exposed (a TERM to this process meanwhile waits, it is not lost)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignore_scheduler_sigterm(_worker_id: int) -> None:
+    """SLURM (and torchrun) send SIGTERM to every process of a job at preemption; a worker killed by
+    it would make the loader raise before the main process could save. So a worker takes SIGTERM only
+    from its parent (the DataLoader shutting it down, or multiprocessing at exit): the signal stays
+    blocked in every thread (from the fork, see sigterm_blocked) and one thread waits for it,
+    reading who sent it (siginfo's si_pid)."""
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait() -> None:
+        while True:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+                os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=wait, name="sigterm-from-parent", daemon=True).start()
 
 
 class ShardLoader:
@@ -293,11 +318,13 @@ class ShardLoader:
         stream = EpochStream(self.config, epoch, start, max(1, self.num_workers))
         # An own generator: DataLoader would otherwise draw its base seed from the global RNG at every
         # epoch start, shifting dropout masks after a mid-epoch resume.
-        loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=ignore_sigterm,
+        loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=ignore_scheduler_sigterm,
                             generator=torch.Generator().manual_seed(self.config.seed),
                             pin_memory=torch.cuda.is_available() and self.device is not None and self.device.type == "cuda")
+        with sigterm_blocked():
+            batches = iter(loader)  # starts the workers
         corrupt = 0
-        for batch in loader:
+        for batch in batches:
             if isinstance(batch, WorkerFailure):
                 raise PrismlabError(batch.message)
             if batch.pending is not None:

@@ -69,10 +69,16 @@ def encoded_image(members: dict[str, bytes]) -> bytes:
     raise IncompleteSample(f"no image member (one of .{', .'.join(IMAGE_EXTENSIONS)}; it has .{', .'.join(members)})")
 
 
-def decode_pixels(data: bytes) -> torch.Tensor:
-    """Encoded image -> uint8 (or uint16 for 16-bit PNG) [C, H, W], channels as stored."""
+def read_mode(channels: list[str]) -> ImageReadMode:
+    """RGB for R, G, B sets (so a stray gray or CMYK JPEG in shards other tools wrote still reads as
+    three channels), else the channels as stored."""
+    return ImageReadMode.RGB if list(channels) == ["R", "G", "B"] else ImageReadMode.UNCHANGED
+
+
+def decode_pixels(data: bytes, mode: ImageReadMode = ImageReadMode.UNCHANGED) -> torch.Tensor:
+    """Encoded image -> uint8 (or uint16 for 16-bit PNG) [C, H, W], channels as stored (or per `mode`)."""
     try:
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     except RuntimeError as exc:
         raise CorruptSample(f"cannot decode image: {str(exc).splitlines()[0]}") from exc
 

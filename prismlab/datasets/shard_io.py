@@ -75,7 +75,24 @@ def fetch(url: str, size: int, sha256: str, cache_dir: Path | None) -> Path:
     return target
 
 
-def download(url: str, target: Path, size: int, sha256: str) -> None:
+def fetch_uncached(url: str, cache_dir: Path | None) -> Path:
+    """Download a shard whose size and sha256 are not known yet (indexing) into the cache, under the
+    name training will look for once the index records its sha256."""
+    cache_dir = Path(cache_dir or default_cache_dir())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = cache_dir / f".{hashlib.sha256(url.encode()).hexdigest()[:16]}.{os.getpid()}.index"
+    download(url, staging, None, "")
+    digest = hashlib.sha256()
+    with open(staging, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    target = cached_path(url, cache_dir, digest.hexdigest())
+    os.replace(staging, target)
+    return target
+
+
+def download(url: str, target: Path, size: int | None, sha256: str) -> None:
+    """Fetch `url` into `target` (renamed into place when complete), checking size and sha256 if known."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
         for attempt in range(RETRIES + 1):
@@ -107,18 +124,24 @@ def fetch_http(url: str, tmp: Path) -> None:
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     with urllib.request.urlopen(request, timeout=60) as response:
         resumed = have and response.status == 206
+        expected = response.headers.get("Content-Length")
         with open(tmp, "ab" if resumed else "wb") as sink:
-            copy(response, sink)
+            got = copy(response, sink)
+    if expected is not None and got < int(expected):  # urllib returns a short body when the server hangs up
+        raise ConnectionError(f"connection closed after {got} of {expected} bytes")
 
 
-def copy(source: BinaryIO, sink: BinaryIO) -> None:
+def copy(source: BinaryIO, sink: BinaryIO) -> int:
+    copied = 0
     while chunk := source.read(CHUNK):
         sink.write(chunk)
+        copied += len(chunk)
+    return copied
 
 
-def check(url: str, path: Path, size: int, sha256: str) -> None:
+def check(url: str, path: Path, size: int | None, sha256: str) -> None:
     got = path.stat().st_size
-    if got != size:
+    if size is not None and got != size:
         raise PrismlabError(f"shard {url} has {got} bytes but its manifest says {size}; the source changed since it "
                             f"was indexed: re-index it with `prismlab shards index`")
     if sha256:

@@ -94,6 +94,26 @@ def read_manifest(out_dir: str | Path, split: str) -> Manifest:
     return manifest
 
 
+def write_manifest(out_dir: str | Path, manifest: Manifest) -> None:
+    """Write a split's manifest (atomically: its presence means the split is complete), then the
+    folder's `_info.json`, the split-info file webdataset/timm readers look for."""
+    atomic_write_json(manifest_path(Path(out_dir), manifest.split), {**asdict(manifest), "bytes": manifest.bytes})
+    write_split_info(Path(out_dir))
+
+
+def write_split_info(out_dir: Path) -> None:
+    """`_info.json` in the timm `wds/` convention: per split its shards, their sample counts and the
+    total, from every manifest in the folder (shards elsewhere are listed by URL)."""
+    splits = {}
+    for path in sorted(out_dir.glob("*.manifest.json")):
+        raw = json.loads(path.read_text())
+        shards = raw["shards"]
+        splits[raw["split"]] = {"name": raw["split"], "num_samples": raw["samples"],
+                                "filenames": [s.get("url") or s["name"] for s in shards],
+                                "shard_lengths": [s["samples"] for s in shards]}
+    atomic_write_json(out_dir / "_info.json", {"name": out_dir.resolve().name, "splits": splits})
+
+
 def missing_split_message(shards: str, split: str) -> str:
     """What to run when `shards` has no manifest for `split`: write, carve or index it."""
     folder = Path(shards)
@@ -169,8 +189,9 @@ def write_clock_shards(out_dir: str | Path, counts: dict[str, int], *, seed: int
             jobs = [ClockShardJob(str(out_dir), split, i, start, min(start + shard_size, count), seed, size, channels)
                     for i, start in enumerate(range(0, count, shard_size))]
             infos = list(progress(pool.map(write_clock_shard, jobs), total=len(jobs), desc=f"{split} shards"))
-            manifest = Manifest(split, f"synthetic clocks (seed {seed})", count, [size, size], channel_names(channels), infos)
-            atomic_write_json(manifest_path(out_dir, split), {**asdict(manifest), "bytes": manifest.bytes})
+            manifest = Manifest(split, f"synthetic clocks (seed {seed})", count, [size, size], channel_names(channels), infos,
+                                sizes={f"{size}x{size}": count})
+            write_manifest(out_dir, manifest)
             manifests[split] = manifest
             logger.info("wrote %s: %d samples in %d shards (%.1f MB)", split, count, len(infos), manifest.bytes / 1e6)
     return manifests

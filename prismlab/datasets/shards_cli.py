@@ -11,18 +11,24 @@ imports nothing heavy before `prismlab train` installs its stop handlers."""
 
 
 def source_argument(value: str) -> str:
-    """`clocks` or an existing path; anything else is a usage error, reported before any work."""
-    if value != "clocks" and not Path(value).exists():
-        raise argparse.ArgumentTypeError(f"invalid choice: '{value}' (neither `clocks` nor an existing image-set folder)")
+    """`clocks`, `index` or an existing path; anything else is a usage error, reported before any work."""
+    if value not in ("clocks", "index") and not Path(value).exists():
+        raise argparse.ArgumentTypeError(f"invalid choice: '{value}' (neither `clocks`, `index` nor an existing image-set folder)")
     return value
 
 
 def add_shards_parser(commands) -> None:
-    p = commands.add_parser("shards", help="write an image set as WebDataset shards",
+    p = commands.add_parser("shards", help="write an image set as WebDataset shards, or index shards others wrote",
                             description="Write a data source as shuffled WebDataset tar shards with a manifest per split: "
-                                        "`clocks` (synthetic), an image-folder tree, CIFAR-10/100 pickles or MNIST IDX files.")
-    p.add_argument("source", type=source_argument, help="`clocks`, or a folder: class sub-folders (optionally under train/ val/ test/), "
-                                  "CIFAR python batches, or MNIST / Fashion-MNIST IDX files")
+                                        "`clocks` (synthetic), an image-folder tree, CIFAR-10/100 pickles or MNIST IDX files. "
+                                        "`prismlab shards index SHARDS --out DIR` writes the same manifest for existing "
+                                        "WebDataset shards (a folder, a brace pattern, http(s) URLs or a pipe: command).")
+    p.add_argument("source", nargs="?", type=source_argument,
+                   help="`clocks`, a folder (class sub-folders, optionally under train/ val/ test/; CIFAR python batches; "
+                        "MNIST / Fashion-MNIST IDX files), or `index`")
+    p.add_argument("shards", nargs="?", metavar="SHARDS",
+                   help="with `index`: a folder of .tar shards, a brace pattern such as 'train-{000000..000009}.tar', "
+                        "an http(s):// URL (pattern) or a pipe: command")
     p.add_argument("--out", required=True, type=Path, help="output folder for <split>-NNNNNN.tar and <split>.manifest.json")
     p.add_argument("--format", choices=FORMATS, help="source format (default: detected from the folder's content)")
     p.add_argument("--val-fraction", type=float, help="carve a seeded random val split of this fraction from train")
@@ -36,6 +42,11 @@ def add_shards_parser(commands) -> None:
                    help="store images (one size, <= 64 px) N per tar member as uint8 arrays: much faster to read")
     p.add_argument("--workers", type=int, default=2, help="writer processes (default 2)")
     p.add_argument("--verify", action="store_true", help="only re-read the shards in --out against their manifests")
+    index = p.add_argument_group("index only")
+    index.add_argument("--split", default="train", help="the split SHARDS holds (default train)")
+    index.add_argument("--label", default="auto", help="where the labels are: cls, json.FIELD (a field of each .json) "
+                                                       "or none (default: cls if the first sample has a .cls)")
+    index.add_argument("--cache-dir", type=Path, help="node-local folder for remote shards (default: as data.cache_dir)")
     clocks = p.add_argument_group("clocks only")
     clocks.add_argument("--train", type=int, default=20000, help="training samples (default 20000)")
     clocks.add_argument("--val", type=int, default=2000, help="validation samples (default 2000)")
@@ -46,13 +57,24 @@ def add_shards_parser(commands) -> None:
 
 
 def run_shards(args) -> int:
+    from prismlab.errors import ConfigError
+
     if args.verify:
         from prismlab.datasets.verify import verify_shards
 
         for split, samples in verify_shards(args.out).items():
             print(f"{split}: {samples} samples OK")
         return 0
-    if args.source == "clocks":
+    if args.source is None:
+        raise ConfigError("prismlab shards needs a SOURCE (`clocks`, a folder, or `index SHARDS`), or --verify")
+    if args.source == "index":
+        if not args.shards:
+            raise ConfigError("prismlab shards index needs the shards to index, e.g. "
+                              "`prismlab shards index 'data/train-{000000..000009}.tar' --out DIR`")
+        from prismlab.datasets.indexer import index_shards
+
+        manifests = {args.split: index_shards(args.shards, args.out, args.split, args.label, args.cache_dir, args.workers)}
+    elif args.source == "clocks":
         from prismlab.datasets.shards import write_clock_shards
 
         manifests = write_clock_shards(args.out, {"train": args.train, "val": args.val, "test": args.test}, seed=args.seed,
@@ -71,5 +93,17 @@ def run_shards(args) -> int:
                                         shard_bytes=args.shard_bytes, pack=args.pack, workers=args.workers)
     for split, m in manifests.items():
         skipped = f", {len(m.skipped)} unreadable files skipped (listed in the manifest)" if m.skipped else ""
-        print(f"{split}: {m.samples} samples in {len(m.shards)} shards{skipped} -> {args.out / (split + '.manifest.json')}")
+        if args.source == "index":
+            skipped += f", labels: {m.label} ({len(m.class_names)} classes)"
+        print(f"{split}: {m.samples} samples in {len(m.shards)} shards{skipped}, {size_summary(m.sizes)} "
+              f"-> {args.out / (split + '.manifest.json')}")
     return 0
+
+
+def size_summary(sizes: dict[str, int]) -> str:
+    """`all 32x32`, or the commonest sizes with counts (a model needs one size: data.resize / data.crop)."""
+    if len(sizes) == 1:
+        return f"all {next(iter(sizes))}"
+    common = sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{hw} x{n}" for hw, n in common[:4])
+    return f"{len(sizes)} sizes ({shown}{', ...' if len(common) > 4 else ''}; train with data.resize)"

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from PIL import Image
 
 from prismlab.datasets.pil_images import CHANNEL_NAMES, PASS_THROUGH_FORMATS, as_array, encode_png, to_mode
 from prismlab.datasets.samples import packed_group, sample_key
-from prismlab.datasets.shards import Manifest, ShardInfo, manifest_path, read_manifest
+from prismlab.datasets.shards import Manifest, ShardInfo, manifest_path, read_manifest, write_manifest
 from prismlab.datasets.sources import Record, Source
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
@@ -209,8 +210,9 @@ def existing_manifest(out_dir: Path, split: str, identity: str) -> Manifest | No
         return None
     raw = json.loads(path.read_text())
     if raw.get("fingerprint") != identity:
-        raise PrismlabError(f"{out_dir} already holds a '{split}' split written from other data or settings; "
-                            f"use a fresh --out folder or delete that one")
+        raise PrismlabError(f"{out_dir} already holds a '{split}' split written from other data or settings (carving a "
+                            f"val or test split with --val-fraction/--test-fraction changes train too); write to a "
+                            f"fresh --out folder, or delete that split's manifest and shards first")
     logger.info("%s: already complete in %s", split, out_dir)
     return read_manifest(out_dir, split)
 
@@ -224,10 +226,11 @@ def finish_split(out_dir: Path, split: str, source: Source, records: list[Record
     if samples == 0:
         raise PrismlabError(f"no readable images in the '{split}' split ({len(skipped)} skipped); check the source files")
     bad = {b["path"] for b in skipped}
-    sizes = {r.size for r in records if r.origin not in bad}
-    manifest = Manifest(split, source.description, samples, list(next(iter(sizes))) if len(sizes) == 1 else [],
-                        CHANNEL_NAMES[source.mode], infos, list(source.class_names), pack, skipped, identity)
-    atomic_write_json(manifest_path(out_dir, split), {**asdict(manifest), "bytes": manifest.bytes})
+    sizes = Counter(f"{r.size[0]}x{r.size[1]}" for r in records if r.origin not in bad)
+    one_size = [int(v) for v in next(iter(sizes)).split("x")] if len(sizes) == 1 else []
+    manifest = Manifest(split, source.description, samples, one_size, CHANNEL_NAMES[source.mode], infos,
+                        list(source.class_names), pack, skipped, identity, dict(sizes))
+    write_manifest(out_dir, manifest)
     for job in jobs:
         job.info_path.unlink(missing_ok=True)
     logger.info("wrote %s: %d samples in %d shards (%.1f MB), %d skipped", split, samples, len(infos), manifest.bytes / 1e6, len(skipped))

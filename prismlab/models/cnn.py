@@ -31,19 +31,20 @@ def conv_stage(in_channels: int, out_channels: int, convs: int, batch_norm: bool
 
 
 class CNN(nn.Module):
-    def __init__(self, in_channels: int, image_size: int, widths: list[int], convs_per_stage: int, hidden: list[int],
-                 dropout: float, num_outputs: int, batch_norm: bool = True, act: str = "relu", global_pool: bool = False,
-                 pool_first: bool = False):
+    def __init__(self, in_channels: int, image_size: int | tuple[int, int], widths: list[int], convs_per_stage: int,
+                 hidden: list[int], dropout: float, num_outputs: int, batch_norm: bool = True, act: str = "relu",
+                 global_pool: bool = False, pool_first: bool = False):
         super().__init__()
-        stages, channels, size = [], in_channels, image_size
+        height, width_px = (image_size, image_size) if isinstance(image_size, int) else image_size
+        stages, channels, h, w = [], in_channels, height, width_px
         for width in widths:
             stages.append(conv_stage(channels, width, convs_per_stage, batch_norm, act, pool_first))
-            channels, size = width, size // 2
-        if size < 1:
-            raise ValueError(f"{len(widths)} conv stages shrink a {image_size}px image to nothing; use fewer model.widths")
+            channels, h, w = width, h // 2, w // 2
+        if min(h, w) < 1:
+            raise ValueError(f"{len(widths)} conv stages shrink a {height}x{width_px} image to nothing; use fewer model.widths")
         self.features = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1) if global_pool else nn.Identity()
-        features = channels if global_pool else channels * size * size
+        features = channels if global_pool else channels * h * w
         self.head = MLP(features, hidden, num_outputs, act, dropout)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

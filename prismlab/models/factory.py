@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from prismlab.models.any_channel_cnn import AnyChannelCNN
@@ -15,24 +17,31 @@ from prismlab.models.resnet import ARCHITECTURES, build_resnet
 AUTOENCODERS = {"cae": ConvAutoencoder, "vae": VAE}
 
 
-def build_model(cfg, channels: list[str], image_size: int, num_outputs: int) -> nn.Module:
-    """`cfg` is a `ModelConfig`; images are [len(channels), image_size, image_size]."""
+def build_model(cfg, channels: list[str], image_size: int | Sequence[int], num_outputs: int) -> nn.Module:
+    """`cfg` is a `ModelConfig`; images are [len(channels), height, width] (`image_size`: a side or [H, W])."""
     in_channels = len(channels)
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     if cfg.name == "any_channel_cnn":
         model = AnyChannelCNN(cfg.known_channels or channels, cfg.widths, cfg.growth, cfg.convs_per_stage, cfg.dropout,
                               num_outputs, cfg.activation, cfg.pool_first)
     elif cfg.name == "mlp":
-        model = MLP(in_channels * image_size * image_size, cfg.hidden, num_outputs, cfg.activation, cfg.dropout)
+        model = MLP(in_channels * height * width, cfg.hidden, num_outputs, cfg.activation, cfg.dropout)
     elif cfg.name == "cnn":
-        model = CNN(in_channels, image_size, cfg.widths, cfg.convs_per_stage, cfg.hidden, cfg.dropout, num_outputs,
+        model = CNN(in_channels, (height, width), cfg.widths, cfg.convs_per_stage, cfg.hidden, cfg.dropout, num_outputs,
                     cfg.batch_norm, cfg.activation, cfg.global_pool, cfg.pool_first)
     elif cfg.name == "gan":
-        model = GAN(in_channels, image_size, cfg.latent, cfg.widths[0], cfg.spectral_norm, cfg.convs_per_stage)
+        model = GAN(in_channels, square_side(height, width), cfg.latent, cfg.widths[0], cfg.spectral_norm, cfg.convs_per_stage)
     elif cfg.name in AUTOENCODERS:
-        model = AUTOENCODERS[cfg.name](in_channels, image_size, cfg.latent, cfg.widths[0], cfg.convs_per_stage)
+        model = AUTOENCODERS[cfg.name](in_channels, square_side(height, width), cfg.latent, cfg.widths[0], cfg.convs_per_stage)
     elif cfg.name in ARCHITECTURES:
         model = build_resnet(cfg.name, in_channels, num_outputs, cfg.resnet_stem)
     else:
         raise ValueError(f"unknown model.name {cfg.name!r}")
     initialise(model, cfg.init)
     return model
+
+
+def square_side(height: int, width: int) -> int:
+    if height != width:
+        raise ValueError(f"generative models take square images, these are {height}x{width}; set data.resize")
+    return height

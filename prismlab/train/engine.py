@@ -29,7 +29,7 @@ from prismlab.datasets.shards import Manifest
 from prismlab.datasets.transforms import TransformSpec
 from prismlab.dist_env import (in_slurm_step, launcher_rank_and_world, local_world_size, requeue_count,
                                 slurm_tasks, under_slurm)
-from prismlab.errors import PrismlabError
+from prismlab.errors import ConfigError, PrismlabError
 from prismlab.io import atomic_write_json, atomic_write_text
 from prismlab.models.factory import build_model
 from prismlab.progress import is_interactive, progress
@@ -63,8 +63,13 @@ class DataInfo:
     """What the model needs to know about its inputs, saved with every checkpoint."""
 
     channels: list[str]
-    image_size: int
+    image_size: list[int]
+    """[height, width] of the images the model takes."""
     class_names: list[str]
+
+    def __post_init__(self):
+        if isinstance(self.image_size, int):  # checkpoints written before non-square images
+            object.__setattr__(self, "image_size", [self.image_size, self.image_size])
 
 
 def transform_spec(cfg: ExperimentConfig) -> TransformSpec:
@@ -75,14 +80,33 @@ def transform_spec(cfg: ExperimentConfig) -> TransformSpec:
 
 
 def data_info(cfg: ExperimentConfig, manifest: Manifest) -> DataInfo:
-    size = cfg.data.crop or cfg.data.resize or manifest.image_size[0]
-    return DataInfo(list(cfg.data.channels or manifest.channels), size, list(manifest.class_names))
+    return DataInfo(list(cfg.data.channels or manifest.channels), input_size(cfg.data, manifest), list(manifest.class_names))
+
+
+def input_size(d, manifest: Manifest) -> list[int]:
+    """[height, width] of what the loader hands the model: the crop, the resize, or the images' one size."""
+    stored = [[int(v) for v in hw.split("x")] for hw in manifest.sizes] or ([manifest.image_size] if manifest.image_size else [])
+    if d.resize and d.crop and d.crop > d.resize:
+        raise ConfigError(f"data.crop={d.crop} is larger than data.resize={d.resize}; crop at most the resized side")
+    if d.crop and not d.resize and stored and d.crop > min(min(hw) for hw in stored):
+        smallest = min(stored, key=min)
+        raise ConfigError(f"data.crop={d.crop} is larger than the {smallest[0]}x{smallest[1]} images of {d.shards}; "
+                            f"use data.crop<={min(smallest)} or set data.resize to at least the crop")
+    if d.crop or d.resize:
+        side = d.crop or d.resize
+        return [side, side]
+    if not manifest.image_size:
+        seen = ", ".join(f"{hw}: {n}" for hw, n in sorted(manifest.sizes.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
+        raise ConfigError(f"the '{manifest.split}' images of {d.shards} have {len(manifest.sizes) or 'several'} sizes "
+                            f"({seen or 'not recorded'}); a model takes one: set data.resize=SIDE (or data.crop=SIDE, at "
+                            f"most the smallest side)")
+    return list(manifest.image_size)
 
 
 def build_task_model(cfg: ExperimentConfig, info: DataInfo) -> tuple[Task, torch.nn.Module]:
-    if cfg.task.tta_translate >= info.image_size:  # reflect padding needs a shift smaller than the image
+    if cfg.task.tta_translate >= min(info.image_size):  # reflect padding needs a shift smaller than the image
         raise PrismlabError(f"task.tta_translate={cfg.task.tta_translate} must be smaller than the "
-                            f"{info.image_size} px images; use 1 or 2 pixels")
+                            f"{info.image_size[0]}x{info.image_size[1]} images; use 1 or 2 pixels")
     task = make_task(cfg.task, info.class_names, cfg.model.name)
     model = build_model(cfg.model, info.channels, info.image_size, task.num_outputs)
     if cfg.train.channels_last:

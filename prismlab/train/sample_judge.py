@@ -82,8 +82,8 @@ def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000
         raise PrismlabError(f"{classifier_dir} is not a multi-class classify run; pass a classifier trained on the "
                             "generator's data")
     if (generator.info.channels, generator.info.image_size) != (classifier.info.channels, classifier.info.image_size):
-        raise PrismlabError(f"the classifier takes {classifier.info.image_size}px {classifier.info.channels} images, "
-                            f"the generator draws {generator.info.image_size}px {generator.info.channels}; "
+        raise PrismlabError(f"the classifier takes {classifier.info.image_size} {classifier.info.channels} images, "
+                            f"the generator draws {generator.info.image_size} {generator.info.channels}; "
                             "train the classifier on the same shards")
     latents, prior_description = draw_latents(generator, prior, samples, seed, temperature)
     drawn = torch.cat([gen_model.decode(chunk) for chunk in latents.split(256)]).float().cpu()

@@ -323,3 +323,41 @@ def test_multi_process_gloo_run_reads_real_shards(shards, tmp_path):
     gathered = json.loads(outputs[0].strip().splitlines()[-1])
     assert sorted(sum((g["labels"] for g in gathered), [])) == list(range(SAMPLES))
     assert [g["counts"] for g in gathered] == [[5, 4]] * 3
+
+
+WORKER_SURVIVAL = """
+import sys, time
+from pathlib import Path
+from prismlab.datasets.loader import ShardLoader
+loader = ShardLoader(sys.argv[1], "train", mode="resampled", batches_per_epoch=40, batch_size=8, num_workers=2, rank=0,
+                     world_size=1)
+stream = iter(loader)
+next(stream)
+print("ready", flush=True)
+while not Path(sys.argv[2]).exists():
+    time.sleep(0.05)
+print(1 + sum(1 for _ in range(20) if next(stream) is not None), flush=True)
+# `stream` is left half-read, as a preempted run leaves it: the exit must still shut the workers down.
+"""
+
+
+def test_workers_survive_a_schedulers_sigterm_and_still_exit(shards, tmp_path):
+    """SLURM's SIGTERM reaches the loader workers too: they keep serving batches, yet the process
+    exits promptly (its own shutdown, from the parent, still ends them)."""
+    import signal
+    import time
+
+    script = tmp_path / "survive.py"
+    script.write_text(WORKER_SURVIVAL)
+    proc = subprocess.Popen([sys.executable, str(script), str(shards), str(tmp_path / "go")], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    workers = [int(p.name) for p in Path("/proc").glob("[0-9]*")
+               if (p / "stat").is_file() and (p / "stat").read_text().split(") ")[-1].split()[1] == str(proc.pid)]
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)  # from another process, as slurmstepd sends it
+    time.sleep(0.5)
+    (tmp_path / "go").touch()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip() == "21"

@@ -70,3 +70,35 @@ def test_two_processes_match_one(pattern_shards, tmp_path, launcher):
     config = next(json.loads(item.value_json) for r in read_records(log) if r.WhichOneof("record_type") == "config"
                   for item in r.config.update if item.key == "world")
     assert config["world_size"] == 2 and config["backend"] == "gloo"
+
+
+def test_a_run_stopped_on_two_processes_resumes_on_one(pattern_shards, tmp_path):
+    """Elastic resume through the engine: torchrun with 2 processes is stopped mid-epoch (SIGTERM, as
+    a scheduler sends it), then the same run continues as one process to its end."""
+    import signal
+    import time
+
+    args = ["train", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={pattern_shards}",
+            f"run.out_dir={tmp_path}", "run.name=elastic", "wandb.mode=offline", "data.num_workers=1", "data.mode=exact",
+            "data.batch_size=8", "train.epochs=40", "train.log_every=1", "model.name=mlp", "model.hidden=[32]",
+            "optim.warmup_steps=0"]
+    metrics = tmp_path / "elastic" / "metrics.jsonl"
+    two = subprocess.Popen(LAUNCHERS["torchrun"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 15):
+        time.sleep(0.2)
+    two.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
+    _, err = two.communicate(timeout=120)
+    stopped = checkpoint.load_checkpoint(tmp_path / "elastic" / "checkpoints" / "last.pt")
+    assert len(stopped["rng"]) == 2 and "stopped at step" in err
+    one, log = run_resume(args)
+    assert "resuming a data stream of 2 processes x 1 workers on 1 x 1" in log
+    assert f"resumed from step {stopped['state']['step']}" in log
+    final = checkpoint.load_checkpoint(tmp_path / "elastic" / "checkpoints" / "last.pt")
+    assert final["state"]["epoch"] == 40 and len(final["rng"]) == 1
+
+
+def run_resume(args: list[str]) -> tuple[int, str]:
+    result = subprocess.run(LAUNCHERS["prismlab"] + args, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.returncode, result.stderr
