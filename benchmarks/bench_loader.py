@@ -8,6 +8,13 @@ tree in <repo>/../shared/data: the 50,000 training images at 32 px (prismlab rea
 The 224 px shards are also read over loopback HTTP (`python -m http.server`, indexed with
 `prismlab shards index`), each pass with an empty shard cache, against the same shards on local disk.
 
+prismlab's loader hands over uint8 batches and normalises where they are used (on a GPU, after the
+copy; `Batch.images`): the prismlab rows are what a GPU consumer receives, the row "normalised on
+this CPU" adds the float conversion in the consumer. ImageFolder normalises in its workers, as it
+is used. The decode ceiling is a loop doing nothing but `decode_image` over the very JPEG bytes of
+the 224 px shards, on as many processes as the loader has workers; then one worker's time is split
+into tar read, decode, transform (augment and assemble), collate, and transfer to the main process.
+
     .venv/bin/python benchmarks/bench_loader.py [--workers 2] [--rounds 2] [--images-224 5000]
 
 Prints a table, then as its last line a JSON object of the headline figures.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import socket
@@ -32,11 +40,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
+from torchvision.io import decode_image
 
 from prismlab.datasets.indexer import index_shards
+from prismlab.datasets import loader as loader_module
 from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.sources import detect_source
-from prismlab.datasets.transforms import TransformSpec
+from prismlab.datasets.tar_reader import ShardFile
+from prismlab.datasets.transforms import BatchTransform, TransformSpec
 from prismlab.datasets.writer import write_source_shards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,18 +61,75 @@ def imagefolder_rate(root: Path, workers: int, batch_size: int) -> float:
     return timed_pass(loader, lambda batch: len(batch[1]))
 
 
-def prismlab_rate(shards: Path, workers: int, batch_size: int) -> float:
-    loader = ShardLoader(shards, "train", mode="exact", batch_size=batch_size, num_workers=workers, seed=0,
-                         transform=TransformSpec(flip=True, mean=MEAN, std=STD), rank=0, world_size=1)
-    return timed_pass(loader, lambda batch: len(batch.labels))
+def prismlab_loader(shards: Path, workers: int, batch_size: int, **kwargs) -> ShardLoader:
+    """As the training engine builds it (buffers reused: it normalises each batch at once)."""
+    return ShardLoader(shards, "train", mode="exact", batch_size=batch_size, num_workers=workers, seed=0,
+                       transform=TransformSpec(flip=True, mean=MEAN, std=STD), rank=0, world_size=1,
+                       reuse_buffers=True, **kwargs)
+
+
+def prismlab_rate(shards: Path, workers: int, batch_size: int, normalise: bool = False) -> float:
+    count = (lambda batch: len(batch.images)) if normalise else (lambda batch: len(batch.labels))
+    return timed_pass(prismlab_loader(shards, workers, batch_size), count)
+
+
+def decode_share(jpegs: list[bytes]) -> float:
+    """Seconds to decode these JPEGs, nothing else (one thread, like a loader worker)."""
+    torch.set_num_threads(1)
+    tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in jpegs]
+    start = time.perf_counter()
+    for data in tensors:
+        decode_image(data)
+    return time.perf_counter() - start
+
+
+def decode_ceiling(shards: Path, processes: int) -> float:
+    """Images/s of decoding alone, the shards' JPEG bytes split over `processes` processes."""
+    jpegs = [sample["members"]["jpg"] for path in sorted(shards.glob("train-*.tar")) for sample in ShardFile(path)]
+    shares = [jpegs[i::processes] for i in range(processes)]
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        seconds = pool.map(decode_share, shares)
+    return len(jpegs) / max(seconds)
+
+
+def worker_profile(shards: Path, batch_size: int) -> dict[str, float]:
+    """Milliseconds per image of one worker's parts (in-process), and of the hand-over to the main
+    process (a 1-worker pass minus the in-process pass)."""
+    parts = {"tar read": 0.0, "decode": 0.0, "transform": 0.0}
+    originals = (loader_module.ShardReaders.sample, loader_module.decode_pixels, BatchTransform.assemble)
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                parts[name] += time.perf_counter() - start
+        return wrapper
+
+    loader_module.ShardReaders.sample = timed("tar read", originals[0])
+    loader_module.decode_pixels = timed("decode", originals[1])
+    BatchTransform.assemble = timed("transform", originals[2])
+    try:
+        start = time.perf_counter()
+        images = sum(len(b.labels) for b in prismlab_loader(shards, 0, batch_size))
+        in_process = time.perf_counter() - start
+    finally:
+        loader_module.ShardReaders.sample, loader_module.decode_pixels, BatchTransform.assemble = originals
+    start = time.perf_counter()
+    sum(len(b.labels) for b in prismlab_loader(shards, 1, batch_size))
+    one_worker = time.perf_counter() - start
+    ms = {name: 1e3 * t / images for name, t in parts.items()}
+    ms["collate"] = 1e3 * in_process / images - sum(ms.values())
+    ms["transfer"] = max(0.0, 1e3 * (one_worker - in_process) / images)
+    return {name: round(value, 3) for name, value in ms.items()}
 
 
 def http_rate(shards: Path, scratch: Path, workers: int, batch_size: int) -> float:
     """Images/s of one pass over `shards` served by a loopback HTTP server, starting from an empty cache
     (so the downloads are in the time, as in a first epoch)."""
     cache = Path(tempfile.mkdtemp(dir=scratch, prefix="cache-"))
-    loader = ShardLoader(scratch / "http-index", "train", mode="exact", batch_size=batch_size, num_workers=workers, seed=0,
-                         transform=TransformSpec(flip=True, mean=MEAN, std=STD), rank=0, world_size=1, cache_dir=str(cache))
+    loader = prismlab_loader(scratch / "http-index", workers, batch_size, cache_dir=str(cache))
     try:
         return timed_pass(loader, lambda batch: len(batch.labels))
     finally:
@@ -149,10 +217,13 @@ def main(argv: list[str] | None = None) -> int:
                 "prismlab_32px": lambda: prismlab_rate(scratch / "shards32", w, b),
                 "imagefolder_224px": lambda: imagefolder_rate(tree224, w, b),
                 "prismlab_224px": lambda: prismlab_rate(scratch / "shards224", w, b),
+                "prismlab_224px_normalised_cpu": lambda: prismlab_rate(scratch / "shards224", w, b, normalise=True),
                 "prismlab_224px_http": lambda: http_rate(scratch / "shards224", scratch, w, b),
+                "decode_ceiling_224px": lambda: decode_ceiling(scratch / "shards224", max(1, w)),
             })
         finally:
             server.terminate()
+        profile = worker_profile(scratch / "shards224", b)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     processes = max(1, args.workers)
@@ -163,14 +234,20 @@ def main(argv: list[str] | None = None) -> int:
             rate = rates[f"{name}_{size}"]
             note = f"{written:.1f} s ({images / written:,.0f} img/s)" if name == "prismlab" else "-"
             print(f"{size:<8}{images:>8}  {label:<40}{rate:>10,.0f}{rate / processes:>10,.0f}  {note}")
-    rate = rates["prismlab_224px_http"]
-    print(f"{'224px':<8}{n224:>8}  {'prismlab over loopback HTTP, cold cache':<40}{rate:>10,.0f}{rate / processes:>10,.0f}  -")
+    for key, label in (("prismlab_224px_normalised_cpu", "prismlab, normalised on this CPU"),
+                       ("prismlab_224px_http", "prismlab over loopback HTTP, cold cache"),
+                       ("decode_ceiling_224px", "decode only (the ceiling)")):
+        rate = rates[key]
+        print(f"{'224px':<8}{n224:>8}  {label:<40}{rate:>10,.0f}{rate / processes:>10,.0f}  -")
+    print("one 224 px worker, ms per image: " + ", ".join(f"{k} {v:.3f}" for k, v in profile.items()))
     print(f"workers {args.workers}, batch {args.batch_size}, best of {args.rounds} rounds, {os.cpu_count()} cores; "
           f"per core = images/s / loader processes; 224px set: {count224} images")
     headline = {
         "speedup_32px": round(rates["prismlab_32px"] / rates["imagefolder_32px"], 2),
         "speedup_224px": round(rates["prismlab_224px"] / rates["imagefolder_224px"], 2),
         "http_vs_local": round(rates["prismlab_224px_http"] / rates["prismlab_224px"], 2),
+        "fraction_of_decode_ceiling_224px": round(rates["prismlab_224px"] / rates["decode_ceiling_224px"], 2),
+        "worker_ms_per_image_224px": profile,
         **{f"{k}_img_s": round(v) for k, v in rates.items()},
         "shard_write_s_32px": round(write32, 1), "shard_write_s_224px": round(write224, 1),
         "workers": args.workers, "cores": os.cpu_count(),

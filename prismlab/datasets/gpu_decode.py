@@ -6,26 +6,21 @@ the device and runs the batch transforms there. Non-JPEG samples arrive decoded 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 from torchvision.io import decode_jpeg
 
 from prismlab.datasets.samples import read_mode
-from prismlab.datasets.transforms import as_chw
-
-if TYPE_CHECKING:
-    from prismlab.datasets.loader import Batch
-    from prismlab.datasets.transforms import BatchTransform
+from prismlab.datasets.transforms import BatchTransform, as_chw
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 @dataclass
 class PendingDecode:
-    items: list[torch.Tensor]
-    """Per sample, in batch order: JPEG bytes (uint8, 1-D) or pixels the worker already decoded."""
+    items: list[bytes | torch.Tensor]
+    """Per sample, in batch order: JPEG bytes, or pixels the worker already decoded (e.g. PNG)."""
     encoded: list[bool]
     """Which items are still JPEG bytes."""
     seed: int
@@ -36,16 +31,10 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == JPEG_MAGIC
 
 
-def decode_pending(batch: Batch, device: torch.device, transform: BatchTransform) -> Batch:
-    """Finish a batch whose JPEGs were left encoded: decode them in one call on `device`, then
-    transform the whole batch there."""
-    pending = batch.pending
-    jpegs = [item for item, enc in zip(pending.items, pending.encoded) if enc]
+def decode_pending(pending: PendingDecode, device: torch.device, transform: BatchTransform) -> tuple[torch.Tensor, list[str]]:
+    """Decode a batch's JPEGs in one call on `device`, then assemble it there with the CPU path's
+    seeded transform: (pixels [B, H, W, C] on the device, channel names)."""
+    jpegs = [torch.frombuffer(bytearray(item), dtype=torch.uint8) for item, enc in zip(pending.items, pending.encoded) if enc]
     decoded = iter(decode_jpeg(jpegs, mode=read_mode(transform.channel_names), device=device))
     images = [next(decoded) if enc else as_chw(item).to(device) for item, enc in zip(pending.items, pending.encoded)]
-    if transform.per_sample is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(pending.seed)
-            images = [transform.per_sample(image) for image in images]
-    stacked, channels = transform.finish(images, torch.Generator().manual_seed(pending.seed))
-    return replace(batch, images=stacked, channels=channels, pending=None)
+    return transform.assemble(images, pending.seed)

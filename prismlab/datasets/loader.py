@@ -24,6 +24,7 @@ and the training loop moves batches to the device itself.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -31,7 +32,7 @@ import signal
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -40,37 +41,65 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from prismlab.datasets.gpu_decode import PendingDecode, decode_pending, is_jpeg
 from prismlab.datasets.plan import MODES, PlannedBatch, consumed_after, exact_batches, exact_steps, resampled_batches
-from prismlab.datasets.samples import (CorruptSample, IncompleteSample, decode_pixels, encoded_image, label_of,
-                                       read_mode)
-from prismlab.datasets.shard_io import fetch
+from prismlab.datasets.samples import (IMAGE_EXTENSIONS, CorruptSample, IncompleteSample, decode_pixels, encoded_image,
+                                       label_of, read_mode)
+from prismlab.datasets.shard_io import fetch, is_remote
 from prismlab.datasets.shards import Manifest, read_manifest
 from prismlab.datasets.tar_reader import ShardFile
-from prismlab.datasets.transforms import BatchTransform, TransformSpec
+from prismlab.datasets.transforms import BatchTransform, BufferRing, TransformSpec, normalize
 from prismlab.dist_env import launcher_rank_and_world
 from prismlab.errors import PrismlabError
 
 logger = logging.getLogger(__name__)
 OPEN_SHARDS = 8
 """Shards a worker keeps open (file handle and member index) at once."""
+PREFETCH = 2
+"""Batches each DataLoader worker prepares ahead (torch's default prefetch_factor)."""
 
 
 @dataclass
 class Batch:
-    images: torch.Tensor
-    """float32 [B, C, H, W], normalised (by default scaled to [-1, 1])."""
+    pixels: torch.Tensor
+    """[B, H, W, C] integer values as decoded and augmented (uint8; float32 for 16-bit images): what
+    the workers hand over, a quarter of the bytes of float images; normalised where it is used."""
     labels: torch.Tensor
     """int64 [B], the label of each sample (minutes since 12:00 for clocks; 0 for unlabelled shards)."""
     valid: torch.Tensor
     """bool [B]; False marks exact-mode padding (a repeat): count metrics only where True."""
     channels: list[str]
-    """Names of the channels `images` holds, in order (after selection and random dropping)."""
+    """Names of the channels, in order (after selection and random dropping)."""
+    scale: torch.Tensor
+    shift: torch.Tensor
+    """[C]: normalised images are pixels * scale - shift (per-channel mean and std, and 1 / max value)."""
     corrupt: int = 0
     """Samples of this batch that were skipped: undecodable, or incomplete within the allowed fraction."""
-    pending: PendingDecode | None = field(default=None, repr=False)
-    """Encoded images still to be decoded on the GPU (internal: the loader finishes them)."""
 
-    def pin_memory(self) -> Batch:
-        return replace(self, images=self.images.pin_memory(), labels=self.labels.pin_memory(), valid=self.valid.pin_memory())
+    @functools.cached_property
+    def images(self) -> torch.Tensor:
+        """float32 [B, C, H, W] in channels_last memory, normalised (by default to [-1, 1]), computed on
+        the pixels' device: after `to(cuda)` that is on the GPU, as DALI and FFCV normalise."""
+        return normalize(self.pixels, self.scale, self.shift)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return replace(self, pixels=self.pixels.to(device, non_blocking=True),
+                       labels=self.labels.to(device, non_blocking=True), valid=self.valid.to(device, non_blocking=True))
+
+
+
+@dataclass
+class Shipment:
+    """What a worker hands the main process: the pixels in shared memory, everything else by value
+    (every shared tensor costs a file-descriptor handover between the processes)."""
+
+    pixels: torch.Tensor | None
+    labels: list[int]
+    valid: list[bool]
+    channels: list[str]
+    corrupt: int
+    pending: PendingDecode | None = None
+
+    def pin_memory(self) -> Shipment:
+        return replace(self, pixels=self.pixels.pin_memory()) if self.pixels is not None else self
 
 
 @dataclass
@@ -104,6 +133,7 @@ class StreamConfig:
     gpu_decode: bool
     cache_dir: str | None
     max_incomplete_fraction: float
+    reuse_buffers: bool
 
 
 class ShardReaders:
@@ -112,6 +142,9 @@ class ShardReaders:
     def __init__(self, config: StreamConfig):
         self.config = config
         self.open: OrderedDict[int, ShardFile] = OrderedDict()
+        label = {"cls": ("cls",), "none": ()}.get(config.label, ("json",))
+        self.wanted = frozenset((*IMAGE_EXTENSIONS, *label))
+        """Members a sample is read for: its image and its label, not its metadata."""
 
     def sample(self, shard: int, index: int) -> dict | CorruptSample:
         if shard not in self.open:
@@ -123,7 +156,7 @@ class ShardReaders:
             if len(self.open) > OPEN_SHARDS:
                 self.open.popitem(last=False)[1].close()
         self.open.move_to_end(shard)
-        return self.open[shard].sample(index)
+        return self.open[shard].sample(index, self.wanted)
 
     def close(self) -> None:
         for shard in self.open.values():
@@ -145,16 +178,21 @@ class EpochStream(IterableDataset):
         return resampled_batches(c.shard_samples, done=self.start, rank=c.rank, batch_size=c.batch_size,
                                  batches_per_epoch=c.batches_per_epoch, seed=c.seed, epoch=self.epoch, window=c.window)
 
-    def __iter__(self) -> Iterator[Batch | WorkerFailure]:
+    def __iter__(self) -> Iterator[Shipment | WorkerFailure]:
         info = get_worker_info()
         mine = self.batches()[(info.id if info else 0)::self.workers]
+        prefetch_remote_shards(self.config, mine)
         readers = ShardReaders(self.config)
         transform = BatchTransform(self.config.transform, self.config.channel_names)
+        # A worker makes batch n + PREFETCH once the consumer has taken batch n (the DataLoader asks
+        # for one batch per batch taken), so with PREFETCH + 1 buffers it overwrites batch n - 1,
+        # which a consumer that uses each batch at once is done with (see BufferRing).
+        ring = BufferRing(PREFETCH + 1 if info else 1) if self.config.reuse_buffers else None
         allowed = math.floor(self.config.max_incomplete_fraction * sum(len(b.valid) for b in mine))
         skipped = 0
         try:
             for planned in mine:
-                batch = self.make_batch(planned, readers, transform)
+                batch = self.make_batch(planned, readers, transform, ring)
                 skipped += batch.corrupt
                 yield batch
         except IncompleteSample as exc:
@@ -166,7 +204,8 @@ class EpochStream(IterableDataset):
         finally:
             readers.close()
 
-    def make_batch(self, planned: PlannedBatch, readers: ShardReaders, transform: BatchTransform) -> Batch:
+    def make_batch(self, planned: PlannedBatch, readers: ShardReaders, transform: BatchTransform,
+                   ring: BufferRing | None) -> Shipment:
         items, encoded, labels, valid, corrupt = [], [], [], [], 0
         for shard, index, is_valid in zip(planned.shards.tolist(), planned.indices.tolist(), planned.valid.tolist()):
             sample = readers.sample(shard, index)
@@ -187,18 +226,16 @@ class EpochStream(IterableDataset):
             encoded.append(is_encoded)
             labels.append(label)
             valid.append(is_valid)
-        labels_t = torch.tensor(labels, dtype=torch.int64)
-        valid_t = torch.tensor(valid, dtype=torch.bool)
         if any(encoded):
-            return Batch(torch.empty(0), labels_t, valid_t, [], corrupt, PendingDecode(items, encoded, planned.seed))
+            return Shipment(None, labels, valid, [], corrupt, PendingDecode(items, encoded, planned.seed))
         if not items:
-            channels = [transform.channel_names[i] for i in transform.channel_index]
-            return Batch(torch.empty(0, len(channels), 0, 0), labels_t, valid_t, channels, corrupt)
-        images, channels = transform(items, planned.seed)
-        return Batch(images, labels_t, valid_t, channels, corrupt)
+            return Shipment(torch.empty(0, 0, 0, len(transform.selected), dtype=torch.uint8), labels, valid,
+                            list(transform.selected), corrupt)
+        pixels, channels = transform.assemble(items, planned.seed, ring)
+        return Shipment(pixels, labels, valid, channels, corrupt)
 
-    def decode(self, sample: dict | CorruptSample) -> tuple[torch.Tensor, bool, int]:
-        """(pixels or JPEG bytes left for the GPU, whether still encoded, label)."""
+    def decode(self, sample: dict | CorruptSample) -> tuple[torch.Tensor | bytes, bool, int]:
+        """(pixels, or JPEG bytes left for the GPU; whether still encoded; label)."""
         if isinstance(sample, CorruptSample):
             raise sample
         if "pixels" in sample:
@@ -207,8 +244,26 @@ class EpochStream(IterableDataset):
         label = label_of(sample["members"], c.label, {name: i for i, name in enumerate(c.class_names)})
         data = encoded_image(sample["members"])
         if c.gpu_decode and is_jpeg(data):
-            return torch.frombuffer(bytearray(data), dtype=torch.uint8), True, label
+            return data, True, label
         return decode_pixels(data, read_mode(c.channel_names)), False, label
+
+
+def prefetch_remote_shards(config: StreamConfig, batches: list[PlannedBatch]) -> None:
+    """Fetch the remote shards these batches read, in the order they read them, on a thread: the
+    downloads overlap decoding instead of stalling it (fetch() waits for a shard already coming)."""
+    order = dict.fromkeys(int(s) for batch in batches for s in batch.shards.tolist())
+    remote = [s for s in order if is_remote(config.shard_urls[s])]
+
+    def fetch_all() -> None:
+        for s in remote:
+            try:
+                fetch(config.shard_urls[s], config.shard_bytes[s], config.shard_sha256[s], config.cache_dir)
+            except PrismlabError as exc:  # the reader meets the same error itself and reports it
+                logger.debug("prefetch of %s failed: %s", config.shard_urls[s], exc)
+                return
+
+    if remote:
+        threading.Thread(target=fetch_all, name="shard-prefetch", daemon=True).start()
 
 
 @contextmanager
@@ -249,7 +304,7 @@ class ShardLoader:
                  seed: int = 0, shuffle: bool = True, batches_per_epoch: int | None = None, shuffle_buffer: int = 1000,
                  transform: TransformSpec = TransformSpec(), rank: int | None = None, world_size: int | None = None,
                  device: torch.device | str | None = None, stateful: bool = True, cache_dir: str | None = None,
-                 max_incomplete_fraction: float = 0.0):
+                 max_incomplete_fraction: float = 0.0, reuse_buffers: bool = False):
         if mode not in MODES:
             raise PrismlabError(f"loader mode '{mode}' is unknown; use one of {', '.join(MODES)}")
         if batch_size < 1 or shuffle_buffer < 1:
@@ -273,7 +328,7 @@ class ShardLoader:
             batches_per_epoch=batches_per_epoch, seed=seed, shuffle=shuffle, window=shuffle_buffer, rank=rank,
             world_size=world_size, transform=transform,
             gpu_decode=self.device is not None and self.device.type == "cuda", cache_dir=cache_dir,
-            max_incomplete_fraction=max_incomplete_fraction)
+            max_incomplete_fraction=max_incomplete_fraction, reuse_buffers=reuse_buffers)
         # Checked here, in the caller's process: a bad channel list fails before any worker starts.
         self.transform = BatchTransform(transform, self.config.channel_names)
         self.batches_per_epoch = (batches_per_epoch if mode == "resampled"
@@ -319,20 +374,32 @@ class ShardLoader:
         # An own generator: DataLoader would otherwise draw its base seed from the global RNG at every
         # epoch start, shifting dropout masks after a mid-epoch resume.
         loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=ignore_scheduler_sigterm,
+                            prefetch_factor=PREFETCH if self.num_workers else None,
                             generator=torch.Generator().manual_seed(self.config.seed),
                             pin_memory=torch.cuda.is_available() and self.device is not None and self.device.type == "cuda")
         with sigterm_blocked():
             batches = iter(loader)  # starts the workers
         corrupt = 0
-        for batch in batches:
-            if isinstance(batch, WorkerFailure):
-                raise PrismlabError(batch.message)
-            if batch.pending is not None:
-                batch = decode_pending(batch, self.device, self.transform)
-            corrupt += batch.corrupt
-            yield batch
+        for shipment in batches:
+            if isinstance(shipment, WorkerFailure):
+                raise PrismlabError(shipment.message)
+            corrupt += shipment.corrupt
+            yield self.unpack(shipment)
         if corrupt:
             logger.warning("epoch %d: skipped %d corrupt samples on rank %d", epoch, corrupt, self.config.rank)
+
+    def unpack(self, shipment: Shipment) -> Batch:
+        labels = torch.tensor(shipment.labels, dtype=torch.int64)
+        valid = torch.tensor(shipment.valid, dtype=torch.bool)
+        if shipment.pending is not None:
+            pixels, channels = decode_pending(shipment.pending, self.device, self.transform)
+        else:
+            pixels, channels = shipment.pixels, shipment.channels
+        batch = Batch(pixels, labels, valid, channels, *self.transform.normalization(channels, pixels.dtype),
+                      shipment.corrupt)
+        # On a GPU: the uint8 pixels go over (pinned by the DataLoader: the copy is asynchronous) and
+        # are normalised there.
+        return batch.to(self.device) if self.device is not None else batch
 
     def state_dict(self) -> dict:
         c = self.config
@@ -367,20 +434,21 @@ class ShardLoader:
 def train_stream(shards_dir: str | Path, split: str, *, batch_size: int, steps_per_epoch: int, num_workers: int,
                  shuffle_buffer: int, seed: int, mode: str = "resampled", transform: TransformSpec = TransformSpec(),
                  device: torch.device | str | None = None, cache_dir: str | None = None,
-                 max_incomplete_fraction: float = 0.0) -> ShardLoader:
+                 max_incomplete_fraction: float = 0.0, reuse_buffers: bool = False) -> ShardLoader:
     """Training stream: `steps_per_epoch` full batches per epoch on every rank (resampled), or one
     shuffled exact pass (mode="exact"; the last batch of an epoch may be partial)."""
     return ShardLoader(shards_dir, split, mode=mode, batch_size=batch_size, num_workers=num_workers, seed=seed,
                        batches_per_epoch=steps_per_epoch if mode == "resampled" else None,
                        shuffle_buffer=shuffle_buffer, transform=transform, device=device, cache_dir=cache_dir,
-                       max_incomplete_fraction=max_incomplete_fraction)
+                       max_incomplete_fraction=max_incomplete_fraction, reuse_buffers=reuse_buffers)
 
 
 def eval_stream(shards_dir: str | Path, split: str, *, batch_size: int, num_workers: int,
                 transform: TransformSpec = TransformSpec(), device: torch.device | str | None = None,
-                cache_dir: str | None = None, max_incomplete_fraction: float = 0.0) -> ShardLoader:
+                cache_dir: str | None = None, max_incomplete_fraction: float = 0.0,
+                reuse_buffers: bool = False) -> ShardLoader:
     """One pass over every sample of `split` across all ranks, in shard order, each time it is
     iterated (not stateful); padding repeats are marked in `batch.valid`."""
     return ShardLoader(shards_dir, split, mode="exact", batch_size=batch_size, num_workers=num_workers, shuffle=False,
                        transform=transform.for_eval(), device=device, stateful=False, cache_dir=cache_dir,
-                       max_incomplete_fraction=max_incomplete_fraction)
+                       max_incomplete_fraction=max_incomplete_fraction, reuse_buffers=reuse_buffers)

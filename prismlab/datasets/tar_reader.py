@@ -15,12 +15,14 @@ is not part of any sample. So a shard reads here as it reads with `webdataset.We
 
 from __future__ import annotations
 
+import io
+import mmap
+import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
-
-from webdataset.tariterators import base_plus_ext
 
 from prismlab.datasets.samples import CorruptSample, is_packed, unpack_group
 from prismlab.errors import PrismlabError
@@ -84,6 +86,17 @@ def tar_members(f: BinaryIO) -> Iterator[tuple[str, int, int]]:
         f.seek(offset + -(-size // BLOCK) * BLOCK)
 
 
+# webdataset.tariterators.base_plus_ext's own pattern, compiled once: calling that function costs a
+# regex-cache lookup per member, a tenth of reading a 224 px JPEG shard here.
+KEY_AND_EXTENSION = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+def key_and_extension(name: str) -> tuple[str | None, str | None]:
+    """webdataset's rule: `a/b.c/d.e.f` -> (`a/b.c/d`, `e.f`); (None, None) when the file name has no dot."""
+    match = KEY_AND_EXTENSION.match(name)
+    return (match.group(1), match.group(2)) if match else (None, None)
+
+
 @dataclass(frozen=True)
 class SampleEntry:
     key: str
@@ -95,7 +108,7 @@ def index_samples(f: BinaryIO) -> list[SampleEntry]:
     """The samples of a tar stream, grouped by webdataset's rule."""
     samples: list[SampleEntry] = []
     for name, offset, size in tar_members(f):
-        key, ext = base_plus_ext(name)
+        key, ext = key_and_extension(name)
         if key is None:
             continue
         ext = ext.lower()
@@ -116,9 +129,12 @@ class ShardFile:
     def __init__(self, path: Path, pack: int = 0, name: str | None = None, groups_kept: int = 4):
         self.path, self.pack, self.name, self.groups_kept = Path(path), pack, name or str(path), groups_kept
         try:
-            self.file = open(self.path, "rb")
+            with open(self.path, "rb") as f:
+                # Mapped: headers and members are read from the page cache without a system call each
+                # (a third of the reading time of a 224 px JPEG shard went to seek + read calls).
+                self.file = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else io.BytesIO()
             self.entries = index_samples(self.file)
-        except (BrokenTar, OSError) as exc:
+        except (BrokenTar, OSError, ValueError) as exc:
             raise self.unreadable(exc) from exc
         self.groups: OrderedDict[int, list[dict | CorruptSample]] = OrderedDict()
 
@@ -138,25 +154,30 @@ class ShardFile:
         return PrismlabError(f"shard {self.name} is unreadable or truncated ({exc}); rewrite it with `prismlab shards` "
                              f"or check it with `prismlab shards --verify --out DIR`")
 
-    def members(self, entry_index: int) -> tuple[str, dict[str, bytes]]:
+    def members(self, entry_index: int, wanted: frozenset[str] | None = None) -> tuple[str, dict[str, bytes]]:
+        """The sample's members (only the `wanted` extensions, if given), read in one go: a sample's
+        members lie next to each other in the tar."""
         entry = self.entries[entry_index]
-        members = {}
+        spans = {ext: span for ext, span in entry.members.items() if wanted is None or ext in wanted}
+        if not spans:
+            return entry.key, {}
+        first = min(offset for offset, _ in spans.values())
+        end = max(offset + size for offset, size in spans.values())
         try:
-            for ext, (offset, size) in entry.members.items():
-                self.file.seek(offset)
-                data = self.file.read(size)
-                if len(data) < size:
-                    raise BrokenTar("archive ends inside a member")
-                members[ext] = data
-        except (BrokenTar, OSError) as exc:
+            self.file.seek(first)
+            data = self.file.read(end - first)
+        except OSError as exc:
             raise self.unreadable(exc) from exc
-        return entry.key, members
+        if len(data) < end - first:
+            raise self.unreadable(BrokenTar("archive ends inside a member"))
+        return entry.key, {ext: data[offset - first:offset - first + size] for ext, (offset, size) in spans.items()}
 
-    def sample(self, index: int) -> dict | CorruptSample:
+    def sample(self, index: int, wanted: frozenset[str] | None = None) -> dict | CorruptSample:
+        """Sample `index`: all its members, or only the `wanted` extensions (plain shards)."""
         if not self.pack:
             if index >= len(self.entries):
                 raise self.short(index)
-            key, members = self.members(index)
+            key, members = self.members(index, wanted)
             return {"key": key, "members": members}
         group, within = divmod(index, self.pack)
         if group not in self.groups:

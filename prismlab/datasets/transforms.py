@@ -1,9 +1,11 @@
-"""Augmentation and normalisation, applied in loader workers with randomness seeded per batch.
+"""Augmentation and normalisation with randomness seeded per batch, split where the work is cheapest.
 
-Geometric transforms (resize, crop, rotation) run per sample through torchvision transforms v2.
-Flips, channel selection and the conversion to float happen in one copy per sample into the batch
-tensor, and normalisation in two in-place passes over the whole batch: per-sample transform calls
-cost more than the work itself on small images, and every extra pass costs at 224 px. A batch's
+`assemble` (in loader workers, or on the GPU after nvJPEG): per-sample geometric transforms
+(resize, crop, rotation) through torchvision transforms v2, then flips and channel selection in
+one copy per sample into an integer NHWC batch: decoders return HWC memory, so this copy is a
+straight one, and a uint8 batch is a quarter of the bytes to hand between processes (as DALI and
+FFCV ship it). `normalize` (in the consumer, on its device): one conversion to float and two
+in-place passes over the whole batch, whose result is NCHW in channels_last memory. A batch's
 randomness comes from its own seed, so a resumed stream augments exactly like an uninterrupted one.
 """
 
@@ -58,9 +60,9 @@ class BatchTransform:
         self.channel_names = list(channel_names)
         self.channel_index = self.select_channels(spec.channels)
         self.per_sample = self.sample_pipeline(spec)
-        selected = len(self.channel_index)
-        self.mean = self.per_channel(spec.mean, selected, "mean")
-        self.std = self.per_channel(spec.std, selected, "std")
+        self.selected = [self.channel_names[i] for i in self.channel_index]
+        self.mean = self.per_channel(spec.mean, len(self.selected), "mean")
+        self.std = self.per_channel(spec.std, len(self.selected), "std")
 
     def select_channels(self, wanted: tuple[str, ...] | None) -> list[int]:
         if wanted is None:
@@ -90,54 +92,89 @@ class BatchTransform:
         return v2.Compose(steps) if steps else None
 
     def __call__(self, pixels: list[torch.Tensor | np.ndarray], seed: int) -> tuple[torch.Tensor, list[str]]:
-        """Samples (uint8/uint16 [C, H, W] tensors, or uint8 [H, W, C] arrays from packed shards)
-        -> (float32 [B, C', H', W'], names of the C' channels)."""
+        """Samples -> (normalised float32 [B, C', H', W'], names of the C' channels): the whole way."""
+        raw, channels = self.assemble(pixels, seed)
+        return normalize(raw, *self.normalization(channels, raw.dtype)), channels
+
+    def assemble(self, pixels: list[torch.Tensor | np.ndarray], seed: int,
+                 ring: BufferRing | None = None) -> tuple[torch.Tensor, list[str]]:
+        """Samples (uint8/uint16 [C, H, W] tensors, or uint8 [H, W, C] arrays from packed shards) ->
+        (integer-valued [B, H', W', C'] batch: uint8, or float32 for 16-bit images; channel names),
+        written into the next buffer of `ring` if given."""
         pixels = [as_chw(p) for p in pixels]
         if self.per_sample is not None:
             # v2 draws from the global RNG: seed it for this batch without disturbing the caller's.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 pixels = [self.per_sample(p) for p in pixels]
-        return self.finish(pixels, torch.Generator().manual_seed(seed))
-
-    def finish(self, pixels: list[torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        """The per-batch part, shared with the GPU decode path (works on any device)."""
+        generator = torch.Generator().manual_seed(seed)
         channels, height, width = pixels[0].shape
         if channels != len(self.channel_names):
             raise PrismlabError(f"decoded images have {channels} channels but the manifest lists "
                                 f"{self.channel_names}; rewrite the shards")
         flips = (torch.rand(len(pixels), generator=generator) < 0.5).tolist() if self.spec.train and self.spec.flip else None
-        index, scale, shift = self.channel_index, self.mean / self.std, 1.0 / (self.std * max_value(pixels[0].dtype))
+        index = self.channel_index
         if self.spec.train and self.spec.drop_channels > 0 and len(index) > 1:
             keep = torch.rand(len(index), generator=generator) >= self.spec.drop_channels
             if not keep.any():
                 keep[torch.randint(len(index), (1,), generator=generator)] = True
             index = [i for i, k in zip(index, keep.tolist()) if k]
-            scale, shift = scale[:, keep], shift[:, keep]
         select = index != list(range(channels))
-        device = pixels[0].device
-        images = batch_tensor((len(pixels), len(index), height, width), device)
-        # One pass per sample: channel pick, flip (on the small integer image) and conversion to float
-        # land straight in the batch tensor; normalising is then two in-place passes over the batch.
+        dtype = torch.uint8 if pixels[0].dtype == torch.uint8 else torch.float32
+        shape = (len(pixels), height, width, len(index))
+        batch = ring.take(shape, dtype) if ring is not None else batch_tensor(shape, dtype, pixels[0].device)
+        # One copy per sample: channel pick and flip land straight in the NHWC slot, which for a
+        # decoder's HWC memory is a contiguous copy (into NCHW it was a strided gather, 2x decode time).
         for i, p in enumerate(pixels):
             if p.shape[1:] != (height, width):
                 raise PrismlabError(f"images in a batch differ in size ({tuple(p.shape[1:])} vs {(height, width)}); "
-                                    f"set a resize size for the loader")
+                                    f"set data.resize")
             p = p[index] if select else p
-            images[i].copy_(p.flip(-1) if flips and flips[i] else p)
-        images.mul_(shift.to(device)).sub_(scale.to(device))
-        return images, [self.channel_names[i] for i in index]
+            batch[i].copy_((p.flip(-1) if flips and flips[i] else p).permute(1, 2, 0))
+        return batch, [self.channel_names[i] for i in index]
+
+    def normalization(self, channels: list[str], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) [C] for these channels: normalised = pixels * scale - shift."""
+        picked = [self.selected.index(name) for name in channels]
+        mean, std = self.mean.flatten()[picked], self.std.flatten()[picked]
+        return 1.0 / (std * (255.0 if dtype == torch.uint8 else 65535.0)), mean / std
 
 
-def batch_tensor(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """An empty float32 batch; in a DataLoader worker, allocated in shared memory (as torch's own
+def normalize(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """An assembled batch [B, H, W, C] (on any device) -> float32 [B, C, H, W] in channels_last memory."""
+    images = pixels.to(torch.float32)
+    images.mul_(scale.to(images.device)).sub_(shift.to(images.device))
+    return images.permute(0, 3, 1, 2)
+
+
+def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An empty batch; in a DataLoader worker, allocated in shared memory (as torch's own
     default_collate does) so handing it to the main process costs no copy of the whole batch."""
     if device.type != "cpu" or get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.float32, device=device)
-    prototype = torch.empty(0, dtype=torch.float32)
+        return torch.empty(shape, dtype=dtype, device=device)
+    prototype = torch.empty(0, dtype=dtype)
     storage = prototype._typed_storage()._new_shared(math.prod(shape), device=device)
     return prototype.new(storage).resize_(shape)
 
 
-def max_value(dtype: torch.dtype) -> float:
-    return 65535.0 if dtype == torch.uint16 else 255.0
+class BufferRing:
+    """Batch buffers a loader worker reuses in turn instead of allocating one per batch: allocating
+    and first touching the shared memory of a 224 px uint8 batch costs about 0.12 ms per image, more
+    than half of decoding it. A batch's pixels are then valid only until the consumer has asked for
+    `size - 1` more batches of that worker, so only consumers that normalise or copy each batch at
+    once (the training engine) use it: `ShardLoader(reuse_buffers=True)`."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.buffers: list[torch.Tensor] = []
+        self.turn = 0
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        numel = math.prod(shape)
+        if len(self.buffers) < self.size:
+            self.buffers.append(batch_tensor((numel,), dtype, torch.device("cpu")))
+        buffer = self.buffers[self.turn]
+        if buffer.numel() < numel or buffer.dtype != dtype:
+            buffer = self.buffers[self.turn] = batch_tensor((numel,), dtype, torch.device("cpu"))
+        self.turn = (self.turn + 1) % self.size
+        return buffer[:numel].view(shape)

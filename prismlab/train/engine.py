@@ -177,10 +177,11 @@ class Trainer:
         self.train_loader: ShardLoader = train_stream(
             d.shards, d.train_split, batch_size=d.batch_size, steps_per_epoch=t.steps_per_epoch, num_workers=d.num_workers,
             shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed, mode=d.mode, transform=transform_spec(cfg),
-            device=self.accelerator.device, cache_dir=d.cache_dir, max_incomplete_fraction=d.max_incomplete_fraction)
+            device=self.accelerator.device, cache_dir=d.cache_dir, max_incomplete_fraction=d.max_incomplete_fraction,
+            reuse_buffers=True)  # train_step and evaluate normalise each batch at once
         self.val_loader = eval_stream(d.shards, d.val_split, batch_size=d.batch_size, num_workers=d.num_workers,
                                       transform=transform_spec(cfg), device=self.accelerator.device, cache_dir=d.cache_dir,
-                                      max_incomplete_fraction=d.max_incomplete_fraction)
+                                      max_incomplete_fraction=d.max_incomplete_fraction, reuse_buffers=True)
         self.info = data_info(cfg, self.train_loader.manifest)
         self.task, model = build_task_model(cfg, self.info)
         prepare_finetune(model, cfg.finetune)

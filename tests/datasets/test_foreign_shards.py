@@ -275,3 +275,12 @@ def test_missing_val_split_names_the_flag_that_makes_it(tmp_path, capsys):
     assert main(["train", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={tmp_path / 'wds'}",
                  f"run.out_dir={tmp_path}", "wandb.mode=disabled"]) == 1
     assert "prismlab shards index" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["./000000.jpg", "a/b.c/d.e.f", "x", "dir/k.JPG", "k.tar.gz", ".hidden", "a/.b.c", "d/"])
+def test_member_keys_follow_webdataset_exactly(name):
+    from webdataset.tariterators import base_plus_ext
+
+    from prismlab.datasets.tar_reader import key_and_extension
+
+    assert key_and_extension(name) == base_plus_ext(name)

@@ -15,10 +15,10 @@ from image_sets import make_image_folder
 from PIL import Image
 
 from prismlab.datasets.gpu_decode import PendingDecode, decode_pending, is_jpeg
-from prismlab.datasets.loader import Batch, ShardLoader
+from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.samples import decode_pixels
 from prismlab.datasets.sources import detect_source
-from prismlab.datasets.transforms import BatchTransform, TransformSpec
+from prismlab.datasets.transforms import BatchTransform, TransformSpec, normalize
 from prismlab.datasets.writer import write_source_shards
 
 
@@ -35,13 +35,10 @@ def test_pending_batch_decodes_like_the_cpu_path():
     cpu_pixels = [decode_pixels(d) for d in data]
     expected, _ = transform(cpu_pixels, seed=7)
     # Samples 1 and 3 arrive already decoded (e.g. PNG); 0 and 2 still as JPEG bytes.
-    items = [torch.frombuffer(bytearray(data[0]), dtype=torch.uint8), cpu_pixels[1],
-             torch.frombuffer(bytearray(data[2]), dtype=torch.uint8), cpu_pixels[3]]
-    batch = Batch(torch.empty(0), torch.arange(4), torch.ones(4, dtype=torch.bool), [], 0,
-                  PendingDecode(items, [True, False, True, False], seed=7))
-    done = decode_pending(batch, torch.device("cpu"), transform)
-    assert done.pending is None and done.channels == ["R", "G", "B"]
-    assert torch.equal(done.images, expected)
+    pending = PendingDecode([data[0], cpu_pixels[1], data[2], cpu_pixels[3]], [True, False, True, False], seed=7)
+    pixels, channels = decode_pending(pending, torch.device("cpu"), transform)
+    assert channels == ["R", "G", "B"]
+    assert torch.equal(normalize(pixels, *transform.normalization(channels, pixels.dtype)), expected)
 
 
 @pytest.mark.gpu

@@ -150,9 +150,9 @@ def test_resume_does_not_read_the_skipped_batches(shards, monkeypatch):
     reads = []
     original = loader_module.ShardFile.sample
 
-    def counting(self, index):
+    def counting(self, index, *args):
         reads.append(index)
-        return original(self, index)
+        return original(self, index, *args)
 
     monkeypatch.setattr(loader_module.ShardFile, "sample", counting)
     loader = make(shards, shuffle_buffer=5)
@@ -361,3 +361,11 @@ def test_workers_survive_a_schedulers_sigterm_and_still_exit(shards, tmp_path):
     (tmp_path / "go").touch()
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out.strip() == "21"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_reused_buffers_give_the_same_batches_to_a_consumer_that_uses_each_at_once(shards, workers):
+    fresh = [signature(b) for b in make(shards, num_workers=workers, batch_size=4, transform=TransformSpec(flip=True))]
+    reused = [signature(b) for b in make(shards, num_workers=workers, batch_size=4, transform=TransformSpec(flip=True),
+                                         reuse_buffers=True)]
+    assert reused == fresh
