@@ -230,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     except PrismlabError as exc:
         print(f"prismlab: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a path, permission or full disk the specific messages above did not cover
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"prismlab: error: {exc.strerror or exc}{where}; check the path, its permissions and free space",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("prismlab: interrupted", file=sys.stderr)
         return 130

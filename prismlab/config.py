@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,21 @@ from prismlab.errors import ConfigError
 from prismlab.io import atomic_write_text
 
 T = TypeVar("T")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only true/false. PyYAML (YAML 1.1) also reads yes/no/on/off as
+    booleans, so `train.mixed_precision: no` arrived as False for a field whose values are strings."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
+WORD_BOOLEANS = {"yes": True, "on": True, "no": False, "off": False}
+"""Still accepted for true/false fields, where they cannot mean anything else."""
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
@@ -38,7 +54,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; pass an existing YAML file (see configs/)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=ConfigLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -56,7 +72,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=3e-4)")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = yaml.load(text, Loader=ConfigLoader) if text.strip() else ""
     except yaml.YAMLError:
         value = text
     return key.strip(), value
@@ -87,7 +103,8 @@ def from_dict(schema: type[T], data: dict[str, Any], prefix: str = "") -> T:
     try:
         return schema(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from None
+        message = str(exc)  # messages that name their key need no prefix
+        raise ConfigError(message if prefix and message.startswith(prefix) else f"{prefix.rstrip('.') or 'config'}: {message}") from None
 
 
 def unknown_key_message(key: str, valid: list[str]) -> str:
@@ -129,6 +146,8 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
         items = [coerce(item_hint, v, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if hint is bool:
+        if isinstance(value, str) and value.lower() in WORD_BOOLEANS:
+            return WORD_BOOLEANS[value.lower()]
         if not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r} must be true or false")
         return value

@@ -8,9 +8,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from prismlab.errors import PrismlabError
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically; an I/O error (a full disk, say) leaves the old file as it
+    was and is raised as one line for the user."""
     path = Path(path)
+    try:
+        write_replacing(path, data)
+    except OSError as exc:
+        raise PrismlabError(f"could not write {path}: {exc.strerror or exc}; the file there before is unchanged "
+                            f"(free space or fix permissions, then run the same command again)") from None
+
+
+def write_replacing(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

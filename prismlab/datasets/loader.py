@@ -238,14 +238,21 @@ class EpochStream(IterableDataset):
         """(pixels, or JPEG bytes left for the GPU; whether still encoded; label)."""
         if isinstance(sample, CorruptSample):
             raise sample
-        if "pixels" in sample:
-            return sample["pixels"], False, sample["cls"]
         c = self.config
-        label = label_of(sample["members"], c.label, {name: i for i, name in enumerate(c.class_names)})
+        if "pixels" in sample:
+            return sample["pixels"], False, self.checked(sample["cls"])
+        label = self.checked(label_of(sample["members"], c.label, {name: i for i, name in enumerate(c.class_names)}))
         data = encoded_image(sample["members"])
         if c.gpu_decode and is_jpeg(data):
             return data, True, label
         return decode_pixels(data, read_mode(c.channel_names)), False, label
+
+    def checked(self, label: int) -> int:
+        """A class index must name one of the manifest's classes (a model would fail on it deep inside)."""
+        classes = len(self.config.class_names)
+        if classes and not 0 <= label < classes:
+            raise IncompleteSample(f"label {label} is not one of the manifest's {classes} classes (0..{classes - 1})")
+        return label
 
 
 def prefetch_remote_shards(config: StreamConfig, batches: list[PlannedBatch]) -> None:

@@ -60,9 +60,12 @@ def cached_path(url: str, cache_dir: Path, sha256: str) -> Path:
 
 
 def fetch(url: str, size: int, sha256: str, cache_dir: Path | None) -> Path:
-    """A local path holding the shard at `url` (downloading a remote one into the cache once)."""
+    """A local path holding the shard at `url` (downloading a remote one into the cache once), its
+    bytes checked against the manifest's sha256."""
     if not is_remote(url):
-        return local_file(url)
+        path = local_file(url)
+        verify_once(path, size, sha256, cache_dir)
+        return path
     cache_dir = Path(cache_dir or default_cache_dir())
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cached_path(url, cache_dir, sha256)
@@ -73,6 +76,22 @@ def fetch(url: str, size: int, sha256: str, cache_dir: Path | None) -> Path:
         if not (target.is_file() and target.stat().st_size == size):
             download(url, target, size, sha256)
     return target
+
+
+def verify_once(path: Path, size: int, sha256: str, cache_dir: Path | None) -> None:
+    """Hash a local shard the first time it is opened in this state (path, size, mtime); a marker in
+    the cache dir remembers it, so later epochs and workers pay one stat. A shard whose bytes changed
+    since its manifest was written is an error, not silently different data."""
+    if not sha256:
+        return
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sha256}".encode()).hexdigest()[:32]
+    marker = Path(cache_dir or default_cache_dir()) / "verified" / key
+    if marker.exists():
+        return
+    check(str(path), path, size, sha256)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
 
 
 def fetch_uncached(url: str, cache_dir: Path | None) -> Path:
@@ -142,13 +161,13 @@ def copy(source: BinaryIO, sink: BinaryIO) -> int:
 def check(url: str, path: Path, size: int | None, sha256: str) -> None:
     got = path.stat().st_size
     if size is not None and got != size:
-        raise PrismlabError(f"shard {url} has {got} bytes but its manifest says {size}; the source changed since it "
-                            f"was indexed: re-index it with `prismlab shards index`")
+        raise PrismlabError(f"shard {url} has {got} bytes but its manifest says {size}; it changed since the manifest "
+                            f"was written: rewrite it with `prismlab shards` (or re-index it with `prismlab shards index`)")
     if sha256:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
         if digest.hexdigest() != sha256:
-            raise PrismlabError(f"shard {url} does not match the sha256 of its manifest; the source changed since it was "
-                                f"indexed: re-index it with `prismlab shards index`")
+            raise PrismlabError(f"shard {url} does not match the sha256 of its manifest; it changed since the manifest "
+                                f"was written: rewrite it with `prismlab shards` (or re-index it with `prismlab shards index`)")

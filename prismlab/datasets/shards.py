@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import webdataset as wds
@@ -21,7 +21,8 @@ import webdataset as wds
 from prismlab.datasets.clocks import clock_sample
 from prismlab.datasets.pil_images import encode_png
 from prismlab.datasets.shard_io import is_remote
-from prismlab.errors import PrismlabError
+from prismlab.config import from_dict
+from prismlab.errors import ConfigError, PrismlabError
 from prismlab.io import atomic_write_json
 from prismlab.progress import progress
 
@@ -79,10 +80,7 @@ def read_manifest(out_dir: str | Path, split: str) -> Manifest:
     path = manifest_path(Path(out_dir), split)
     if not path.is_file():
         raise PrismlabError(missing_split_message(str(out_dir), split))
-    raw = json.loads(path.read_text())
-    raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
-    raw.pop("bytes", None)
-    manifest = Manifest(**raw)
+    manifest = parse_manifest(path)
     for shard in manifest.shards:
         location = shard.location(out_dir)
         if is_remote(location):
@@ -91,6 +89,30 @@ def read_manifest(out_dir: str | Path, split: str) -> Manifest:
             raise PrismlabError(f"shard {location} listed in {path.name} is missing; rewrite the split")
         if Path(location).stat().st_size != shard.bytes:
             raise PrismlabError(f"shard {location} is truncated or changed (size differs from {path.name}); rewrite the split")
+    return manifest
+
+
+def parse_manifest(path: Path) -> Manifest:
+    """A manifest file checked against its schema (the Manifest dataclass): one line on any flaw."""
+    fix = f"rewrite the split with `prismlab shards ... --out {path.parent}` (or `prismlab shards index`)"
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PrismlabError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
+    if not isinstance(raw, dict):
+        raise PrismlabError(f"{path} holds a {type(raw).__name__}, not a manifest; {fix}")
+    raw.pop("bytes", None)
+    required = [f.name for f in fields(Manifest) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in raw]
+    if missing:
+        raise PrismlabError(f"{path} lacks {', '.join(missing)}; {fix}")
+    try:
+        manifest = from_dict(Manifest, raw)
+    except ConfigError as exc:
+        raise PrismlabError(f"{path} does not follow the manifest schema ({exc}); {fix}") from None
+    if sum(s.samples for s in manifest.shards) != manifest.samples:
+        raise PrismlabError(f"{path} lists shards of {sum(s.samples for s in manifest.shards)} samples but promises "
+                            f"{manifest.samples}; {fix}")
     return manifest
 
 

@@ -67,6 +67,14 @@ def run_shards(args) -> int:
         return 0
     if args.source is None:
         raise ConfigError("prismlab shards needs a SOURCE (`clocks`, a folder, or `index SHARDS`), or --verify")
+    for part in [args.out, *args.out.parents]:
+        if part.exists() and not part.is_dir():
+            raise ConfigError(f"--out {args.out} is inside the file {part}, not a folder; choose another folder")
+    least = (("--train", args.train, 0), ("--val", args.val, 0), ("--test", args.test, 0), ("--workers", args.workers, 1),
+             ("--pack", args.pack, 0), ("--shard-size", args.shard_size, 1), ("--shard-bytes", args.shard_bytes, 1))
+    for flag, value, low in least:
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} {value} must be >= {low}")
     if args.source == "index":
         if not args.shards:
             raise ConfigError("prismlab shards index needs the shards to index, e.g. "

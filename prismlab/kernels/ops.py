@@ -61,6 +61,13 @@ def cuda_kernels_compiled() -> bool:
     )
 
 
+def _require_tensors(op: str, **arguments) -> None:
+    """Name a missing or non-tensor argument (the dispatcher would say `UNKNOWN_SCALAR`)."""
+    for name, value in arguments.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a tensor, got {type(value).__name__}")
+
+
 def _warn_fallback() -> None:
     global _fallback_warned
     if _fallback_warned:
@@ -88,6 +95,7 @@ def channel_adapter(
     device. Returns a contiguous [N, C_out, H, W] tensor. Differentiable in x, weight, bias.
     See :func:`prismlab.kernels.reference.channel_adapter_reference` for the specification.
     """
+    _require_tensors("channel_adapter", x=x, channel_ids=channel_ids, weight=weight, bias=bias)
     if extension_available():
         return torch.ops.prismlab.channel_adapter.default(x, channel_ids, weight, bias)
     _warn_fallback()
@@ -112,6 +120,8 @@ def channel_attention(
     attn_weight; backward keeps only ``s`` (plus the inputs) and recomputes y. See
     :func:`prismlab.kernels.reference.channel_attention_reference` for the specification.
     """
+    _require_tensors("channel_attention", x=x, channel_ids=channel_ids, weight=weight, bias=bias,
+                     attn_weight=attn_weight)
     if extension_available():
         out, s = torch.ops.prismlab.channel_attention.default(
             x, channel_ids, weight, bias, attn_weight

@@ -6,12 +6,26 @@ values that would fail later, with a message naming the fix.
 
 from __future__ import annotations
 
+import math
 import signal
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 
 GENERATIVE_MODELS = ("cae", "vae", "gan")
+
+
+def at_least(key: str, value: int | float | None, low: int | float, example: str = "") -> None:
+    """`value` (when set) must be finite and >= low."""
+    if value is not None and not (math.isfinite(value) and value >= low):
+        raise ValueError(f"{key}={value} must be >= {low}{example}")
+
+
+def within(key: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = True) -> None:
+    """`value` in [low, high) (or with the ends given open/closed)."""
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        raise ValueError(f"{key}={value} must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
 
 
 @dataclass
@@ -24,8 +38,12 @@ class RunConfig:
     """Seeds model init, data order and augmentation."""
 
     def __post_init__(self):
-        if not self.name or "/" in self.name:
-            raise ValueError(f"run.name={self.name!r} must be a non-empty name without '/'")
+        if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith(".") or self.name.strip() != self.name:
+            raise ValueError(f"run.name={self.name!r} must be a plain folder name (no '/', not starting with '.'), "
+                             f"e.g. run.name=cifar-lr3e-4")
+        if not self.out_dir:
+            raise ValueError("run.out_dir must not be empty; e.g. run.out_dir=runs")
+        at_least("run.seed", self.seed, 0)
 
 
 @dataclass
@@ -70,12 +88,24 @@ class DataConfig:
     counted while at most this fraction of a worker's epoch."""
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"data.batch_size={self.batch_size} must be >= 1")
+        if not self.shards:
+            raise ValueError("data.shards must name a shard folder (from `prismlab shards`)")
+        at_least("data.batch_size", self.batch_size, 1)
+        at_least("data.num_workers", self.num_workers, 0)
+        at_least("data.shuffle_buffer", self.shuffle_buffer, 1)
+        at_least("data.resize", self.resize, 1, " pixels (or null: no resize)")
+        at_least("data.crop", self.crop, 1, " pixels (or null: no crop)")
         if self.crop_padding < 0 or (self.crop_padding and not self.crop):
             raise ValueError(f"data.crop_padding={self.crop_padding} needs data.crop set and must be >= 0")
-        if self.num_workers < 0:
-            raise ValueError(f"data.num_workers={self.num_workers} must be >= 0")
+        if self.resize and self.crop and self.crop > self.resize:
+            raise ValueError(f"data.crop={self.crop} is larger than data.resize={self.resize}; crop at most the resized side")
+        within("data.rotation", self.rotation, 0.0, 180.0, high_open=False)
+        if not self.mean or not self.std or any(not math.isfinite(v) for v in self.mean + self.std):
+            raise ValueError(f"data.mean={self.mean} and data.std={self.std} must be finite numbers, one or one per channel")
+        if min(self.std) <= 0:
+            raise ValueError(f"data.std={self.std} must be > 0 (it divides)")
+        if self.channels is not None and (not self.channels or len(set(self.channels)) != len(self.channels)):
+            raise ValueError(f"data.channels={self.channels} must name distinct channels (or null: all)")
         if not 0.0 <= self.drop_channels < 1.0:
             raise ValueError(f"data.drop_channels={self.drop_channels} must be in [0, 1)")
         if not 0.0 <= self.max_incomplete_fraction < 1.0:
@@ -117,6 +147,9 @@ class ModelConfig:
     """gan: spectral normalisation on the discriminator's layers, in place of its BatchNorm."""
 
     def __post_init__(self):
+        at_least("model.growth", self.growth, 1)
+        if self.known_channels is not None and (not self.known_channels or len(set(self.known_channels)) != len(self.known_channels)):
+            raise ValueError(f"model.known_channels={self.known_channels} must name distinct channels (or null)")
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"model.widths={self.widths} must be a non-empty list of positive widths")
         if self.convs_per_stage < 1:
@@ -160,6 +193,7 @@ class TaskConfig:
             raise ValueError(f"task.label_smoothing={self.label_smoothing} must be in [0, 1)")
         if self.tta_translate < 0:
             raise ValueError(f"task.tta_translate={self.tta_translate} must be >= 0 pixels")
+        at_least("task.vae_beta", self.vae_beta, 0.0)
 
 
 @dataclass
@@ -190,12 +224,15 @@ class OptimConfig:
     """Clip the global gradient norm to this value; null disables clipping."""
 
     def __post_init__(self):
-        if self.lr <= 0:
-            raise ValueError(f"optim.lr={self.lr} must be > 0")
-        if self.warmup_steps < 0:
-            raise ValueError(f"optim.warmup_steps={self.warmup_steps} must be >= 0")
-        if self.l1 < 0 or self.weight_decay < 0:
-            raise ValueError("optim.l1 and optim.weight_decay must be >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"optim.lr={self.lr} must be > 0 and finite, e.g. optim.lr=3e-4")
+        at_least("optim.warmup_steps", self.warmup_steps, 0)
+        at_least("optim.l1", self.l1, 0.0)
+        at_least("optim.weight_decay", self.weight_decay, 0.0)
+        within("optim.momentum", self.momentum, 0.0, 1.0)
+        within("optim.step_gamma", self.step_gamma, 0.0, 1.0, low_open=True, high_open=False)
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"optim.grad_clip={self.grad_clip} must be a norm > 0 (or null: no clipping)")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"optim.betas={list(self.betas)} must be two decays in [0, 1), e.g. [0.5, 0.999]")
         if self.step_epochs < 1:
@@ -234,8 +271,11 @@ class TrainConfig:
     """Cap on validation batches per evaluation (null: the whole split)."""
 
     def __post_init__(self):
-        if self.epochs < 1 or self.steps_per_epoch < 1:
-            raise ValueError("train.epochs and train.steps_per_epoch must be >= 1")
+        at_least("train.epochs", self.epochs, 1)
+        at_least("train.steps_per_epoch", self.steps_per_epoch, 1)
+        at_least("train.checkpoint_every", self.checkpoint_every, 1, " steps (or null: epoch ends only)")
+        at_least("train.early_stopping_patience", self.early_stopping_patience, 1, " epochs (or null: never stop early)")
+        at_least("train.max_eval_batches", self.max_eval_batches, 1, " (or null: the whole split)")
         if self.log_every < 1:
             raise ValueError(f"train.log_every={self.log_every} must be >= 1")
         if self.grad_accum_steps < 1:
@@ -257,8 +297,7 @@ class FinetuneConfig:
     """backbone: train only the head (the last linear layer)."""
 
     def __post_init__(self):
-        if self.reinit_convs < 0:
-            raise ValueError(f"finetune.reinit_convs={self.reinit_convs} must be >= 0")
+        at_least("finetune.reinit_convs", self.reinit_convs, 0)
 
 
 @dataclass
@@ -267,6 +306,10 @@ class WandbConfig:
     """offline by default: compute nodes often have no internet; `wandb sync` the run dir later."""
     project: str = "prismlab"
     group: Optional[str] = None
+
+    def __post_init__(self):
+        if not self.project or "/" in self.project:
+            raise ValueError(f"wandb.project={self.project!r} must be a plain name, e.g. wandb.project=prismlab")
 
 
 @dataclass

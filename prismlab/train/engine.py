@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import resource
+import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ from prismlab.config import save_config, to_dict
 from prismlab.datasets.loader import Batch, ShardLoader, eval_stream, train_stream
 from prismlab.datasets.shards import Manifest
 from prismlab.datasets.transforms import TransformSpec
-from prismlab.dist_env import (in_slurm_step, launcher_rank_and_world, local_world_size, requeue_count,
+from prismlab.dist_env import (global_rank, in_slurm_step, launcher_rank_and_world, local_world_size, requeue_count,
                                 slurm_tasks, under_slurm)
 from prismlab.errors import ConfigError, PrismlabError
 from prismlab.io import atomic_write_json, atomic_write_text
@@ -40,6 +41,7 @@ from prismlab.train.finetune import parameter_counts, prepare_finetune
 from prismlab.train.metric_log import MetricLog, read_metrics
 from prismlab.train.optim import build_optimizer, build_scheduler, l1_penalty
 from prismlab.train.plots import plot_learning_curve
+from prismlab.train.run_checks import RunStart, check_run
 from prismlab.train.run_dir import RunDir
 from prismlab.train.stop import STOP_REQUEST
 from prismlab.train.tasks import Task, make_task
@@ -104,9 +106,6 @@ def input_size(d, manifest: Manifest) -> list[int]:
 
 
 def build_task_model(cfg: ExperimentConfig, info: DataInfo) -> tuple[Task, torch.nn.Module]:
-    if cfg.task.tta_translate >= min(info.image_size):  # reflect padding needs a shift smaller than the image
-        raise PrismlabError(f"task.tta_translate={cfg.task.tta_translate} must be smaller than the "
-                            f"{info.image_size[0]}x{info.image_size[1]} images; use 1 or 2 pixels")
     task = make_task(cfg.task, info.class_names, cfg.model.name)
     model = build_model(cfg.model, info.channels, info.image_size, task.num_outputs)
     if cfg.train.channels_last:
@@ -157,7 +156,8 @@ def configure_cpu_threads(num_workers: int) -> None:
 class Trainer:
     """Owns one run: its accelerator, model, optimiser, loaders, state, checkpoints and logs."""
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path | None = None):
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path | None = None, start: RunStart | None = None):
+        """`start` (from run_checks.check_run): the config record to write; None writes config.yaml."""
         self.cfg = cfg
         self.run = RunDir.of(cfg.run, run_dir)
         self.accelerator = make_accelerator(cfg, self.run, tracking=True)
@@ -172,7 +172,14 @@ class Trainer:
             configure_cpu_threads(cfg.data.num_workers)
         if self.accelerator.is_main_process:
             self.run.root.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run.config)
+            for stale in self.run.checkpoints.glob(".*.tmp"):  # left by a process killed mid-save
+                stale.unlink()
+            record = start.config_record if start is not None else self.run.config
+            if record is not None:
+                save_config(cfg, record)
+            if start is not None and start.changes:
+                logger.info("resuming with changed settings (recorded in %s): %s", record.name,
+                            ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in start.changes.items()))
         d, t = cfg.data, cfg.train
         self.train_loader: ShardLoader = train_stream(
             d.shards, d.train_split, batch_size=d.batch_size, steps_per_epoch=t.steps_per_epoch, num_workers=d.num_workers,
@@ -437,6 +444,15 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return ", ".join(parts) + f" over {metrics['samples']} samples"
 
 
+def clear_outputs(run: RunDir) -> None:
+    """A fresh start (--resume never) in an existing run dir: its checkpoints, ranking, summary and
+    wandb id belong to the run being replaced, and would mix with the new one's."""
+    if run.checkpoints.is_dir():
+        shutil.rmtree(run.checkpoints)
+    run.summary.unlink(missing_ok=True)
+    run.wandb_id.unlink(missing_ok=True)
+
+
 class Preempted(Exception):
     """The run stopped at a step boundary on request, after saving last.pt."""
 
@@ -450,7 +466,11 @@ def train(cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = Fal
     """Train (resuming from the run dir's newest checkpoint if `resume`); returns the summary, or
     {"preempted": True, "step": ...} when a stop was requested (see `train.stop`). `after_stop`
     runs once the stop's checkpoint is saved and before the tracker is closed (a requeue)."""
-    trainer = Trainer(cfg, run_dir)
+    run = RunDir.of(cfg.run, run_dir)
+    start = check_run(cfg, run, resume)  # before anything is created or written
+    if not resume and global_rank() == 0:
+        clear_outputs(run)
+    trainer = Trainer(cfg, run.root, start)
     try:
         if not (resume and trainer.resume()):
             trainer.metrics.start_at(0)

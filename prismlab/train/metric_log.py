@@ -16,6 +16,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,12 @@ class MetricLog:
         if not self.accelerator.is_main_process:
             return
         record = {"step": step, "time": time.time(), **metrics}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:  # a torn line it may leave is dropped when the run resumes
+            raise PrismlabError(f"could not append to {self.path}: {exc.strerror or exc}; the checkpoints are intact "
+                                f"(free space, then run the same command again to resume)") from None
         if step > self.tracked_until:
             self.to_tracker(lambda: self.accelerator.log(metrics, step=step))
 

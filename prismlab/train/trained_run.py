@@ -19,11 +19,12 @@ from torch import nn
 
 from prismlab.config import load_config
 from prismlab.datasets.loader import eval_stream
-from prismlab.errors import PrismlabError
+from prismlab.datasets.shards import read_manifest
+from prismlab.errors import ConfigError, PrismlabError
 from prismlab.io import atomic_write_json, atomic_write_text
 from prismlab.train import checkpoint
 from prismlab.train.config import ExperimentConfig
-from prismlab.train.engine import DataInfo, build_task_model, make_accelerator, transform_spec
+from prismlab.train.engine import DataInfo, build_task_model, input_size, make_accelerator, transform_spec
 from prismlab.train.evaluate import evaluate
 from prismlab.train.run_dir import RunDir
 from prismlab.train.tasks import Task
@@ -59,11 +60,20 @@ class SavedModel:
         if not path.is_file():
             raise PrismlabError(f"no checkpoint {path}; train the run first (or pass --checkpoint last.pt)")
         cfg = load_config(ExperimentConfig, run.config)
-        payload = checkpoint.load_checkpoint(path)
-        info = DataInfo(**payload["data"])
+        try:
+            payload = checkpoint.load_checkpoint(path)
+            info = DataInfo(**payload["data"])
+            step = payload["state"]["step"]
+        except Exception:  # torch.load of a truncated or foreign file raises from deep in pickle/zipfile
+            raise PrismlabError(f"{path} is not a readable prismlab checkpoint (truncated or from elsewhere); "
+                                f"pass another with --checkpoint, e.g. --checkpoint last.pt") from None
         task, model = build_task_model(cfg, info)
-        model.load_state_dict(evaluation_weights(payload))
-        return cls(run, cfg, info, task, model, path, payload["state"]["step"])
+        try:
+            model.load_state_dict(evaluation_weights(payload))
+        except RuntimeError:  # shapes that do not fit: the checkpoint is from a run with another model
+            raise PrismlabError(f"{path} holds weights of another model than {run.config} describes; evaluate the "
+                                f"run that wrote it") from None
+        return cls(run, cfg, info, task, model, path, step)
 
 
 @dataclass
@@ -79,6 +89,7 @@ class TrainedRun(SavedModel):
         return cls(**{**vars(saved), "model": accelerator.prepare(saved.model)}, accelerator=accelerator)
 
     def evaluate(self, split: str, model: nn.Module | None = None, channels: Sequence[str] | None = None):
+        self.check_shards(split)
         spec = transform_spec(self.cfg)
         if channels is not None:
             spec = replace(spec, channels=tuple(channels), mean=self.per_channel(spec.mean, channels),
@@ -86,6 +97,21 @@ class TrainedRun(SavedModel):
         loader = eval_stream(self.cfg.data.shards, split, batch_size=self.cfg.data.batch_size,
                              num_workers=self.cfg.data.num_workers, transform=spec, device=self.accelerator.device)
         return evaluate(model or self.model, loader, self.task, self.accelerator)
+
+    def check_shards(self, split: str) -> None:
+        """The split's images must fit the model: its channels, classes and input size."""
+        manifest = read_manifest(self.cfg.data.shards, split)
+        shards = self.cfg.data.shards
+        wanted = list(self.cfg.data.channels or self.info.channels)
+        if not set(wanted) <= set(manifest.channels):
+            raise ConfigError(f"the '{split}' split of {shards} holds channels {manifest.channels}, the run was trained "
+                              f"on {self.info.channels}; evaluate on shards with those channels")
+        if self.cfg.task.name == "classify" and len(manifest.class_names) > len(self.info.class_names):
+            raise ConfigError(f"the '{split}' split of {shards} has {len(manifest.class_names)} classes, the run knows "
+                              f"{len(self.info.class_names)}; evaluate on shards of the same classes")
+        if input_size(self.cfg.data, manifest) != list(self.info.image_size):
+            raise ConfigError(f"the '{split}' images of {shards} come out {input_size(self.cfg.data, manifest)} for the "
+                              f"model, which takes {self.info.image_size}; evaluate on shards of the training size")
 
     def per_channel(self, values: tuple[float, ...], channels: Sequence[str]) -> tuple[float, ...]:
         """Normalisation constants of `channels` out of those given for the run's channels."""

@@ -369,3 +369,17 @@ def test_reused_buffers_give_the_same_batches_to_a_consumer_that_uses_each_at_on
     reused = [signature(b) for b in make(shards, num_workers=workers, batch_size=4, transform=TransformSpec(flip=True),
                                          reuse_buffers=True)]
     assert reused == fresh
+
+
+def test_shard_bytes_changed_in_place_are_an_error_not_other_data(packed_shards, tmp_path):
+    """A packed shard whose image bytes change but not its size: the sha256 of its manifest catches it."""
+    import shutil
+
+    copy = tmp_path / "shards"
+    shutil.copytree(packed_shards, copy)
+    path = copy / "train-000000.tar"
+    data = bytearray(path.read_bytes())
+    data[1500] ^= 0xFF  # inside the first packed group's pixels
+    path.write_bytes(bytes(data))
+    with pytest.raises(PrismlabError, match="train-000000.tar does not match the sha256 of its manifest"):
+        run(ShardLoader(copy, "train", mode="exact", batch_size=8, rank=0, world_size=1, cache_dir=str(tmp_path / "c")))

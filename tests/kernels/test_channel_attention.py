@@ -370,3 +370,9 @@ def test_any_channel_attention_module(op):
     with pytest.raises(RuntimeError, match="must not repeat"):
         m(x, ["R", "R"])
     assert "known_channels=['R', 'G', 'B', 'IR']" in repr(m)
+
+
+def test_a_missing_tensor_is_named():
+    x, ids, weight, bias, w7 = make_inputs(1, 2, 4, 4, 3, 2)
+    with pytest.raises(TypeError, match="channel_attention: bias must be a tensor, got NoneType"):
+        ops.channel_attention(x, ids, weight, None, w7)

@@ -241,5 +241,5 @@ def config_overrides(shards: Path, out: Path) -> list[str]:
 
 
 def test_bad_data_for_task(clock_shards, tmp_path):
-    with pytest.raises(ValueError, match="class names"):
+    with pytest.raises(ConfigError, match="class names"):  # one line for the user (it was a ValueError traceback)
         train(config(clock_shards, tmp_path, "task.name=classify"))

@@ -1,0 +1,108 @@
+"""A resolved config checked against its data and its run dir, before a run creates or writes anything.
+
+Every refusal is one line naming the key, the value and the fix (`ConfigError`, exit code 2). A
+run dir's config.yaml is never replaced by a different config: resuming with changes that are safe
+mid-run (more epochs, logging, workers, where it runs) applies them and records them beside it as
+`config.resume-<n>.yaml`; any other change is refused before anything is written, listing the
+keys and how to start a fresh run instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from prismlab.config import ConfigLoader, to_dict
+from prismlab.datasets.shards import Manifest, read_manifest
+from prismlab.errors import ConfigError, PrismlabError
+from prismlab.train.run_dir import RunDir
+
+SAFE_TO_CHANGE = ("train.epochs", "train.log_every", "train.checkpoint_every", "train.early_stopping_patience",
+                  "train.max_eval_batches", "data.num_workers", "data.cache_dir", "wandb.mode", "wandb.group",
+                  "run.out_dir", "launch.")
+"""Keys a resumed run may change: they steer how long and where it runs, not what it computes so far."""
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What a start will do to the run dir: which config file to write (None: it is already there)."""
+
+    config_record: Path | None
+    changes: dict[str, tuple]
+
+
+def check_run(cfg, run: RunDir, resume: bool) -> RunStart:
+    check_folder(run.root, "the run dir (--run-dir, or run.out_dir/run.name)")
+    manifest = read_manifest(cfg.data.shards, cfg.data.train_split)
+    read_manifest(cfg.data.shards, cfg.data.val_split)
+    check_data(cfg, manifest)
+    return plan_start(cfg, run, resume)
+
+
+def check_folder(path: Path, what: str) -> None:
+    for part in [path, *path.parents]:
+        if part.exists() and not part.is_dir():
+            raise ConfigError(f"{what} {path} is inside the file {part}, not a folder; choose another path")
+
+
+def check_data(cfg, manifest: Manifest) -> None:
+    """The task, channels and labels the config asks for, against what the shards hold."""
+    from prismlab.train.engine import input_size  # the same sizes the model will be built for
+
+    size = input_size(cfg.data, manifest)
+    if cfg.task.tta_translate >= min(size):  # reflect padding needs a shift smaller than the image
+        raise ConfigError(f"task.tta_translate={cfg.task.tta_translate} must be smaller than the {size[0]}x{size[1]} "
+                          f"images; use 1 or 2 pixels")
+    if cfg.task.binary and len(manifest.class_names) != 2:
+        raise ConfigError(f"task.binary needs 2 classes, {cfg.data.shards} has {len(manifest.class_names)}; "
+                          f"drop task.binary")
+    if cfg.data.channels:
+        missing = [c for c in cfg.data.channels if c not in manifest.channels]
+        if missing:
+            raise ConfigError(f"data.channels={cfg.data.channels}: {missing} not in these shards, which hold "
+                              f"{manifest.channels}; pick from those")
+    task, shards = cfg.task.name, cfg.data.shards
+    if task != "generative" and manifest.label == "none":
+        raise ConfigError(f"task.name={task} needs labels, and {shards} has none (indexed with --label none); "
+                          f"index it with --label cls or --label json.FIELD, or use a generative task")
+    if task == "classify" and not manifest.class_names:
+        raise ConfigError(f"task.name=classify needs class names, and {shards} has none (clock shards label times); "
+                          f"use task.name=clock, or shards written from a labelled image set")
+    if task == "clock" and manifest.class_names:
+        shown = ", ".join(manifest.class_names[:4]) + (", ..." if len(manifest.class_names) > 4 else "")
+        raise ConfigError(f"task.name=clock needs clock shards (labels are minutes since 12:00), and {shards} holds "
+                          f"classes ({shown}); use task.name=classify")
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def plan_start(cfg, run: RunDir, resume: bool) -> RunStart:
+    if not resume or not run.config.is_file():
+        return RunStart(run.config, {})
+    try:
+        saved = flat(yaml.load(run.config.read_text(), Loader=ConfigLoader) or {})
+    except yaml.YAMLError:
+        raise PrismlabError(f"{run.config} is not readable YAML; restore it, or start afresh with --resume never") from None
+    wanted = flat(to_dict(cfg))
+    # Keys the saved config lacks are fields added since it was written: they keep their defaults.
+    changes = {k: (saved[k], wanted[k]) for k in sorted(saved) if k in wanted and saved[k] != wanted[k]}
+    if not changes:
+        return RunStart(None, {})
+    unsafe = [k for k in changes if not k.startswith(SAFE_TO_CHANGE)]
+    if unsafe:
+        shown = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in unsafe[:4])
+        more = f" and {len(unsafe) - 4} more" if len(unsafe) > 4 else ""
+        raise ConfigError(f"run {run.root} was started with another config: {shown}{more}; resume it unchanged, or "
+                          f"start a new run with run.name=NEW (or --resume never to overwrite this one)")
+    index = 1 + len(list(run.root.glob("config.resume-*.yaml")))
+    return RunStart(run.root / f"config.resume-{index}.yaml", changes)
