@@ -44,9 +44,7 @@ def _env_flag(name: str) -> bool:
 
 def _is_toolkit_root(path: str) -> bool:
     has_nvcc = os.path.isfile(os.path.join(path, "bin", "nvcc"))
-    has_cudart = any(
-        os.path.exists(os.path.join(path, lib, "libcudart.so")) for lib in ("lib64", "lib")
-    )
+    has_cudart = any(os.path.exists(os.path.join(path, lib, "libcudart.so")) for lib in ("lib64", "lib"))
     return has_nvcc and has_cudart
 
 

@@ -67,7 +67,7 @@ def main(argv=None) -> dict:
     variants = {"fused": fused, "reference": reference.channel_attention_reference}
     block = max(1, args.steps // 5)
     speeds: dict[str, list[float]] = {name: [] for name in variants}
-    for name, op in variants.items():  # warm-up (cuDNN autotuning, allocator) outside the timing
+    for op in variants.values():  # warm-up (cuDNN autotuning, allocator) outside the timing
         any_channel_attention.channel_attention = op
         train_steps(model, optimizer, images, labels, 5, device)
     try:
@@ -77,9 +77,13 @@ def main(argv=None) -> dict:
                 speeds[name].append(train_steps(model, optimizer, images, labels, block, device))
     finally:
         any_channel_attention.channel_attention = fused
-    result = {"device": str(device), "batch": args.batch, "steps": 5 * block,
-              "fused_images_per_s": round(statistics.median(speeds["fused"]), 1),
-              "reference_images_per_s": round(statistics.median(speeds["reference"]), 1)}
+    result = {
+        "device": str(device),
+        "batch": args.batch,
+        "steps": 5 * block,
+        "fused_images_per_s": round(statistics.median(speeds["fused"]), 1),
+        "reference_images_per_s": round(statistics.median(speeds["reference"]), 1),
+    }
     result["speedup"] = round(result["fused_images_per_s"] / result["reference_images_per_s"], 3)
     print(f"# torch {torch.__version__}, {device}, batch {args.batch}, {5 * block} steps per variant")
     for name in variants:

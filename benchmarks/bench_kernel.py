@@ -90,8 +90,9 @@ def time_variants(fns, leaves, ids, grad_out, repeat, warmup, device):
         for name, fn in fns.items():
             samples[name].append(time_step(fn, leaves, ids, grad_out, timer))
     return {
-        name: tuple(statistics.median(v) for v in (
-            [f for f, _ in steps], [b for _, b in steps], [f + b for f, b in steps]))
+        name: tuple(
+            statistics.median(v) for v in ([f for f, _ in steps], [b for _, b in steps], [f + b for f, b in steps])
+        )
         for name, steps in samples.items()
     }
 
@@ -179,19 +180,25 @@ def run(shapes, repeat, warmup, compile_reference, device):
         for name, fn in fns.items():
             f, b, fb = times[name]
             results[name] = dict(
-                fwd_ms=f, bwd_ms=b, fwd_bwd_ms=fb,
+                fwd_ms=f,
+                bwd_ms=b,
+                fwd_bwd_ms=fb,
                 saved_bytes=saved_bytes(fn, leaves, ids),
                 peak_bytes=peak_bytes(fn, leaves, ids, grad_out, device),
             )
             r = results[name]
-            line = (f"{str(shape):<24} {name:<8} fwd {f:8.2f} ms  bwd {b:8.2f} ms  fwd+bwd {fb:8.2f} ms"
-                    f"  saved {human(r['saved_bytes']):>11}  peak {human(r['peak_bytes']):>11}")
+            line = (
+                f"{str(shape):<24} {name:<8} fwd {f:8.2f} ms  bwd {b:8.2f} ms  fwd+bwd {fb:8.2f} ms"
+                f"  saved {human(r['saved_bytes']):>11}  peak {human(r['peak_bytes']):>11}"
+            )
             if bw_copy is not None and name == "fused":
                 fb_bytes, bb_bytes = min_bytes(shape, elem)
                 bw_f, bw_b = fb_bytes / (f * 1e-3) / 1e9, bb_bytes / (b * 1e-3) / 1e9
                 r.update(fwd_bw_frac=bw_f / bw_copy, bwd_bw_frac=bw_b / bw_copy)
-                line += (f"  eff. bandwidth fwd {bw_f:.0f} GB/s ({100 * bw_f / bw_copy:.0f}% of copy)"
-                         f" bwd {bw_b:.0f} GB/s ({100 * bw_b / bw_copy:.0f}%)")
+                line += (
+                    f"  eff. bandwidth fwd {bw_f:.0f} GB/s ({100 * bw_f / bw_copy:.0f}% of copy)"
+                    f" bwd {bw_b:.0f} GB/s ({100 * bw_b / bw_copy:.0f}%)"
+                )
             print(line, flush=True)
         rows.append((shape, results))
         if headline is None:
@@ -202,16 +209,17 @@ def run(shapes, repeat, warmup, compile_reference, device):
                 "fused_fwd_bwd_ms": round(fused["fwd_bwd_ms"], 3),
                 "speedup_vs_eager": round(eager["fwd_bwd_ms"] / fused["fwd_bwd_ms"], 3),
                 "speedup_vs_compile": (
-                    round(results["compile"]["fwd_bwd_ms"] / fused["fwd_bwd_ms"], 3)
-                    if "compile" in results else None
+                    round(results["compile"]["fwd_bwd_ms"] / fused["fwd_bwd_ms"], 3) if "compile" in results else None
                 ),
                 "saved_bytes_vs_eager": round(fused["saved_bytes"] / eager["saved_bytes"], 4),
                 "peak_bytes_vs_eager": round(fused["peak_bytes"] / max(1, eager["peak_bytes"]), 4),
             }
             if bw_copy is not None:
-                headline.update(copy_gbps=round(bw_copy, 1),
-                                fwd_bw_frac=round(fused["fwd_bw_frac"], 3),
-                                bwd_bw_frac=round(fused["bwd_bw_frac"], 3))
+                headline.update(
+                    copy_gbps=round(bw_copy, 1),
+                    fwd_bw_frac=round(fused["fwd_bw_frac"], 3),
+                    bwd_bw_frac=round(fused["bwd_bw_frac"], 3),
+                )
     return rows, headline
 
 

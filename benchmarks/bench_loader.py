@@ -43,8 +43,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.io import decode_image
 
-from prismlab.datasets.indexer import index_shards
 from prismlab.datasets import loader as loader_module
+from prismlab.datasets.indexer import index_shards
 from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.sources import detect_source
 from prismlab.datasets.tar_reader import ShardFile
@@ -64,9 +64,19 @@ def imagefolder_rate(root: Path, workers: int, batch_size: int) -> float:
 
 def prismlab_loader(shards: Path, workers: int, batch_size: int, **kwargs) -> ShardLoader:
     """As the training engine builds it (buffers reused: it normalises each batch at once)."""
-    return ShardLoader(shards, "train", mode="exact", batch_size=batch_size, num_workers=workers, seed=0,
-                       transform=TransformSpec(flip=True, mean=MEAN, std=STD), rank=0, world_size=1,
-                       reuse_buffers=True, **kwargs)
+    return ShardLoader(
+        shards,
+        "train",
+        mode="exact",
+        batch_size=batch_size,
+        num_workers=workers,
+        seed=0,
+        transform=TransformSpec(flip=True, mean=MEAN, std=STD),
+        rank=0,
+        world_size=1,
+        reuse_buffers=True,
+        **kwargs,
+    )
 
 
 def prismlab_rate(shards: Path, workers: int, batch_size: int, normalise: bool = False) -> float:
@@ -106,6 +116,7 @@ def worker_profile(shards: Path, batch_size: int) -> dict[str, float]:
                 return fn(*args, **kwargs)
             finally:
                 parts[name] += time.perf_counter() - start
+
         return wrapper
 
     loader_module.ShardReaders.sample = timed("tar read", originals[0])
@@ -142,8 +153,11 @@ def serve(folder: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
-                               str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(100):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
@@ -174,7 +188,9 @@ def resize_tree(src: Path, dst: Path, per_class: int, side: int) -> int:
 
 def write_shards(tree: Path, out: Path, workers: int, pack: int) -> tuple[float, int]:
     start = time.perf_counter()
-    manifests = write_source_shards(detect_source(tree), out, shard_size=5120 if pack else 1000, pack=pack, workers=max(1, workers))
+    manifests = write_source_shards(
+        detect_source(tree), out, shard_size=5120 if pack else 1000, pack=pack, workers=max(1, workers)
+    )
     return time.perf_counter() - start, manifests["train"].samples
 
 
@@ -213,15 +229,18 @@ def main(argv: list[str] | None = None) -> int:
         pattern = f"{url}/train-{{{names[0][6:12]}..{names[-1][6:12]}}}.tar"
         index_shards(pattern, scratch / "http-index", "train", cache_dir=scratch / "index-cache")
         try:
-            rates = best_rates(args.rounds, {
-                "imagefolder_32px": lambda: imagefolder_rate(tree32, w, b),
-                "prismlab_32px": lambda: prismlab_rate(scratch / "shards32", w, b),
-                "imagefolder_224px": lambda: imagefolder_rate(tree224, w, b),
-                "prismlab_224px": lambda: prismlab_rate(scratch / "shards224", w, b),
-                "prismlab_224px_normalised_cpu": lambda: prismlab_rate(scratch / "shards224", w, b, normalise=True),
-                "prismlab_224px_http": lambda: http_rate(scratch / "shards224", scratch, w, b),
-                "decode_ceiling_224px": lambda: decode_ceiling(scratch / "shards224", max(1, w)),
-            })
+            rates = best_rates(
+                args.rounds,
+                {
+                    "imagefolder_32px": lambda: imagefolder_rate(tree32, w, b),
+                    "prismlab_32px": lambda: prismlab_rate(scratch / "shards32", w, b),
+                    "imagefolder_224px": lambda: imagefolder_rate(tree224, w, b),
+                    "prismlab_224px": lambda: prismlab_rate(scratch / "shards224", w, b),
+                    "prismlab_224px_normalised_cpu": lambda: prismlab_rate(scratch / "shards224", w, b, normalise=True),
+                    "prismlab_224px_http": lambda: http_rate(scratch / "shards224", scratch, w, b),
+                    "decode_ceiling_224px": lambda: decode_ceiling(scratch / "shards224", max(1, w)),
+                },
+            )
         finally:
             server.terminate()
         profile = worker_profile(scratch / "shards224", b)
@@ -235,19 +254,25 @@ def main(argv: list[str] | None = None) -> int:
     processes = max(1, args.workers)
     print(f"{'set':<8}{'images':>8}  {'loader':<40}{'images/s':>10}{'per core':>10}  shard writing")
     for size, images, written in (("32px", n32, write32), ("224px", n224, write224)):
-        for name, label in (("imagefolder", "torchvision ImageFolder + DataLoader"),
-                            ("prismlab", "prismlab ShardLoader" + (" (packed)" if size == "32px" else " (JPEG bytes)"))):
+        for name, label in (
+            ("imagefolder", "torchvision ImageFolder + DataLoader"),
+            ("prismlab", "prismlab ShardLoader" + (" (packed)" if size == "32px" else " (JPEG bytes)")),
+        ):
             rate = rates[f"{name}_{size}"]
             note = f"{written:.1f} s ({images / written:,.0f} img/s)" if name == "prismlab" else "-"
             print(f"{size:<8}{images:>8}  {label:<40}{rate:>10,.0f}{rate / processes:>10,.0f}  {note}")
-    for key, label in (("prismlab_224px_normalised_cpu", "prismlab, normalised on this CPU"),
-                       ("prismlab_224px_http", "prismlab over loopback HTTP, cold cache"),
-                       ("decode_ceiling_224px", "decode only (the ceiling)")):
+    for key, label in (
+        ("prismlab_224px_normalised_cpu", "prismlab, normalised on this CPU"),
+        ("prismlab_224px_http", "prismlab over loopback HTTP, cold cache"),
+        ("decode_ceiling_224px", "decode only (the ceiling)"),
+    ):
         rate = rates[key]
         print(f"{'224px':<8}{n224:>8}  {label:<40}{rate:>10,.0f}{rate / processes:>10,.0f}  -")
     print("one 224 px worker, ms per image: " + ", ".join(f"{k} {v:.3f}" for k, v in profile.items()))
-    print(f"workers {args.workers}, batch {args.batch_size}, best of {args.rounds} rounds, {os.cpu_count()} cores; "
-          f"per core = images/s / loader processes; 224px set: {count224} images")
+    print(
+        f"workers {args.workers}, batch {args.batch_size}, best of {args.rounds} rounds, {os.cpu_count()} cores; "
+        f"per core = images/s / loader processes; 224px set: {count224} images"
+    )
     headline = {
         "speedup_32px": round(rates["prismlab_32px"] / rates["imagefolder_32px"], 2),
         "speedup_224px": round(rates["prismlab_224px"] / rates["imagefolder_224px"], 2),
@@ -255,8 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         "fraction_of_decode_ceiling_224px": round(rates["prismlab_224px"] / rates["decode_ceiling_224px"], 2),
         "worker_ms_per_image_224px": profile,
         **{f"{k}_img_s": round(v) for k, v in rates.items()},
-        "shard_write_s_32px": round(write32, 1), "shard_write_s_224px": round(write224, 1),
-        "workers": args.workers, "cores": os.cpu_count(),
+        "shard_write_s_32px": round(write32, 1),
+        "shard_write_s_224px": round(write224, 1),
+        "workers": args.workers,
+        "cores": os.cpu_count(),
     }
     print(json.dumps(headline))
     return 0

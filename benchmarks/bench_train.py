@@ -68,9 +68,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shards = Path(tmp) / "shards"
         write_clock_shards(shards, {"train": 4000, "val": 100}, size=64, shard_size=500)
-        cfg = load_config(ExperimentConfig, REPO / "configs" / "clock_demo.yaml", [
-            f"data.shards={shards}", f"run.out_dir={tmp}/runs", "wandb.mode=disabled", f"train.steps_per_epoch={args.steps}",
-            "train.epochs=1", "train.log_every=25"])
+        cfg = load_config(
+            ExperimentConfig,
+            REPO / "configs" / "clock_demo.yaml",
+            [
+                f"data.shards={shards}",
+                f"run.out_dir={tmp}/runs",
+                "wandb.mode=disabled",
+                f"train.steps_per_epoch={args.steps}",
+                "train.epochs=1",
+                "train.log_every=25",
+            ],
+        )
         engine, minimal = [], []
         for _ in range(args.repeats):
             minimal.append(minimal_run(cfg, args.steps))
@@ -80,9 +89,15 @@ def main() -> None:
     print(f"{'loop':<10}{'images/s (median)':>20}{'runs':>40}")
     print(f"{'minimal':<10}{m:>20.1f}{', '.join(f'{x:.0f}' for x in minimal):>40}")
     print(f"{'engine':<10}{e:>20.1f}{', '.join(f'{x:.0f}' for x in engine):>40}")
-    print(f"model: demo clock CNN, 64 px gray, batch {cfg.data.batch_size}, {args.steps} steps, "
-          f"{torch.get_num_threads()} threads, CPU; overhead target <= 5%")
-    print(json.dumps({"overhead": round(overhead, 4), "engine_images_per_s": round(e, 1), "minimal_images_per_s": round(m, 1)}))
+    print(
+        f"model: demo clock CNN, 64 px gray, batch {cfg.data.batch_size}, {args.steps} steps, "
+        f"{torch.get_num_threads()} threads, CPU; overhead target <= 5%"
+    )
+    print(
+        json.dumps(
+            {"overhead": round(overhead, 4), "engine_images_per_s": round(e, 1), "minimal_images_per_s": round(m, 1)}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,44 +31,78 @@ class UsageError(PrismlabError):
 
 
 def add_train_parser(commands) -> None:
-    p = commands.add_parser("train", help="train a model from a YAML experiment",
-                            description="Train from a YAML experiment in configs/, with dotted overrides such as optim.lr=3e-4.")
+    p = commands.add_parser(
+        "train",
+        help="train a model from a YAML experiment",
+        description="Train from a YAML experiment in configs/, with dotted overrides such as optim.lr=3e-4.",
+    )
     p.add_argument("config", type=Path, help="experiment YAML, e.g. configs/clock_demo.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2 data.batch_size=32")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2 data.batch_size=32"
+    )
     p.add_argument("--run-dir", type=Path, help="run dir (default: <run.out_dir>/<run.name>)")
-    p.add_argument("--resume", choices=["auto", "never"], default="auto",
-                   help="auto (default): continue from the newest valid checkpoint in the run dir; never: start fresh")
+    p.add_argument(
+        "--resume",
+        choices=["auto", "never"],
+        default="auto",
+        help="auto (default): continue from the newest valid checkpoint in the run dir; never: start fresh",
+    )
     p.set_defaults(run=run_train)
 
 
 def add_eval_parser(commands) -> None:
-    p = commands.add_parser("eval", help="evaluate a trained run on a split",
-                            description="Evaluate a run's checkpoint on a split of its data; writes eval_<split>.json.")
+    p = commands.add_parser(
+        "eval",
+        help="evaluate a trained run on a split",
+        description="Evaluate a run's checkpoint on a split of its data; writes eval_<split>.json.",
+    )
     p.add_argument("run_dir", type=Path, help="the run dir `prismlab train` printed")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in <run_dir>/checkpoints (default best.pt)")
-    p.add_argument("--channel-subsets", action="store_true",
-                   help="evaluate on every subset of the run's channels (RGB, RG, ..., B) and write a table")
-    p.add_argument("--fill", choices=["zero", "duplicate"], default="zero",
-                   help="with --channel-subsets, for models that are not any-channel: fill missing channels with "
-                        "zeros or with the mean of the present ones (default zero)")
-    p.add_argument("--judge", type=Path, metavar="CLASSIFIER_RUN",
-                   help="for a vae or gan run (a cae with --prior mixture): classify samples from its prior with this "
-                        "separately trained classifier run and report the fraction classified with confidence >= 0.9")
+    p.add_argument(
+        "--channel-subsets",
+        action="store_true",
+        help="evaluate on every subset of the run's channels (RGB, RG, ..., B) and write a table",
+    )
+    p.add_argument(
+        "--fill",
+        choices=["zero", "duplicate"],
+        default="zero",
+        help="with --channel-subsets, for models that are not any-channel: fill missing channels with "
+        "zeros or with the mean of the present ones (default zero)",
+    )
+    p.add_argument(
+        "--judge",
+        type=Path,
+        metavar="CLASSIFIER_RUN",
+        help="for a vae or gan run (a cae with --prior mixture): classify samples from its prior with this "
+        "separately trained classifier run and report the fraction classified with confidence >= 0.9",
+    )
     p.add_argument("--samples", type=int, default=1000, help="with --judge: samples to draw (default 1000)")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="with --judge: scale of the latents' standard deviation (default 1, the prior itself; "
-                        "below 1 trades variety for cleaner samples, like Glow's temperature or BigGAN's truncation)")
-    p.add_argument("--prior", choices=["standard", "mixture"], default="standard",
-                   help="with --judge: draw codes from N(0, I) (vae, gan) or from a Gaussian mixture fitted to the "
-                        "training images' codes (vae, cae; default standard)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="with --judge: scale of the latents' standard deviation (default 1, the prior itself; "
+        "below 1 trades variety for cleaner samples, like Glow's temperature or BigGAN's truncation)",
+    )
+    p.add_argument(
+        "--prior",
+        choices=["standard", "mixture"],
+        default="standard",
+        help="with --judge: draw codes from N(0, I) (vae, gan) or from a Gaussian mixture fitted to the "
+        "training images' codes (vae, cae; default standard)",
+    )
     p.set_defaults(run=run_eval)
 
 
 def add_launch_parser(commands) -> None:
-    p = commands.add_parser("launch", help="check and submit a training run (SLURM via submitit, local, debug)",
-                            description="Pre-flight checks, a code snapshot in the run dir, then submission through "
-                                        "submitit as configured by the launch.* keys (e.g. launch.nodes=2 launch.gpus_per_node=4).")
+    p = commands.add_parser(
+        "launch",
+        help="check and submit a training run (SLURM via submitit, local, debug)",
+        description="Pre-flight checks, a code snapshot in the run dir, then submission through "
+        "submitit as configured by the launch.* keys (e.g. launch.nodes=2 launch.gpus_per_node=4).",
+    )
     p.add_argument("config", type=Path, help="experiment YAML, e.g. configs/cifar10_resnet18.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. launch.partition=gpu")
     p.add_argument("--wait", action="store_true", help="wait for the job and print its summary")
@@ -76,15 +110,23 @@ def add_launch_parser(commands) -> None:
 
 
 def add_sweep_parsers(commands) -> None:
-    p = commands.add_parser("sweep", help="submit a grid or random search as one job array",
-                            description="Expand a sweep file (see prismlab/launch/sweep.py) into trials and submit them "
-                                        "as one job array; each trial is its own run in the sweep dir.")
+    p = commands.add_parser(
+        "sweep",
+        help="submit a grid or random search as one job array",
+        description="Expand a sweep file (see prismlab/launch/sweep.py) into trials and submit them "
+        "as one job array; each trial is its own run in the sweep dir.",
+    )
     p.add_argument("sweep", type=Path, help="sweep YAML, e.g. configs/sweeps/mnist_mlp_grid.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every trial, e.g. launch.executor=local")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="overrides for every trial, e.g. launch.executor=local"
+    )
     p.add_argument("--wait", action="store_true", help="wait for every trial, then write the report")
     p.set_defaults(run=run_sweep)
-    p = commands.add_parser("report", help="tabulate and plot a sweep's trials",
-                            description="Collect every trial's settings and final metric into report.md/.csv/.json and report.png.")
+    p = commands.add_parser(
+        "report",
+        help="tabulate and plot a sweep's trials",
+        description="Collect every trial's settings and final metric into report.md/.csv/.json and report.png.",
+    )
     p.add_argument("sweep_dir", type=Path, help="the sweep dir `prismlab sweep` printed")
     p.add_argument("--metric", help="summary key to sort by (default: the sweep's)")
     p.add_argument("--mode", choices=["max", "min"], help="higher or lower is better (default: the sweep's)")
@@ -92,8 +134,11 @@ def add_sweep_parsers(commands) -> None:
 
 
 def add_status_parser(commands) -> None:
-    p = commands.add_parser("status", help="job state, requeues, last step and metrics of a run",
-                            description="Show a run's SLURM job state, requeue count, last step and last metrics.")
+    p = commands.add_parser(
+        "status",
+        help="job state, requeues, last step and metrics of a run",
+        description="Show a run's SLURM job state, requeue count, last step and last metrics.",
+    )
     p.add_argument("run_dir", type=Path, help="a run dir")
     p.set_defaults(run=run_status)
 
@@ -118,15 +163,13 @@ def run_train(args) -> int:
 
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
     summary = run_training(cfg, args.run_dir, resume=args.resume == "auto")
-    from prismlab.train.engine import format_metrics
-
     if global_rank() != 0:
         return 0
     if summary.get("preempted"):
         print(f"stopped at step {summary['step']} with a checkpoint in {summary['run_dir']}")
         return 0
     print(f"run dir:   {summary['run_dir']}")
-    print(f"val:       {format_metrics(summary)}")
+    print(f"val:       {summary['headline']}")
     print(f"plots:     {', '.join(summary['plots'])}")
     if "wandb_run" in summary:
         print(f"wandb run: {summary['wandb_run']} ({cfg.wandb.mode}; upload later with `wandb sync` on that folder)")
@@ -134,31 +177,38 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
-    from prismlab.train.engine import format_metrics
-    from prismlab.train.trained_run import evaluate_channel_subsets, evaluate_run
+    from prismlab.analysis.trained_run import evaluate_channel_subsets, evaluate_run
 
     if args.judge is not None:
-        from prismlab.train.sample_judge import judge_samples, judged_samples_stem
+        from prismlab.analysis.sample_judge import judge_samples, judged_samples_stem
 
-        result = judge_samples(args.run_dir, args.judge, samples=args.samples, checkpoint_name=args.checkpoint,
-                               temperature=args.temperature, prior=args.prior)
+        result = judge_samples(
+            args.run_dir,
+            args.judge,
+            samples=args.samples,
+            checkpoint_name=args.checkpoint,
+            temperature=args.temperature,
+            prior=args.prior,
+        )
         stem = judged_samples_stem(args.run_dir, args.checkpoint, args.temperature, args.prior)
-        print(f"{result['confident_fraction']:.1%} of {result['samples']} samples classified with confidence "
-              f">= {result['confidence']} (prior: {result['prior']}; temperature {result['temperature']:g}); "
-              f"per class {result['class_counts']}")
+        print(
+            f"{result['confident_fraction']:.1%} of {result['samples']} samples classified with confidence "
+            f">= {result['confidence']} (prior: {result['prior']}; temperature {result['temperature']:g}); "
+            f"per class {result['class_counts']}"
+        )
         print(f"written:    {stem}.json, {stem}.png")
         return 0
     if args.channel_subsets:
-        rows, stem = evaluate_channel_subsets(args.run_dir, args.split, args.fill, args.checkpoint)
+        rows, stem, headline = evaluate_channel_subsets(args.run_dir, args.split, args.fill, args.checkpoint)
         if global_rank() == 0:
             for row in rows:
-                print(f"{row['channels']:>8}: {format_metrics(row)}")
+                print(f"{row['channels']:>8}: {headline(row)}")
             print(f"written:    {stem}.md (.csv, .json)")
         return 0
     metrics = evaluate_run(args.run_dir, args.split, args.checkpoint)
     if global_rank() != 0:
         return 0
-    print(f"{args.split}: {format_metrics(metrics)}")
+    print(f"{args.split}: {metrics['headline']}")
     print(f"checkpoint: {metrics['checkpoint']} (step {metrics['step']})")
     print(f"written:    {', '.join([str(args.run_dir / f'eval_{args.split}.json'), *metrics['plots']])}")
     return 0
@@ -232,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except OSError as exc:  # a path, permission or full disk the specific messages above did not cover
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"prismlab: error: {exc.strerror or exc}{where}; check the path, its permissions and free space",
-              file=sys.stderr)
+        print(
+            f"prismlab: error: {exc.strerror or exc}{where}; check the path, its permissions and free space",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("prismlab: interrupted", file=sys.stderr)

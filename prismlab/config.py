@@ -32,8 +32,9 @@ ConfigLoader.yaml_implicit_resolvers = {
     first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                   list("tTfF"))
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 WORD_BOOLEANS = {"yes": True, "on": True, "no": False, "off": False}
 """Still accepted for true/false fields, where they cannot mean anything else."""
 
@@ -104,7 +105,9 @@ def from_dict(schema: type[T], data: dict[str, Any], prefix: str = "") -> T:
         return schema(**kwargs)
     except (TypeError, ValueError) as exc:
         message = str(exc)  # messages that name their key need no prefix
-        raise ConfigError(message if prefix and message.startswith(prefix) else f"{prefix.rstrip('.') or 'config'}: {message}") from None
+        raise ConfigError(
+            message if prefix and message.startswith(prefix) else f"{prefix.rstrip('.') or 'config'}: {message}"
+        ) from None
 
 
 def unknown_key_message(key: str, valid: list[str]) -> str:

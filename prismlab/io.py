@@ -18,8 +18,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         write_replacing(path, data)
     except OSError as exc:
-        raise PrismlabError(f"could not write {path}: {exc.strerror or exc}; the file there before is unchanged "
-                            f"(free space or fix permissions, then run the same command again)") from None
+        raise PrismlabError(
+            f"could not write {path}: {exc.strerror or exc}; the file there before is unchanged "
+            f"(free space or fix permissions, then run the same command again)"
+        ) from None
 
 
 def write_replacing(path: Path, data: bytes) -> None:

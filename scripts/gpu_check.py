@@ -71,9 +71,14 @@ def judge_tests(text: str):
 
 def judge_kernel(text: str):
     headline = last_json(text)
-    missed = [f"{key} {headline.get(key)} < {target}" for key, target in TARGETS.items()
-              if headline.get(key) is None or headline[key] < target]
-    detail = ", ".join(f"{key} {headline.get(key)}" for key in TARGETS) + (f"; missed: {'; '.join(missed)}" if missed else "")
+    missed = [
+        f"{key} {headline.get(key)} < {target}"
+        for key, target in TARGETS.items()
+        if headline.get(key) is None or headline[key] < target
+    ]
+    detail = ", ".join(f"{key} {headline.get(key)}" for key in TARGETS) + (
+        f"; missed: {'; '.join(missed)}" if missed else ""
+    )
     return ("FAIL" if missed else "PASS"), detail, {"kernel": headline}
 
 
@@ -85,16 +90,24 @@ def judge_training(run_dir: Path):
         on_gpu = "device cuda" in text
         figures = {"first_loss": losses[0], "last_loss": losses[-1], "images_per_s": round(statistics.median(speeds))}
         ok = on_gpu and losses[-1] < 0.8 * losses[0]
-        detail = (f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, {figures['images_per_s']} images/s"
-                  + ("" if on_gpu else "; did not run on CUDA"))
+        detail = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, {figures['images_per_s']} images/s" + (
+            "" if on_gpu else "; did not run on CUDA"
+        )
         return ("PASS" if ok else "FAIL"), detail, figures
+
     return judge
 
 
 def judge_any_channel(text: str):
     result = last_json(text)
-    return "PASS", (f"fused {result['fused_images_per_s']:.0f} vs reference {result['reference_images_per_s']:.0f} "
-                    f"images/s ({result['speedup']:.2f}x)"), {"any_channel": result}
+    return (
+        "PASS",
+        (
+            f"fused {result['fused_images_per_s']:.0f} vs reference {result['reference_images_per_s']:.0f} "
+            f"images/s ({result['speedup']:.2f}x)"
+        ),
+        {"any_channel": result},
+    )
 
 
 def judge_nccl(text: str):
@@ -104,20 +117,39 @@ def judge_nccl(text: str):
 
 
 def train_args(shards: Path, out: Path, name: str, *extra: str) -> list[str]:
-    return ["train", "configs/clock_demo.yaml", f"data.shards={shards}", f"run.out_dir={out}", f"run.name={name}",
-            "train.device=auto", "wandb.mode=offline", "--resume", "never", *extra]
+    return [
+        "train",
+        "configs/clock_demo.yaml",
+        f"data.shards={shards}",
+        f"run.out_dir={out}",
+        f"run.name={name}",
+        "train.device=auto",
+        "wandb.mode=offline",
+        "--resume",
+        "never",
+        *extra,
+    ]
 
 
 def environment() -> dict:
-    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-            "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
+    info = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
     if torch.cuda.is_available():
         nccl = torch.cuda.nccl.version()  # a tuple on recent torch, an int on older ones
-        info.update(gpu=torch.cuda.get_device_name(0), capability=".".join(map(str, torch.cuda.get_device_capability(0))),
-                    cudnn=torch.backends.cudnn.version(),
-                    nccl=".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl))
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                             text=True)
+        info.update(
+            gpu=torch.cuda.get_device_name(0),
+            capability=".".join(map(str, torch.cuda.get_device_capability(0))),
+            cudnn=torch.backends.cudnn.version(),
+            nccl=".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl),
+        )
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
+        )
         info["driver"] = smi.stdout.strip() or None
     return info
 
@@ -130,26 +162,80 @@ def main() -> int:
     check = Check(args.out, args.work)
     py = sys.executable
     check.run("tests", [py, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"], 300, judge_tests)
-    check.run("kernel", [py, "benchmarks/bench_kernel.py", "--repeat", "20", *sum((["--shape", s] for s in KERNEL_SHAPES), [])],
-              300, judge_kernel)
+    check.run(
+        "kernel",
+        [py, "benchmarks/bench_kernel.py", "--repeat", "20", *sum((["--shape", s] for s in KERNEL_SHAPES), [])],
+        300,
+        judge_kernel,
+    )
     shards, runs = args.work / "clocks", args.work / "runs"
     if torch.cuda.is_available():
-        subprocess.run([*PRISMLAB, "shards", "clocks", "--out", str(shards), "--size", "64", "--train", "20000", "--val",
-                        "1000", "--test", "0", "--workers", "8"], capture_output=True, timeout=300)
-    check.run("train-bf16", [*PRISMLAB, *train_args(shards, runs, "clock-bf16", "train.mixed_precision=bf16",
-                                                     "train.channels_last=true", "train.epochs=1",
-                                                     "train.steps_per_epoch=300", "train.log_every=25",
-                                                     "data.batch_size=128", "data.num_workers=6")],
-              300, judge_training(runs / "clock-bf16"))
+        subprocess.run(
+            [
+                *PRISMLAB,
+                "shards",
+                "clocks",
+                "--out",
+                str(shards),
+                "--size",
+                "64",
+                "--train",
+                "20000",
+                "--val",
+                "1000",
+                "--test",
+                "0",
+                "--workers",
+                "8",
+            ],
+            capture_output=True,
+            timeout=300,
+        )
+    check.run(
+        "train-bf16",
+        [
+            *PRISMLAB,
+            *train_args(
+                shards,
+                runs,
+                "clock-bf16",
+                "train.mixed_precision=bf16",
+                "train.channels_last=true",
+                "train.epochs=1",
+                "train.steps_per_epoch=300",
+                "train.log_every=25",
+                "data.batch_size=128",
+                "data.num_workers=6",
+            ),
+        ],
+        300,
+        judge_training(runs / "clock-bf16"),
+    )
     check.run("anychannel", [py, "benchmarks/bench_any_channel.py", "--steps", "300"], 300, judge_any_channel)
-    check.run("nccl", [py, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29611",
-                       "-m", "prismlab.cli", *train_args(shards, runs, "nccl", "train.epochs=1", "train.steps_per_epoch=20")],
-              180, judge_nccl)
+    check.run(
+        "nccl",
+        [
+            py,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "1",
+            "--master_port",
+            "29611",
+            "-m",
+            "prismlab.cli",
+            *train_args(shards, runs, "nccl", "train.epochs=1", "train.steps_per_epoch=20"),
+        ],
+        180,
+        judge_nccl,
+    )
     report = {**environment(), "steps": check.steps}
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     failed = [s["name"] for s in check.steps if s["status"] == "FAIL"]
-    print(f"gpu check: {len(check.steps)} steps, {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; "
-          f"figures in {args.out / 'gpu_check.json'}")
+    print(
+        f"gpu check: {len(check.steps)} steps, {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; "
+        f"figures in {args.out / 'gpu_check.json'}"
+    )
     return 1 if failed else 0
 
 

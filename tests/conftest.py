@@ -18,7 +18,9 @@ def pytest_collection_modifyitems(config, items):
     runs exactly these, `pytest -m gpu`, on a GPU node)."""
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh runs it")
+    skip = pytest.mark.skip(
+        reason="needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh runs it"
+    )
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 def sbatch(args: list[str], script: str | None = None, cwd: Path | None = None) -> str:
     """Submit (a script on stdin, or a file named in `args`); returns the job id."""
-    result = subprocess.run(["sbatch", "--parsable", *args], input=script, capture_output=True, text=True, cwd=cwd,
-                            check=True)
+    result = subprocess.run(
+        ["sbatch", "--parsable", *args], input=script, capture_output=True, text=True, cwd=cwd, check=True
+    )
     return result.stdout.strip().split(";")[0]
 
 
@@ -40,16 +41,31 @@ def wait_until_ended(job: str, timeout: float) -> str:
 
 
 def node_cpus(node: str) -> int:
-    return int(re.search(r"CPUTot=(\d+)", subprocess.run(["scontrol", "show", "node", node], capture_output=True,
-                                                         text=True).stdout).group(1))
+    return int(
+        re.search(
+            r"CPUTot=(\d+)", subprocess.run(["scontrol", "show", "node", node], capture_output=True, text=True).stdout
+        ).group(1)
+    )
 
 
 def preempt(job: str, out: Path, hold_s: int = 2) -> str:
     """Preempt a running job of the `low` partition the way a cluster does: a job on the `high`
     partition that needs every CPU of its node (SIGCONT + SIGTERM, GraceTime, requeue)."""
     node = job_field(job, "NodeList")
-    return sbatch(["-p", "high", "-w", node, "-c", str(node_cpus(node)), "--time=1", f"--output={out}/high-%j.out",
-                   "--wrap", f"sleep {hold_s}"])
+    return sbatch(
+        [
+            "-p",
+            "high",
+            "-w",
+            node,
+            "-c",
+            str(node_cpus(node)),
+            "--time=1",
+            f"--output={out}/high-%j.out",
+            "--wrap",
+            f"sleep {hold_s}",
+        ]
+    )
 
 
 def running_allocation(job: str) -> int | None:

@@ -26,22 +26,39 @@ def wheels(tmp_path_factory) -> Path:
     if list((REPO / ".whl").glob("*.whl")):
         return REPO / ".whl"
     target = tmp_path_factory.mktemp("wheels") / "whl"
-    result = subprocess.run([str(REPO / "scripts" / "gpu_wheels.sh"), str(target)], capture_output=True, text=True,
-                            env={**os.environ, "PYTHON": sys.executable}, timeout=600)
+    result = subprocess.run(
+        [str(REPO / "scripts" / "gpu_wheels.sh"), str(target)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        timeout=600,
+    )
     if result.returncode != 0:
-        pytest.skip(f"scripts/gpu_wheels.sh could not download the wheels (no route to PyPI?): "
-                    f"{result.stderr.strip().splitlines()[-1:]}")
+        pytest.skip(
+            f"scripts/gpu_wheels.sh could not download the wheels (no route to PyPI?): "
+            f"{result.stderr.strip().splitlines()[-1:]}"
+        )
     assert "of the 64 MiB a device call carries" in result.stdout
     return target
 
 
 def test_gpu_check_runs_every_step(wheels, tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_WHEELS": str(wheels), "TMPDIR": str(tmp_path),
-           "GPU_CHECK_KEEP": "1"}
-    result = subprocess.run([str(REPO / "scripts" / "gpu_check.sh"), str(out)], capture_output=True, text=True, env=env,
-                            timeout=1500)
-    lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.split()[:1] in (["PASS"], ["FAIL"], ["SKIP"])}
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "GPU_CHECK_WHEELS": str(wheels),
+        "TMPDIR": str(tmp_path),
+        "GPU_CHECK_KEEP": "1",
+    }
+    result = subprocess.run(
+        [str(REPO / "scripts" / "gpu_check.sh"), str(out)], capture_output=True, text=True, env=env, timeout=1500
+    )
+    lines = {
+        line.split()[1]: line
+        for line in result.stdout.splitlines()
+        if line.split()[:1] in (["PASS"], ["FAIL"], ["SKIP"])
+    }
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     assert lines["wheels"].startswith("PASS") and "wheels installed" in lines["wheels"]
     kernels = "CPU + CUDA kernels" if shutil.which("nvcc") and torch.version.cuda else "CPU kernels only"

@@ -44,9 +44,23 @@ def run_phase(tmp: Path, shards: Path, world: int, workers: int, steps: int | No
     script = tmp / "elastic_rank.py"
     script.write_text(RANK)
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(world)}
-    args = [str(shards), str(workers), str(-1 if steps is None else steps), str(state_in or "-"), str(tmp / "state.json")]
-    procs = [subprocess.Popen([sys.executable, str(script), *args], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(world)]
+    args = [
+        str(shards),
+        str(workers),
+        str(-1 if steps is None else steps),
+        str(state_in or "-"),
+        str(tmp / "state.json"),
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), *args],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(world)
+    ]
     outputs = [p.communicate(timeout=180) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][1][-2000:]
     return json.loads(outputs[0][0].strip().splitlines()[-1])

@@ -33,7 +33,7 @@ def read_records(path: str | Path) -> list[wandb_internal_pb2.Record]:
             pos += room
             continue
         crc, length, kind = struct.unpack_from("<IHB", data, pos)
-        payload = data[pos + CHUNK_HEADER: pos + CHUNK_HEADER + length]
+        payload = data[pos + CHUNK_HEADER : pos + CHUNK_HEADER + length]
         if kind == 0 and length == 0:  # zero padding up to the block end
             pos += room
             continue

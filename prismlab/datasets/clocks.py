@@ -58,10 +58,25 @@ def _clean_style(channels: int) -> _Style:
         return v if channels == 1 else (v, v, v)
 
     return _Style(
-        background=gray(60), face=gray(235), hands=gray(20), ticks=gray(20), rim=gray(20),
-        rim_width=0.04, radius=0.45, center=(0.5, 0.5), tick_count=12, tick_outer=0.94,
-        tick_length=0.1, tick_half_width=0.02, minute_length=0.8, minute_half_width=0.02,
-        hour_length=0.5, hour_half_width=0.04, tail=0.0, hand_shape="rect", hub_radius=0.05,
+        background=gray(60),
+        face=gray(235),
+        hands=gray(20),
+        ticks=gray(20),
+        rim=gray(20),
+        rim_width=0.04,
+        radius=0.45,
+        center=(0.5, 0.5),
+        tick_count=12,
+        tick_outer=0.94,
+        tick_length=0.1,
+        tick_half_width=0.02,
+        minute_length=0.8,
+        minute_half_width=0.02,
+        hour_length=0.5,
+        hour_half_width=0.04,
+        tail=0.0,
+        hand_shape="rect",
+        hub_radius=0.05,
     )
 
 
@@ -95,12 +110,20 @@ def _random_style(rng: np.random.Generator, channels: int) -> _Style:
     minute_length = rng.uniform(0.68, 0.88)
     minute_half_width = rng.uniform(0.015, 0.035)
     return _Style(
-        background=_color(bg_l, rng, channels), face=face, hands=hands, ticks=ticks, rim=rim,
-        rim_width=rim_width, radius=radius, center=center,
+        background=_color(bg_l, rng, channels),
+        face=face,
+        hands=hands,
+        ticks=ticks,
+        rim=rim,
+        rim_width=rim_width,
+        radius=radius,
+        center=center,
         tick_count=int(rng.choice([0, 12, 60], p=[0.2, 0.4, 0.4])),
         tick_outer=1.0 - rim_width - rng.uniform(0.02, 0.07),
-        tick_length=rng.uniform(0.07, 0.15), tick_half_width=rng.uniform(0.01, 0.025),
-        minute_length=minute_length, minute_half_width=minute_half_width,
+        tick_length=rng.uniform(0.07, 0.15),
+        tick_half_width=rng.uniform(0.01, 0.025),
+        minute_length=minute_length,
+        minute_half_width=minute_half_width,
         # The hour hand must stay clearly shorter, and is usually wider: that is what tells them apart.
         hour_length=minute_length * rng.uniform(0.55, 0.72),
         hour_half_width=minute_half_width * rng.uniform(0.9, 2.2),
@@ -110,7 +133,9 @@ def _random_style(rng: np.random.Generator, channels: int) -> _Style:
     )
 
 
-def _radial_polygon(cx: float, cy: float, angle_deg: float, profile: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def _radial_polygon(
+    cx: float, cy: float, angle_deg: float, profile: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
     """Polygon symmetric about the ray at angle_deg (clockwise from 12 o'clock), from a profile of
     (distance along the ray, half width) points in pixels."""
     a = math.radians(angle_deg)
@@ -189,8 +214,11 @@ def _warp(img: Image.Image, style: _Style, rng: np.random.Generator) -> Image.Im
     src = (corners - center) @ rot.T + center
     src += rng.uniform(-_MAX_CORNER_JITTER, _MAX_CORNER_JITTER, (4, 2)) * side
     return img.transform(
-        img.size, Image.Transform.PERSPECTIVE, _perspective_coefficients(corners, src),
-        resample=Image.Resampling.BILINEAR, fillcolor=style.background,
+        img.size,
+        Image.Transform.PERSPECTIVE,
+        _perspective_coefficients(corners, src),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=style.background,
     )
 
 
@@ -212,8 +240,9 @@ def _degrade(img: Image.Image, rng: np.random.Generator) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
-def render_clock(hour: int, minute: int, rng: np.random.Generator, *, size: int = CLOCK_SIZE,
-                 channels: int = 1, clean: bool = False) -> np.ndarray:
+def render_clock(
+    hour: int, minute: int, rng: np.random.Generator, *, size: int = CLOCK_SIZE, channels: int = 1, clean: bool = False
+) -> np.ndarray:
     """Draw a clock showing hour:minute; returns uint8 [size, size, channels].
 
     12 o'clock points up and hands turn clockwise; the hour hand includes the minute fraction.

@@ -31,10 +31,14 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == JPEG_MAGIC
 
 
-def decode_pending(pending: PendingDecode, device: torch.device, transform: BatchTransform) -> tuple[torch.Tensor, list[str]]:
+def decode_pending(
+    pending: PendingDecode, device: torch.device, transform: BatchTransform
+) -> tuple[torch.Tensor, list[str]]:
     """Decode a batch's JPEGs in one call on `device`, then assemble it there with the CPU path's
     seeded transform: (pixels [B, H, W, C] on the device, channel names)."""
-    jpegs = [torch.frombuffer(bytearray(item), dtype=torch.uint8) for item, enc in zip(pending.items, pending.encoded) if enc]
+    jpegs = [
+        torch.frombuffer(bytearray(item), dtype=torch.uint8) for item, enc in zip(pending.items, pending.encoded) if enc
+    ]
     decoded = iter(decode_jpeg(jpegs, mode=read_mode(transform.channel_names), device=device))
     images = [next(decoded) if enc else as_chw(item).to(device) for item, enc in zip(pending.items, pending.encoded)]
     return transform.assemble(images, pending.seed)

@@ -47,7 +47,9 @@ def expand_source(source: str) -> list[str]:
     if not is_remote(source):
         local = []
         for url in urls:
-            matches = sorted(glob.glob(str(local_file(url)))) if any(c in url for c in "*?[") else [str(local_file(url))]
+            matches = (
+                sorted(glob.glob(str(local_file(url)))) if any(c in url for c in "*?[") else [str(local_file(url))]
+            )
             missing = [m for m in matches if not Path(m).is_file()]
             if not matches or missing:
                 raise PrismlabError(f"shard {missing[0] if missing else url} does not exist; check the path or pattern")
@@ -82,8 +84,15 @@ def label_value(members: dict[str, bytes], label: str):
 def read_shard(url: str, label: str, cache_dir: Path | None) -> ShardFacts:
     path = local_file(url) if not is_remote(url) else fetch_uncached(url, cache_dir)
     data = path.read_bytes()
-    facts = ShardFacts(ShardInfo(url.rstrip("/").rsplit("/", 1)[-1].removeprefix("pipe:"), 0, len(data),
-                                 hashlib.sha256(data).hexdigest(), url))
+    facts = ShardFacts(
+        ShardInfo(
+            url.rstrip("/").rsplit("/", 1)[-1].removeprefix("pipe:"),
+            0,
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            url,
+        )
+    )
     shard = ShardFile(path, name=url)
     try:
         for sample in shard:
@@ -133,19 +142,25 @@ def class_names(labels: Counter, label: str) -> list[str]:
     return [str(i) for i in range(max(labels) + 1)] if labels else []
 
 
-def index_shards(source: str, out: Path, split: str, label: str = "auto", cache_dir: Path | None = None,
-                 workers: int = 4) -> Manifest:
+def index_shards(
+    source: str, out: Path, split: str, label: str = "auto", cache_dir: Path | None = None, workers: int = 4
+) -> Manifest:
     urls = expand_source(source)
     if label == "auto":
         label = detect_label(urls[0], cache_dir)
     elif label not in ("cls", "none") and not label.startswith("json."):
         raise PrismlabError(f"--label {label} is not cls, json.<field> or none")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # I/O and hashing release the GIL
-        facts = list(progress(pool.map(lambda url: read_shard(url, label, cache_dir), urls), total=len(urls),
-                              desc=f"index {split}"))
+        facts = list(
+            progress(
+                pool.map(lambda url: read_shard(url, label, cache_dir), urls), total=len(urls), desc=f"index {split}"
+            )
+        )
     samples = sum(f.info.samples for f in facts)
     if samples == 0:
-        raise PrismlabError(f"{source} holds no samples (members are grouped by name up to the first dot of the file name)")
+        raise PrismlabError(
+            f"{source} holds no samples (members are grouped by name up to the first dot of the file name)"
+        )
     sizes, modes, labels = Counter(), Counter(), Counter()
     for f in facts:
         sizes.update(f.sizes)
@@ -156,7 +171,16 @@ def index_shards(source: str, out: Path, split: str, label: str = "auto", cache_
         logger.warning("%s: %d samples without a readable image, %d without a %s label", url, images, labelled, label)
     channels = ["gray"] if modes and all(m in CHANNELS for m in modes) else ["R", "G", "B"]
     one_size = [int(v) for v in next(iter(sizes)).split("x")] if len(sizes) == 1 else []
-    manifest = Manifest(split, f"indexed {source}", samples, one_size, channels, [f.info for f in facts],
-                        class_names(labels, label), sizes=dict(sizes), label=label)
+    manifest = Manifest(
+        split,
+        f"indexed {source}",
+        samples,
+        one_size,
+        channels,
+        [f.info for f in facts],
+        class_names(labels, label),
+        sizes=dict(sizes),
+        label=label,
+    )
     write_manifest(out, manifest)
     return manifest

@@ -31,20 +31,27 @@ import os
 import signal
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from prismlab.datasets.gpu_decode import PendingDecode, decode_pending, is_jpeg
 from prismlab.datasets.plan import MODES, PlannedBatch, consumed_after, exact_batches, exact_steps, resampled_batches
-from prismlab.datasets.samples import (IMAGE_EXTENSIONS, CorruptSample, IncompleteSample, decode_pixels, encoded_image,
-                                       label_of, read_mode)
+from prismlab.datasets.samples import (
+    IMAGE_EXTENSIONS,
+    CorruptSample,
+    IncompleteSample,
+    decode_pixels,
+    encoded_image,
+    label_of,
+    read_mode,
+)
 from prismlab.datasets.shard_io import fetch, is_remote
-from prismlab.datasets.shards import Manifest, read_manifest
+from prismlab.datasets.shards import read_manifest
 from prismlab.datasets.tar_reader import ShardFile
 from prismlab.datasets.transforms import BatchTransform, BufferRing, TransformSpec, normalize
 from prismlab.dist_env import launcher_rank_and_world
@@ -81,9 +88,12 @@ class Batch:
         return normalize(self.pixels, self.scale, self.shift)
 
     def to(self, device: torch.device | str) -> Batch:
-        return replace(self, pixels=self.pixels.to(device, non_blocking=True),
-                       labels=self.labels.to(device, non_blocking=True), valid=self.valid.to(device, non_blocking=True))
-
+        return replace(
+            self,
+            pixels=self.pixels.to(device, non_blocking=True),
+            labels=self.labels.to(device, non_blocking=True),
+            valid=self.valid.to(device, non_blocking=True),
+        )
 
 
 @dataclass
@@ -113,6 +123,7 @@ class WorkerFailure:
 @dataclass(frozen=True)
 class StreamConfig:
     """Everything a worker needs to regenerate its part of an epoch."""
+
     shard_urls: list[str]
     shard_samples: list[int]
     shard_bytes: list[int]
@@ -173,14 +184,31 @@ class EpochStream(IterableDataset):
     def batches(self) -> list[PlannedBatch]:
         c = self.config
         if c.mode == "exact":
-            return exact_batches(c.shard_samples, start=self.start, rank=c.rank, world_size=c.world_size,
-                                 batch_size=c.batch_size, seed=c.seed, epoch=self.epoch, shuffle=c.shuffle, window=c.window)
-        return resampled_batches(c.shard_samples, done=self.start, rank=c.rank, batch_size=c.batch_size,
-                                 batches_per_epoch=c.batches_per_epoch, seed=c.seed, epoch=self.epoch, window=c.window)
+            return exact_batches(
+                c.shard_samples,
+                start=self.start,
+                rank=c.rank,
+                world_size=c.world_size,
+                batch_size=c.batch_size,
+                seed=c.seed,
+                epoch=self.epoch,
+                shuffle=c.shuffle,
+                window=c.window,
+            )
+        return resampled_batches(
+            c.shard_samples,
+            done=self.start,
+            rank=c.rank,
+            batch_size=c.batch_size,
+            batches_per_epoch=c.batches_per_epoch,
+            seed=c.seed,
+            epoch=self.epoch,
+            window=c.window,
+        )
 
     def __iter__(self) -> Iterator[Shipment | WorkerFailure]:
         info = get_worker_info()
-        mine = self.batches()[(info.id if info else 0)::self.workers]
+        mine = self.batches()[(info.id if info else 0) :: self.workers]
         prefetch_remote_shards(self.config, mine)
         readers = ShardReaders(self.config)
         transform = BatchTransform(self.config.transform, self.config.channel_names)
@@ -196,16 +224,19 @@ class EpochStream(IterableDataset):
                 skipped += batch.corrupt
                 yield batch
         except IncompleteSample as exc:
-            yield WorkerFailure(f"{exc.args[0]}; fix those shards, or let up to a fraction of them be skipped with "
-                                f"data.max_incomplete_fraction=0.01 (now {self.config.max_incomplete_fraction}, "
-                                f"{skipped} skipped so far, {allowed} allowed)")
+            yield WorkerFailure(
+                f"{exc.args[0]}; fix those shards, or let up to a fraction of them be skipped with "
+                f"data.max_incomplete_fraction=0.01 (now {self.config.max_incomplete_fraction}, "
+                f"{skipped} skipped so far, {allowed} allowed)"
+            )
         except PrismlabError as exc:
             yield WorkerFailure(str(exc))
         finally:
             readers.close()
 
-    def make_batch(self, planned: PlannedBatch, readers: ShardReaders, transform: BatchTransform,
-                   ring: BufferRing | None) -> Shipment:
+    def make_batch(
+        self, planned: PlannedBatch, readers: ShardReaders, transform: BatchTransform, ring: BufferRing | None
+    ) -> Shipment:
         items, encoded, labels, valid, corrupt = [], [], [], [], 0
         for shard, index, is_valid in zip(planned.shards.tolist(), planned.indices.tolist(), planned.valid.tolist()):
             sample = readers.sample(shard, index)
@@ -229,8 +260,13 @@ class EpochStream(IterableDataset):
         if any(encoded):
             return Shipment(None, labels, valid, [], corrupt, PendingDecode(items, encoded, planned.seed))
         if not items:
-            return Shipment(torch.empty(0, 0, 0, len(transform.selected), dtype=torch.uint8), labels, valid,
-                            list(transform.selected), corrupt)
+            return Shipment(
+                torch.empty(0, 0, 0, len(transform.selected), dtype=torch.uint8),
+                labels,
+                valid,
+                list(transform.selected),
+                corrupt,
+            )
         pixels, channels = transform.assemble(items, planned.seed, ring)
         return Shipment(pixels, labels, valid, channels, corrupt)
 
@@ -307,11 +343,27 @@ class ShardLoader:
     stateful=False (evaluation) makes every iteration the same full pass of epoch 0 instead.
     """
 
-    def __init__(self, shards_dir: str | Path, split: str, *, mode: str, batch_size: int, num_workers: int = 0,
-                 seed: int = 0, shuffle: bool = True, batches_per_epoch: int | None = None, shuffle_buffer: int = 1000,
-                 transform: TransformSpec = TransformSpec(), rank: int | None = None, world_size: int | None = None,
-                 device: torch.device | str | None = None, stateful: bool = True, cache_dir: str | None = None,
-                 max_incomplete_fraction: float = 0.0, reuse_buffers: bool = False):
+    def __init__(
+        self,
+        shards_dir: str | Path,
+        split: str,
+        *,
+        mode: str,
+        batch_size: int,
+        num_workers: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+        batches_per_epoch: int | None = None,
+        shuffle_buffer: int = 1000,
+        transform: TransformSpec = TransformSpec(),
+        rank: int | None = None,
+        world_size: int | None = None,
+        device: torch.device | str | None = None,
+        stateful: bool = True,
+        cache_dir: str | None = None,
+        max_incomplete_fraction: float = 0.0,
+        reuse_buffers: bool = False,
+    ):
         if mode not in MODES:
             raise PrismlabError(f"loader mode '{mode}' is unknown; use one of {', '.join(MODES)}")
         if batch_size < 1 or shuffle_buffer < 1:
@@ -328,18 +380,35 @@ class ShardLoader:
         self.num_workers = num_workers
         shards = self.manifest.shards
         self.config = StreamConfig(
-            shard_urls=[s.location(shards_dir) for s in shards], shard_samples=[s.samples for s in shards],
-            shard_bytes=[s.bytes for s in shards], shard_sha256=[s.sha256 for s in shards], pack=self.manifest.pack,
-            channel_names=list(self.manifest.channels), label=self.manifest.label,
-            class_names=list(self.manifest.class_names), mode=mode, batch_size=batch_size,
-            batches_per_epoch=batches_per_epoch, seed=seed, shuffle=shuffle, window=shuffle_buffer, rank=rank,
-            world_size=world_size, transform=transform,
-            gpu_decode=self.device is not None and self.device.type == "cuda", cache_dir=cache_dir,
-            max_incomplete_fraction=max_incomplete_fraction, reuse_buffers=reuse_buffers)
+            shard_urls=[s.location(shards_dir) for s in shards],
+            shard_samples=[s.samples for s in shards],
+            shard_bytes=[s.bytes for s in shards],
+            shard_sha256=[s.sha256 for s in shards],
+            pack=self.manifest.pack,
+            channel_names=list(self.manifest.channels),
+            label=self.manifest.label,
+            class_names=list(self.manifest.class_names),
+            mode=mode,
+            batch_size=batch_size,
+            batches_per_epoch=batches_per_epoch,
+            seed=seed,
+            shuffle=shuffle,
+            window=shuffle_buffer,
+            rank=rank,
+            world_size=world_size,
+            transform=transform,
+            gpu_decode=self.device is not None and self.device.type == "cuda",
+            cache_dir=cache_dir,
+            max_incomplete_fraction=max_incomplete_fraction,
+            reuse_buffers=reuse_buffers,
+        )
         # Checked here, in the caller's process: a bad channel list fails before any worker starts.
         self.transform = BatchTransform(transform, self.config.channel_names)
-        self.batches_per_epoch = (batches_per_epoch if mode == "resampled"
-                                  else len(exact_steps(self.manifest.samples, 0, world_size, batch_size)))
+        self.batches_per_epoch = (
+            batches_per_epoch
+            if mode == "resampled"
+            else len(exact_steps(self.manifest.samples, 0, world_size, batch_size))
+        )
         self.stateful = stateful
         self.epoch = 0
         self.batch = 0
@@ -380,10 +449,15 @@ class ShardLoader:
         stream = EpochStream(self.config, epoch, start, max(1, self.num_workers))
         # An own generator: DataLoader would otherwise draw its base seed from the global RNG at every
         # epoch start, shifting dropout masks after a mid-epoch resume.
-        loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=ignore_scheduler_sigterm,
-                            prefetch_factor=PREFETCH if self.num_workers else None,
-                            generator=torch.Generator().manual_seed(self.config.seed),
-                            pin_memory=torch.cuda.is_available() and self.device is not None and self.device.type == "cuda")
+        loader = DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=self.num_workers,
+            worker_init_fn=ignore_scheduler_sigterm,
+            prefetch_factor=PREFETCH if self.num_workers else None,
+            generator=torch.Generator().manual_seed(self.config.seed),
+            pin_memory=torch.cuda.is_available() and self.device is not None and self.device.type == "cuda",
+        )
         with sigterm_blocked():
             batches = iter(loader)  # starts the workers
         corrupt = 0
@@ -402,32 +476,50 @@ class ShardLoader:
             pixels, channels = decode_pending(shipment.pending, self.device, self.transform)
         else:
             pixels, channels = shipment.pixels, shipment.channels
-        batch = Batch(pixels, labels, valid, channels, *self.transform.normalization(channels, pixels.dtype),
-                      shipment.corrupt)
+        batch = Batch(
+            pixels, labels, valid, channels, *self.transform.normalization(channels, pixels.dtype), shipment.corrupt
+        )
         # On a GPU: the uint8 pixels go over (pinned by the DataLoader: the copy is asynchronous) and
         # are normalised there.
         return batch.to(self.device) if self.device is not None else batch
 
     def state_dict(self) -> dict:
         c = self.config
-        return {"epoch": self.epoch, "batch": self.batch, "position": self.position if c.mode == "exact" else None,
-                "seed": c.seed, "mode": c.mode, "batch_size": c.batch_size, "samples": self.manifest.samples,
-                "world_size": c.world_size, "num_workers": max(1, self.num_workers)}
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "position": self.position if c.mode == "exact" else None,
+            "seed": c.seed,
+            "mode": c.mode,
+            "batch_size": c.batch_size,
+            "samples": self.manifest.samples,
+            "world_size": c.world_size,
+            "num_workers": max(1, self.num_workers),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         mine = self.state_dict()
         differs = [k for k in ("seed", "mode", "batch_size", "samples") if state.get(k) != mine[k]]
         if differs:
-            raise PrismlabError(f"cannot resume the data stream: {', '.join(f'{k} was {state.get(k)} now {mine[k]}' for k in differs)}; "
-                                f"resume with the same data settings (a run may change its process and worker counts, "
-                                f"not its per-process batch size)")
+            changed = ", ".join(f"{k} was {state.get(k)} now {mine[k]}" for k in differs)
+            raise PrismlabError(
+                f"cannot resume the data stream: {changed}; "
+                f"resume with the same data settings (a run may change its process and worker counts, "
+                f"not its per-process batch size)"
+            )
         if self.config.mode == "resampled" and not 0 <= state["batch"] <= self.batches_per_epoch:
-            raise PrismlabError(f"loader state batch {state['batch']} is outside 0..{self.batches_per_epoch}; "
-                                f"the checkpoint does not match this data (was train.steps_per_epoch changed?)")
+            raise PrismlabError(
+                f"loader state batch {state['batch']} is outside 0..{self.batches_per_epoch}; "
+                f"the checkpoint does not match this data (was train.steps_per_epoch changed?)"
+            )
         layout = (state.get("world_size"), state.get("num_workers"))
         if layout != (mine["world_size"], mine["num_workers"]):
-            logger.info("resuming a data stream of %s processes x %s workers on %d x %d", *layout, mine["world_size"],
-                        mine["num_workers"])
+            logger.info(
+                "resuming a data stream of %s processes x %s workers on %d x %d",
+                *layout,
+                mine["world_size"],
+                mine["num_workers"],
+            )
         self.epoch, self.batch, self.made = state["epoch"], state["batch"], 0
         if self.config.mode == "resampled":
             self.start = state["batch"]
@@ -438,24 +530,66 @@ class ShardLoader:
             self.start = self.batch = 0
 
 
-def train_stream(shards_dir: str | Path, split: str, *, batch_size: int, steps_per_epoch: int, num_workers: int,
-                 shuffle_buffer: int, seed: int, mode: str = "resampled", transform: TransformSpec = TransformSpec(),
-                 device: torch.device | str | None = None, cache_dir: str | None = None,
-                 max_incomplete_fraction: float = 0.0, reuse_buffers: bool = False) -> ShardLoader:
+def train_stream(
+    shards_dir: str | Path,
+    split: str,
+    *,
+    batch_size: int,
+    steps_per_epoch: int,
+    num_workers: int,
+    shuffle_buffer: int,
+    seed: int,
+    mode: str = "resampled",
+    transform: TransformSpec = TransformSpec(),
+    device: torch.device | str | None = None,
+    cache_dir: str | None = None,
+    max_incomplete_fraction: float = 0.0,
+    reuse_buffers: bool = False,
+) -> ShardLoader:
     """Training stream: `steps_per_epoch` full batches per epoch on every rank (resampled), or one
     shuffled exact pass (mode="exact"; the last batch of an epoch may be partial)."""
-    return ShardLoader(shards_dir, split, mode=mode, batch_size=batch_size, num_workers=num_workers, seed=seed,
-                       batches_per_epoch=steps_per_epoch if mode == "resampled" else None,
-                       shuffle_buffer=shuffle_buffer, transform=transform, device=device, cache_dir=cache_dir,
-                       max_incomplete_fraction=max_incomplete_fraction, reuse_buffers=reuse_buffers)
+    return ShardLoader(
+        shards_dir,
+        split,
+        mode=mode,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        seed=seed,
+        batches_per_epoch=steps_per_epoch if mode == "resampled" else None,
+        shuffle_buffer=shuffle_buffer,
+        transform=transform,
+        device=device,
+        cache_dir=cache_dir,
+        max_incomplete_fraction=max_incomplete_fraction,
+        reuse_buffers=reuse_buffers,
+    )
 
 
-def eval_stream(shards_dir: str | Path, split: str, *, batch_size: int, num_workers: int,
-                transform: TransformSpec = TransformSpec(), device: torch.device | str | None = None,
-                cache_dir: str | None = None, max_incomplete_fraction: float = 0.0,
-                reuse_buffers: bool = False) -> ShardLoader:
+def eval_stream(
+    shards_dir: str | Path,
+    split: str,
+    *,
+    batch_size: int,
+    num_workers: int,
+    transform: TransformSpec = TransformSpec(),
+    device: torch.device | str | None = None,
+    cache_dir: str | None = None,
+    max_incomplete_fraction: float = 0.0,
+    reuse_buffers: bool = False,
+) -> ShardLoader:
     """One pass over every sample of `split` across all ranks, in shard order, each time it is
     iterated (not stateful); padding repeats are marked in `batch.valid`."""
-    return ShardLoader(shards_dir, split, mode="exact", batch_size=batch_size, num_workers=num_workers, shuffle=False,
-                       transform=transform.for_eval(), device=device, stateful=False, cache_dir=cache_dir,
-                       max_incomplete_fraction=max_incomplete_fraction, reuse_buffers=reuse_buffers)
+    return ShardLoader(
+        shards_dir,
+        split,
+        mode="exact",
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shuffle=False,
+        transform=transform.for_eval(),
+        device=device,
+        stateful=False,
+        cache_dir=cache_dir,
+        max_incomplete_fraction=max_incomplete_fraction,
+        reuse_buffers=reuse_buffers,
+    )

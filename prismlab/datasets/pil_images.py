@@ -10,8 +10,13 @@ from PIL import Image
 GRAY16 = {"I;16", "I;16B", "I;16L", "I"}
 WITH_ALPHA = {"LA", "La", "PA", "RGBA", "RGBa"}
 GRAY8 = {"1", "L", "LA", "La"}
-CHANNEL_NAMES = {"L": ["gray"], "LA": ["gray", "alpha"], "RGB": ["R", "G", "B"], "RGBA": ["R", "G", "B", "alpha"],
-                 "I;16": ["gray"]}
+CHANNEL_NAMES = {
+    "L": ["gray"],
+    "LA": ["gray", "alpha"],
+    "RGB": ["R", "G", "B"],
+    "RGBA": ["R", "G", "B", "alpha"],
+    "I;16": ["gray"],
+}
 PASS_THROUGH_FORMATS = {"JPEG": "jpg", "PNG": "png"}
 
 

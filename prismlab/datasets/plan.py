@@ -47,7 +47,9 @@ def derive_seed(*parts: int) -> int:
 class SampleOrder:
     """A sequence of shards (by index) read as one list of samples whose windows are permuted."""
 
-    def __init__(self, shard_samples: list[int], shard_sequence: np.ndarray, window: int, seeds: tuple[int, ...] | None):
+    def __init__(
+        self, shard_samples: list[int], shard_sequence: np.ndarray, window: int, seeds: tuple[int, ...] | None
+    ):
         self.shard_samples = np.asarray(shard_samples, dtype=np.int64)
         self.sequence = np.asarray(shard_sequence, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.shard_samples[self.sequence])])
@@ -67,8 +69,9 @@ class SampleOrder:
         positions = np.asarray(positions, dtype=np.int64)
         if self.seeds is not None:
             windows, within = np.divmod(positions, self.window)
-            positions = windows * self.window + np.array([self.permutation(int(k))[w] for k, w in zip(windows, within)],
-                                                         dtype=np.int64)
+            positions = windows * self.window + np.array(
+                [self.permutation(int(k))[w] for k, w in zip(windows, within)], dtype=np.int64
+            )
         slot = np.searchsorted(self.offsets, positions, side="right") - 1
         return self.sequence[slot], positions - self.offsets[slot]
 
@@ -91,14 +94,26 @@ def exact_steps(total: int, start: int, world_size: int, batch_size: int) -> lis
     return steps
 
 
-def exact_batches(shard_samples: list[int], *, start: int, rank: int, world_size: int, batch_size: int, seed: int,
-                  epoch: int, shuffle: bool, window: int) -> list[PlannedBatch]:
+def exact_batches(
+    shard_samples: list[int],
+    *,
+    start: int,
+    rank: int,
+    world_size: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+    window: int,
+) -> list[PlannedBatch]:
     order = epoch_order(shard_samples, seed=seed, epoch=epoch, shuffle=shuffle, window=window)
     batches = []
     for first, size in exact_steps(order.total, start, world_size, batch_size):
         positions = first + rank * size + np.arange(size)
         shards, indices = order.lookup(positions % order.total)  # padding repeats the epoch's first samples
-        batches.append(PlannedBatch(shards, indices, positions < order.total, derive_seed(seed, epoch, int(positions[0]))))
+        batches.append(
+            PlannedBatch(shards, indices, positions < order.total, derive_seed(seed, epoch, int(positions[0])))
+        )
     return batches
 
 
@@ -108,8 +123,17 @@ def consumed_after(total: int, start: int, world_size: int, batch_size: int, bat
     return total if batches >= len(steps) else steps[batches][0]
 
 
-def resampled_batches(shard_samples: list[int], *, done: int, rank: int, batch_size: int, batches_per_epoch: int,
-                      seed: int, epoch: int, window: int) -> list[PlannedBatch]:
+def resampled_batches(
+    shard_samples: list[int],
+    *,
+    done: int,
+    rank: int,
+    batch_size: int,
+    batches_per_epoch: int,
+    seed: int,
+    epoch: int,
+    window: int,
+) -> list[PlannedBatch]:
     rng = np.random.default_rng(derive_seed(seed, epoch, rank))
     needed, drawn, have = batches_per_epoch * batch_size, [], 0
     while have < needed:
@@ -120,5 +144,7 @@ def resampled_batches(shard_samples: list[int], *, done: int, rank: int, batch_s
     batches = []
     for b in range(done, batches_per_epoch):
         shards, indices = order.lookup(np.arange(b * batch_size, (b + 1) * batch_size))
-        batches.append(PlannedBatch(shards, indices, np.ones(batch_size, dtype=bool), derive_seed(seed, epoch, rank, b)))
+        batches.append(
+            PlannedBatch(shards, indices, np.ones(batch_size, dtype=bool), derive_seed(seed, epoch, rank, b))
+        )
     return batches

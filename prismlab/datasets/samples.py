@@ -45,7 +45,12 @@ def decode_npy(data: bytes) -> np.ndarray:
 
 def packed_group(key: str, images: np.ndarray, labels: np.ndarray, meta: dict) -> dict:
     """One tar sample holding `len(images)` images: far fewer tar members to parse for tiny images."""
-    return {"__key__": key, PACKED_IMAGES: encode_npy(images), PACKED_LABELS: encode_npy(labels.astype(np.int64)), "json": meta}
+    return {
+        "__key__": key,
+        PACKED_IMAGES: encode_npy(images),
+        PACKED_LABELS: encode_npy(labels.astype(np.int64)),
+        "json": meta,
+    }
 
 
 def unpack_group(members: dict[str, bytes]) -> list[dict]:

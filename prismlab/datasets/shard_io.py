@@ -124,11 +124,15 @@ def download(url: str, target: Path, size: int | None, sha256: str) -> None:
                 break
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 if isinstance(exc, urllib.error.HTTPError) and exc.code in (403, 404, 410):
-                    raise PrismlabError(f"shard {url} cannot be fetched (HTTP {exc.code}); check data.shards / its index") from None
+                    raise PrismlabError(
+                        f"shard {url} cannot be fetched (HTTP {exc.code}); check data.shards / its index"
+                    ) from None
                 if attempt == RETRIES:
-                    raise PrismlabError(f"shard {url} stayed unreachable after {RETRIES} retries ({type(exc).__name__}: "
-                                        f"{exc}); check the server or the network, then resume the run") from None
-                delay = BACKOFF_S * 2 ** attempt
+                    raise PrismlabError(
+                        f"shard {url} stayed unreachable after {RETRIES} retries ({type(exc).__name__}: "
+                        f"{exc}); check the server or the network, then resume the run"
+                    ) from None
+                delay = BACKOFF_S * 2**attempt
                 logger.warning("fetching %s failed (%s: %s); retrying in %.1f s", url, type(exc).__name__, exc, delay)
                 time.sleep(delay)
         check(url, tmp, size, sha256)
@@ -161,13 +165,17 @@ def copy(source: BinaryIO, sink: BinaryIO) -> int:
 def check(url: str, path: Path, size: int | None, sha256: str) -> None:
     got = path.stat().st_size
     if size is not None and got != size:
-        raise PrismlabError(f"shard {url} has {got} bytes but its manifest says {size}; it changed since the manifest "
-                            f"was written: rewrite it with `prismlab shards` (or re-index it with `prismlab shards index`)")
+        raise PrismlabError(
+            f"shard {url} has {got} bytes but its manifest says {size}; it changed since the manifest "
+            f"was written: rewrite it with `prismlab shards` (or re-index it with `prismlab shards index`)"
+        )
     if sha256:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
         if digest.hexdigest() != sha256:
-            raise PrismlabError(f"shard {url} does not match the sha256 of its manifest; it changed since the manifest "
-                                f"was written: rewrite it with `prismlab shards` (or re-index it with `prismlab shards index`)")
+            raise PrismlabError(
+                f"shard {url} does not match the sha256 of its manifest; it changed since the manifest "
+                f"was written: rewrite it with `prismlab shards` (or re-index it with `prismlab shards index`)"
+            )

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import webdataset as wds
 
+from prismlab.config import from_dict
 from prismlab.datasets.clocks import clock_sample
 from prismlab.datasets.pil_images import encode_png
 from prismlab.datasets.shard_io import is_remote
-from prismlab.config import from_dict
 from prismlab.errors import ConfigError, PrismlabError
 from prismlab.io import atomic_write_json
 from prismlab.progress import progress
@@ -88,7 +88,9 @@ def read_manifest(out_dir: str | Path, split: str) -> Manifest:
         if not Path(location).is_file():
             raise PrismlabError(f"shard {location} listed in {path.name} is missing; rewrite the split")
         if Path(location).stat().st_size != shard.bytes:
-            raise PrismlabError(f"shard {location} is truncated or changed (size differs from {path.name}); rewrite the split")
+            raise PrismlabError(
+                f"shard {location} is truncated or changed (size differs from {path.name}); rewrite the split"
+            )
     return manifest
 
 
@@ -111,8 +113,10 @@ def parse_manifest(path: Path) -> Manifest:
     except ConfigError as exc:
         raise PrismlabError(f"{path} does not follow the manifest schema ({exc}); {fix}") from None
     if sum(s.samples for s in manifest.shards) != manifest.samples:
-        raise PrismlabError(f"{path} lists shards of {sum(s.samples for s in manifest.shards)} samples but promises "
-                            f"{manifest.samples}; {fix}")
+        raise PrismlabError(
+            f"{path} lists shards of {sum(s.samples for s in manifest.shards)} samples but promises "
+            f"{manifest.samples}; {fix}"
+        )
     return manifest
 
 
@@ -130,9 +134,12 @@ def write_split_info(out_dir: Path) -> None:
     for path in sorted(out_dir.glob("*.manifest.json")):
         raw = json.loads(path.read_text())
         shards = raw["shards"]
-        splits[raw["split"]] = {"name": raw["split"], "num_samples": raw["samples"],
-                                "filenames": [s.get("url") or s["name"] for s in shards],
-                                "shard_lengths": [s["samples"] for s in shards]}
+        splits[raw["split"]] = {
+            "name": raw["split"],
+            "num_samples": raw["samples"],
+            "filenames": [s.get("url") or s["name"] for s in shards],
+            "shard_lengths": [s["samples"] for s in shards],
+        }
     atomic_write_json(out_dir / "_info.json", {"name": out_dir.resolve().name, "splits": splits})
 
 
@@ -140,12 +147,25 @@ def missing_split_message(shards: str, split: str) -> str:
     """What to run when `shards` has no manifest for `split`: write, carve or index it."""
     folder = Path(shards)
     written_here = folder.is_dir() and any(folder.glob("*.manifest.json"))
-    if not written_here and (is_remote(shards) or any(c in shards for c in "{*?") or shards.endswith(".tar")
-                             or (folder.is_dir() and any(folder.glob("*.tar")))):
-        return (f"{shards} holds no prismlab manifest for '{split}'; index shards written by other tools once with "
-                f"`prismlab shards index {shards} --out DIR --split {split}` and set data.shards=DIR")
-    carve = f" (or carve it from train: `prismlab shards SOURCE --out {shards} --{split}-fraction 0.1`)" if split in ("val", "test") else ""
-    return f"no '{split}' split in {shards} ({split}.manifest.json missing); write it with `prismlab shards SOURCE --out {shards}`{carve}"
+    if not written_here and (
+        is_remote(shards)
+        or any(c in shards for c in "{*?")
+        or shards.endswith(".tar")
+        or (folder.is_dir() and any(folder.glob("*.tar")))
+    ):
+        return (
+            f"{shards} holds no prismlab manifest for '{split}'; index shards written by other tools once with "
+            f"`prismlab shards index {shards} --out DIR --split {split}` and set data.shards=DIR"
+        )
+    carve = (
+        f" (or carve it from train: `prismlab shards SOURCE --out {shards} --{split}-fraction 0.1`)"
+        if split in ("val", "test")
+        else ""
+    )
+    return (
+        f"no '{split}' split in {shards} ({split}.manifest.json missing); "
+        f"write it with `prismlab shards SOURCE --out {shards}`{carve}"
+    )
 
 
 def channel_names(channels: int) -> list[str]:
@@ -180,20 +200,37 @@ def write_clock_shard(job: ClockShardJob) -> ShardInfo:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with wds.TarWriter(str(tmp)) as sink:
             for index in range(job.start, job.stop):
-                image, hour, minute = clock_sample(split_seed(job.seed, job.split), index, size=job.size, channels=job.channels)
-                sink.write({
-                    "__key__": f"{index:08d}",
-                    "png": encode_png(image),
-                    "cls": hour * 60 + minute,
-                    "json": {"hour": hour, "minute": minute, "channels": channel_names(job.channels), "size": [job.size, job.size]},
-                })
+                image, hour, minute = clock_sample(
+                    split_seed(job.seed, job.split), index, size=job.size, channels=job.channels
+                )
+                sink.write(
+                    {
+                        "__key__": f"{index:08d}",
+                        "png": encode_png(image),
+                        "cls": hour * 60 + minute,
+                        "json": {
+                            "hour": hour,
+                            "minute": minute,
+                            "channels": channel_names(job.channels),
+                            "size": [job.size, job.size],
+                        },
+                    }
+                )
         os.replace(tmp, path)
     data = path.read_bytes()
     return ShardInfo(job.name, job.stop - job.start, len(data), hashlib.sha256(data).hexdigest())
 
 
-def write_clock_shards(out_dir: str | Path, counts: dict[str, int], *, seed: int = 0, size: int = 150,
-                       channels: int = 1, shard_size: int = 1000, workers: int = 2) -> dict[str, Manifest]:
+def write_clock_shards(
+    out_dir: str | Path,
+    counts: dict[str, int],
+    *,
+    seed: int = 0,
+    size: int = 150,
+    channels: int = 1,
+    shard_size: int = 1000,
+    workers: int = 2,
+) -> dict[str, Manifest]:
     """Render synthetic clocks for each split into shards; returns the manifests written."""
     if channels not in (1, 3):
         raise PrismlabError(f"--channels {channels} is not supported for clocks; use 1 (gray) or 3 (RGB)")
@@ -208,11 +245,20 @@ def write_clock_shards(out_dir: str | Path, counts: dict[str, int], *, seed: int
         for split, count in counts.items():
             if count <= 0:
                 continue
-            jobs = [ClockShardJob(str(out_dir), split, i, start, min(start + shard_size, count), seed, size, channels)
-                    for i, start in enumerate(range(0, count, shard_size))]
+            jobs = [
+                ClockShardJob(str(out_dir), split, i, start, min(start + shard_size, count), seed, size, channels)
+                for i, start in enumerate(range(0, count, shard_size))
+            ]
             infos = list(progress(pool.map(write_clock_shard, jobs), total=len(jobs), desc=f"{split} shards"))
-            manifest = Manifest(split, f"synthetic clocks (seed {seed})", count, [size, size], channel_names(channels), infos,
-                                sizes={f"{size}x{size}": count})
+            manifest = Manifest(
+                split,
+                f"synthetic clocks (seed {seed})",
+                count,
+                [size, size],
+                channel_names(channels),
+                infos,
+                sizes={f"{size}x{size}": count},
+            )
             write_manifest(out_dir, manifest)
             manifests[split] = manifest
             logger.info("wrote %s: %d samples in %d shards (%.1f MB)", split, count, len(infos), manifest.bytes / 1e6)

@@ -20,9 +20,10 @@ import mmap
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from prismlab.datasets.samples import CorruptSample, is_packed, unpack_group
 from prismlab.errors import PrismlabError
@@ -132,7 +133,9 @@ class ShardFile:
             with open(self.path, "rb") as f:
                 # Mapped: headers and members are read from the page cache without a system call each
                 # (a third of the reading time of a 224 px JPEG shard went to seek + read calls).
-                self.file = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else io.BytesIO()
+                self.file = (
+                    mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else io.BytesIO()
+                )
             self.entries = index_samples(self.file)
         except (BrokenTar, OSError, ValueError) as exc:
             raise self.unreadable(exc) from exc
@@ -151,8 +154,10 @@ class ShardFile:
                 yield self.sample(i)
 
     def unreadable(self, exc: Exception) -> PrismlabError:
-        return PrismlabError(f"shard {self.name} is unreadable or truncated ({exc}); rewrite it with `prismlab shards` "
-                             f"or check it with `prismlab shards --verify --out DIR`")
+        return PrismlabError(
+            f"shard {self.name} is unreadable or truncated ({exc}); rewrite it with `prismlab shards` "
+            f"or check it with `prismlab shards --verify --out DIR`"
+        )
 
     def members(self, entry_index: int, wanted: frozenset[str] | None = None) -> tuple[str, dict[str, bytes]]:
         """The sample's members (only the `wanted` extensions, if given), read in one go: a sample's
@@ -170,7 +175,7 @@ class ShardFile:
             raise self.unreadable(exc) from exc
         if len(data) < end - first:
             raise self.unreadable(BrokenTar("archive ends inside a member"))
-        return entry.key, {ext: data[offset - first:offset - first + size] for ext, (offset, size) in spans.items()}
+        return entry.key, {ext: data[offset - first : offset - first + size] for ext, (offset, size) in spans.items()}
 
     def sample(self, index: int, wanted: frozenset[str] | None = None) -> dict | CorruptSample:
         """Sample `index`: all its members, or only the `wanted` extensions (plain shards)."""
@@ -202,8 +207,10 @@ class ShardFile:
             return [exc] * self.pack
 
     def short(self, index: int) -> PrismlabError:
-        return PrismlabError(f"shard {self.name} has no sample {index} (its manifest promises more); "
-                             f"rewrite it with `prismlab shards` or re-index it with `prismlab shards index`")
+        return PrismlabError(
+            f"shard {self.name} has no sample {index} (its manifest promises more); "
+            f"rewrite it with `prismlab shards` or re-index it with `prismlab shards index`"
+        )
 
     def close(self) -> None:
         self.file.close()

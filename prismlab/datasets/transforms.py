@@ -12,6 +12,7 @@ randomness comes from its own seed, so a resumed stream augments exactly like an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -47,6 +48,19 @@ class TransformSpec:
         return replace(self, train=False, drop_channels=0.0)
 
 
+def per_channel(
+    values: Sequence[float], names: Sequence[str], pick: Sequence[str] | None = None, what: str = "mean"
+) -> tuple[float, ...]:
+    """Normalisation constants given as one value for all or one per channel of `names`, for the
+    channels `pick` (default: all of them)."""
+    if len(values) not in (1, len(names)):
+        raise PrismlabError(
+            f"{what} has {len(values)} values for {len(names)} channels; give one value or one per channel"
+        )
+    full = tuple(values) * len(names) if len(values) == 1 else tuple(values)
+    return tuple(float(full[list(names).index(name)]) for name in (pick or names))
+
+
 def as_chw(pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
     """A sample as a [C, H, W] tensor (packed shards give [H, W, C] arrays)."""
     return torch.from_numpy(pixels).permute(2, 0, 1) if isinstance(pixels, np.ndarray) else pixels
@@ -61,23 +75,19 @@ class BatchTransform:
         self.channel_index = self.select_channels(spec.channels)
         self.per_sample = self.sample_pipeline(spec)
         self.selected = [self.channel_names[i] for i in self.channel_index]
-        self.mean = self.per_channel(spec.mean, len(self.selected), "mean")
-        self.std = self.per_channel(spec.std, len(self.selected), "std")
+        self.mean = torch.tensor(per_channel(spec.mean, self.selected, what="mean")).reshape(1, -1, 1, 1)
+        self.std = torch.tensor(per_channel(spec.std, self.selected, what="std")).reshape(1, -1, 1, 1)
 
     def select_channels(self, wanted: tuple[str, ...] | None) -> list[int]:
         if wanted is None:
             return list(range(len(self.channel_names)))
         missing = [c for c in wanted if c not in self.channel_names]
         if missing:
-            raise PrismlabError(f"channels {missing} are not in these shards (they hold {self.channel_names}); "
-                                f"pick channels from that list")
+            raise PrismlabError(
+                f"channels {missing} are not in these shards (they hold {self.channel_names}); "
+                f"pick channels from that list"
+            )
         return [self.channel_names.index(c) for c in wanted]
-
-    @staticmethod
-    def per_channel(values: tuple[float, ...], channels: int, what: str) -> torch.Tensor:
-        if len(values) not in (1, channels):
-            raise PrismlabError(f"{what} has {len(values)} values for {channels} channels; give one value or one per channel")
-        return torch.tensor(values, dtype=torch.float32).expand(channels).reshape(1, channels, 1, 1).clone()
 
     @staticmethod
     def sample_pipeline(spec: TransformSpec) -> v2.Compose | None:
@@ -85,8 +95,11 @@ class BatchTransform:
         if spec.resize:
             steps.append(v2.Resize((spec.resize, spec.resize), antialias=True))
         if spec.crop:
-            steps.append(v2.RandomCrop(spec.crop, padding=spec.crop_padding or None, padding_mode="reflect")
-                         if spec.train else v2.CenterCrop(spec.crop))
+            steps.append(
+                v2.RandomCrop(spec.crop, padding=spec.crop_padding or None, padding_mode="reflect")
+                if spec.train
+                else v2.CenterCrop(spec.crop)
+            )
         if spec.rotation and spec.train:
             steps.append(v2.RandomRotation(spec.rotation))
         return v2.Compose(steps) if steps else None
@@ -96,8 +109,9 @@ class BatchTransform:
         raw, channels = self.assemble(pixels, seed)
         return normalize(raw, *self.normalization(channels, raw.dtype)), channels
 
-    def assemble(self, pixels: list[torch.Tensor | np.ndarray], seed: int,
-                 ring: BufferRing | None = None) -> tuple[torch.Tensor, list[str]]:
+    def assemble(
+        self, pixels: list[torch.Tensor | np.ndarray], seed: int, ring: BufferRing | None = None
+    ) -> tuple[torch.Tensor, list[str]]:
         """Samples (uint8/uint16 [C, H, W] tensors, or uint8 [H, W, C] arrays from packed shards) ->
         (integer-valued [B, H', W', C'] batch: uint8, or float32 for 16-bit images; channel names),
         written into the next buffer of `ring` if given."""
@@ -110,9 +124,15 @@ class BatchTransform:
         generator = torch.Generator().manual_seed(seed)
         channels, height, width = pixels[0].shape
         if channels != len(self.channel_names):
-            raise PrismlabError(f"decoded images have {channels} channels but the manifest lists "
-                                f"{self.channel_names}; rewrite the shards")
-        flips = (torch.rand(len(pixels), generator=generator) < 0.5).tolist() if self.spec.train and self.spec.flip else None
+            raise PrismlabError(
+                f"decoded images have {channels} channels but the manifest lists "
+                f"{self.channel_names}; rewrite the shards"
+            )
+        flips = (
+            (torch.rand(len(pixels), generator=generator) < 0.5).tolist()
+            if self.spec.train and self.spec.flip
+            else None
+        )
         index = self.channel_index
         if self.spec.train and self.spec.drop_channels > 0 and len(index) > 1:
             keep = torch.rand(len(index), generator=generator) >= self.spec.drop_channels
@@ -127,8 +147,9 @@ class BatchTransform:
         # decoder's HWC memory is a contiguous copy (into NCHW it was a strided gather, 2x decode time).
         for i, p in enumerate(pixels):
             if p.shape[1:] != (height, width):
-                raise PrismlabError(f"images in a batch differ in size ({tuple(p.shape[1:])} vs {(height, width)}); "
-                                    f"set data.resize")
+                raise PrismlabError(
+                    f"images in a batch differ in size ({tuple(p.shape[1:])} vs {(height, width)}); set data.resize"
+                )
             p = p[index] if select else p
             batch[i].copy_((p.flip(-1) if flips and flips[i] else p).permute(1, 2, 0))
         return batch, [self.channel_names[i] for i in index]

@@ -37,7 +37,9 @@ def verify_shards(out_dir: Path) -> dict[str, int]:
     """Verify every split that has a manifest; {split: samples}. Raises naming the first problem."""
     splits = [s for s in SPLITS if (Path(out_dir) / f"{s}.manifest.json").is_file()]
     if not splits:
-        raise PrismlabError(f"no manifests in {out_dir}; write shards there first with `prismlab shards SOURCE --out {out_dir}`")
+        raise PrismlabError(
+            f"no manifests in {out_dir}; write shards there first with `prismlab shards SOURCE --out {out_dir}`"
+        )
     problems = [p for split in splits for p in verify_split(out_dir, split)]
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""

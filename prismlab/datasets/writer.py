@@ -83,8 +83,12 @@ def plain_sample(key: str, record: Record, job: ShardJob) -> dict:
         member = {ext: data}  # source bytes unchanged
     else:
         member = {"png": encode_png(as_array(to_mode(image, job.mode)))}
-    meta = {"label": job.class_names[record.label], "channels": CHANNEL_NAMES[job.mode],
-            "size": [image.height, image.width], "origin": record.origin}
+    meta = {
+        "label": job.class_names[record.label],
+        "channels": CHANNEL_NAMES[job.mode],
+        "size": [image.height, image.width],
+        "origin": record.origin,
+    }
     return {"__key__": key, **member, "cls": record.label, "json": meta}
 
 
@@ -109,10 +113,13 @@ def write_packed(sink: wds.TarWriter, job: ShardJob, skipped: list[dict]) -> int
         except BadImage as exc:
             report_bad(record, job.split, str(exc), skipped)
     for group, start in enumerate(range(0, len(arrays), job.pack)):
-        images = np.stack(arrays[start:start + job.pack])
-        group_labels = np.asarray(labels[start:start + job.pack])
-        meta = {"labels": [job.class_names[i] for i in group_labels], "channels": CHANNEL_NAMES[job.mode],
-                "size": list(images.shape[1:3])}
+        images = np.stack(arrays[start : start + job.pack])
+        group_labels = np.asarray(labels[start : start + job.pack])
+        meta = {
+            "labels": [job.class_names[i] for i in group_labels],
+            "channels": CHANNEL_NAMES[job.mode],
+            "size": list(images.shape[1:3]),
+        }
         sink.write(packed_group(sample_key(job.first_key + group), images, group_labels, meta))
     return len(arrays)
 
@@ -158,7 +165,9 @@ def cut_shards(records: list[Record], shard_size: int, shard_bytes: int | None) 
 def check_packable(source: Source, pack: int) -> None:
     sizes = {r.size for records in source.splits.values() for r in records}
     if len(sizes) != 1 or max(next(iter(sizes))) > MAX_PACKED_SIDE:
-        raise PrismlabError(f"--pack needs images of one size up to {MAX_PACKED_SIDE} px (found sizes {sorted(sizes)[:4]}); drop --pack")
+        raise PrismlabError(
+            f"--pack needs images of one size up to {MAX_PACKED_SIDE} px (found sizes {sorted(sizes)[:4]}); drop --pack"
+        )
     if source.mode == "I;16":
         raise PrismlabError("--pack stores 8-bit images; drop --pack for 16-bit sources")
 
@@ -169,8 +178,16 @@ def fingerprint(source: Source, split: str, records: list[Record], **settings) -
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def write_source_shards(source: Source, out_dir: str | Path, *, seed: int = 0, shard_size: int = 1000,
-                        shard_bytes: int | None = None, pack: int = 0, workers: int = 2) -> dict[str, Manifest]:
+def write_source_shards(
+    source: Source,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    shard_size: int = 1000,
+    shard_bytes: int | None = None,
+    pack: int = 0,
+    workers: int = 2,
+) -> dict[str, Manifest]:
     """Shuffle each split of `source` by seed and write it as shards; returns the manifests."""
     if shard_size < 1 or pack < 0 or (shard_bytes is not None and shard_bytes < 1):
         raise PrismlabError(f"--shard-size ({shard_size}) and --shard-bytes must be >= 1 and --pack ({pack}) >= 0")
@@ -187,7 +204,9 @@ def write_source_shards(source: Source, out_dir: str | Path, *, seed: int = 0, s
                 continue
             order = np.random.default_rng([seed, *split.encode()]).permutation(len(records))
             records = [records[i] for i in order]
-            identity = fingerprint(source, split, records, seed=seed, shard_size=shard_size, shard_bytes=shard_bytes, pack=pack)
+            identity = fingerprint(
+                source, split, records, seed=seed, shard_size=shard_size, shard_bytes=shard_bytes, pack=pack
+            )
             existing = existing_manifest(out_dir, split, identity)
             if existing is not None:
                 manifests[split] = existing
@@ -196,7 +215,9 @@ def write_source_shards(source: Source, out_dir: str | Path, *, seed: int = 0, s
                 stale.unlink()
             jobs, first = [], 0
             for index, chunk in enumerate(cut_shards(records, shard_size, shard_bytes)):
-                jobs.append(ShardJob(str(out_dir), split, index, first, chunk, source.mode, pack, source.class_names, identity))
+                jobs.append(
+                    ShardJob(str(out_dir), split, index, first, chunk, source.mode, pack, source.class_names, identity)
+                )
                 first += len(chunk)
             results = list(progress(pool.map(write_shard, jobs), total=len(jobs), desc=f"{split} shards"))
             manifests[split] = finish_split(out_dir, split, source, records, jobs, results, pack, identity)
@@ -210,28 +231,58 @@ def existing_manifest(out_dir: Path, split: str, identity: str) -> Manifest | No
         return None
     raw = json.loads(path.read_text())
     if raw.get("fingerprint") != identity:
-        raise PrismlabError(f"{out_dir} already holds a '{split}' split written from other data or settings (carving a "
-                            f"val or test split with --val-fraction/--test-fraction changes train too); write to a "
-                            f"fresh --out folder, or delete that split's manifest and shards first")
+        raise PrismlabError(
+            f"{out_dir} already holds a '{split}' split written from other data or settings (carving a "
+            f"val or test split with --val-fraction/--test-fraction changes train too); write to a "
+            f"fresh --out folder, or delete that split's manifest and shards first"
+        )
     logger.info("%s: already complete in %s", split, out_dir)
     return read_manifest(out_dir, split)
 
 
-def finish_split(out_dir: Path, split: str, source: Source, records: list[Record], jobs: list[ShardJob],
-                 results: list[tuple[ShardInfo, list[dict]]], pack: int, identity: str) -> Manifest:
+def finish_split(
+    out_dir: Path,
+    split: str,
+    source: Source,
+    records: list[Record],
+    jobs: list[ShardJob],
+    results: list[tuple[ShardInfo, list[dict]]],
+    pack: int,
+    identity: str,
+) -> Manifest:
     infos = [info for info, _ in results]
     # Files that failed while listing the source, then those that failed to decode.
     skipped = [b for b in source.skipped if b["split"] == split] + [b for _, bads in results for b in bads]
     samples = sum(i.samples for i in infos)
     if samples == 0:
-        raise PrismlabError(f"no readable images in the '{split}' split ({len(skipped)} skipped); check the source files")
+        raise PrismlabError(
+            f"no readable images in the '{split}' split ({len(skipped)} skipped); check the source files"
+        )
     bad = {b["path"] for b in skipped}
     sizes = Counter(f"{r.size[0]}x{r.size[1]}" for r in records if r.origin not in bad)
     one_size = [int(v) for v in next(iter(sizes)).split("x")] if len(sizes) == 1 else []
-    manifest = Manifest(split, source.description, samples, one_size, CHANNEL_NAMES[source.mode], infos,
-                        list(source.class_names), pack, skipped, identity, dict(sizes))
+    manifest = Manifest(
+        split,
+        source.description,
+        samples,
+        one_size,
+        CHANNEL_NAMES[source.mode],
+        infos,
+        list(source.class_names),
+        pack,
+        skipped,
+        identity,
+        dict(sizes),
+    )
     write_manifest(out_dir, manifest)
     for job in jobs:
         job.info_path.unlink(missing_ok=True)
-    logger.info("wrote %s: %d samples in %d shards (%.1f MB), %d skipped", split, samples, len(infos), manifest.bytes / 1e6, len(skipped))
+    logger.info(
+        "wrote %s: %d samples in %d shards (%.1f MB), %d skipped",
+        split,
+        samples,
+        len(infos),
+        manifest.bytes / 1e6,
+        len(skipped),
+    )
     return manifest

@@ -120,17 +120,14 @@ def channel_attention(
     attn_weight; backward keeps only ``s`` (plus the inputs) and recomputes y. See
     :func:`prismlab.kernels.reference.channel_attention_reference` for the specification.
     """
-    _require_tensors("channel_attention", x=x, channel_ids=channel_ids, weight=weight, bias=bias,
-                     attn_weight=attn_weight)
+    _require_tensors(
+        "channel_attention", x=x, channel_ids=channel_ids, weight=weight, bias=bias, attn_weight=attn_weight
+    )
     if extension_available():
-        out, s = torch.ops.prismlab.channel_attention.default(
-            x, channel_ids, weight, bias, attn_weight
-        )
+        out, s = torch.ops.prismlab.channel_attention.default(x, channel_ids, weight, bias, attn_weight)
     else:
         _warn_fallback()
-        out, s = channel_attention_reference(
-            x, channel_ids, weight, bias, attn_weight, return_attention=True
-        )
+        out, s = channel_attention_reference(x, channel_ids, weight, bias, attn_weight, return_attention=True)
     return (out, s) if return_attention else out
 
 
@@ -189,9 +186,7 @@ def _channel_attention_fake(x, channel_ids, weight, bias, attn_weight):
     return x.new_empty((n, weight.shape[1], h, w)), x.new_empty((n, 1, h, w))
 
 
-def _channel_attention_backward_fake(
-    grad_out, grad_attention, x, channel_ids, weight, bias, attn_weight, attention
-):
+def _channel_attention_backward_fake(grad_out, grad_attention, x, channel_ids, weight, bias, attn_weight, attention):
     return (
         torch.empty_like(x, memory_format=torch.contiguous_format),
         torch.empty_like(weight, memory_format=torch.contiguous_format),

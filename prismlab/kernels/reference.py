@@ -38,33 +38,20 @@ def check_channel_adapter_inputs(
     Raises ``RuntimeError`` with a one-line message naming the offending argument.
     """
     if x.dim() != 4:
-        raise RuntimeError(
-            f"{op}: x must be a 4-D tensor [N, C_in, H, W], got shape {list(x.shape)}"
-        )
+        raise RuntimeError(f"{op}: x must be a 4-D tensor [N, C_in, H, W], got shape {list(x.shape)}")
     if channel_ids.dim() != 1:
-        raise RuntimeError(
-            f"{op}: channel_ids must be a 1-D tensor [C_in], "
-            f"got shape {list(channel_ids.shape)}"
-        )
+        raise RuntimeError(f"{op}: channel_ids must be a 1-D tensor [C_in], got shape {list(channel_ids.shape)}")
     if weight.dim() != 2:
-        raise RuntimeError(
-            f"{op}: weight must be a 2-D tensor [K, C_out], "
-            f"got shape {list(weight.shape)}"
-        )
+        raise RuntimeError(f"{op}: weight must be a 2-D tensor [K, C_out], got shape {list(weight.shape)}")
     if bias.dim() != 1:
-        raise RuntimeError(
-            f"{op}: bias must be a 1-D tensor [C_out], got shape {list(bias.shape)}"
-        )
+        raise RuntimeError(f"{op}: bias must be a 1-D tensor [C_out], got shape {list(bias.shape)}")
     if channel_ids.dtype != torch.int64:
-        raise RuntimeError(
-            f"{op}: channel_ids must have dtype int64, got {channel_ids.dtype}"
-        )
+        raise RuntimeError(f"{op}: channel_ids must have dtype int64, got {channel_ids.dtype}")
     if not x.dtype.is_floating_point:
         raise RuntimeError(f"{op}: x dtype {x.dtype} is not supported")
     if weight.dtype != x.dtype or bias.dtype != x.dtype:
         raise RuntimeError(
-            f"{op}: dtype mismatch: x is {x.dtype}, weight is {weight.dtype}, "
-            f"bias is {bias.dtype} (all must match)"
+            f"{op}: dtype mismatch: x is {x.dtype}, weight is {weight.dtype}, bias is {bias.dtype} (all must match)"
         )
     if not (channel_ids.device == weight.device == bias.device == x.device):
         raise RuntimeError(
@@ -77,29 +64,23 @@ def check_channel_adapter_inputs(
         raise RuntimeError(f"{op}: x must have at least one channel (C_in >= 1)")
     if channel_ids.shape[0] != c_in:
         raise RuntimeError(
-            f"{op}: channel_ids has {channel_ids.shape[0]} entries but x has "
-            f"C_in = {c_in} channels (x.size(1))"
+            f"{op}: channel_ids has {channel_ids.shape[0]} entries but x has C_in = {c_in} channels (x.size(1))"
         )
     if bias.shape[0] != c_out:
         raise RuntimeError(
-            f"{op}: bias has {bias.shape[0]} entries but weight has "
-            f"C_out = {c_out} columns (weight.size(1))"
+            f"{op}: bias has {bias.shape[0]} entries but weight has C_out = {c_out} columns (weight.size(1))"
         )
     if check_values:
         ids = channel_ids.tolist()
         for c, i in enumerate(ids):
             if not 0 <= i < k:
-                raise RuntimeError(
-                    f"{op}: channel_ids[{c}] = {i} is out of range [0, K) "
-                    f"with K = weight.size(0) = {k}"
-                )
+                raise RuntimeError(f"{op}: channel_ids[{c}] = {i} is out of range [0, K) with K = weight.size(0) = {k}")
         if len(set(ids)) != len(ids):
             first = {}
             for c, i in enumerate(ids):
                 if i in first:
                     raise RuntimeError(
-                        f"{op}: channel_ids must not repeat, but value {i} appears "
-                        f"at positions {first[i]} and {c}"
+                        f"{op}: channel_ids must not repeat, but value {i} appears at positions {first[i]} and {c}"
                     )
                 first[i] = c
 
@@ -144,14 +125,9 @@ def check_channel_attention_inputs(
         raise RuntimeError(f"{op}: weight must have at least one column (C_out >= 1)")
     k = ATTENTION_KERNEL
     if tuple(attn_weight.shape) != (1, 2, k, k):
-        raise RuntimeError(
-            f"{op}: attn_weight must have shape [1, 2, {k}, {k}], got {list(attn_weight.shape)}"
-        )
+        raise RuntimeError(f"{op}: attn_weight must have shape [1, 2, {k}, {k}], got {list(attn_weight.shape)}")
     if attn_weight.dtype != x.dtype:
-        raise RuntimeError(
-            f"{op}: dtype mismatch: x is {x.dtype}, attn_weight is {attn_weight.dtype} "
-            "(all must match)"
-        )
+        raise RuntimeError(f"{op}: dtype mismatch: x is {x.dtype}, attn_weight is {attn_weight.dtype} (all must match)")
     if attn_weight.device != x.device:
         raise RuntimeError(
             f"{op}: device mismatch: x is on {x.device}, attn_weight on {attn_weight.device} "

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from prismlab.dist_env import global_rank, slurm_job_ref
 from prismlab.errors import ConfigError, PrismlabError
@@ -35,7 +35,9 @@ def signal_number(name: str) -> signal.Signals:
     try:
         return signal.Signals[f"SIG{name.upper().removeprefix('SIG')}"]
     except KeyError:
-        raise ConfigError(f"launch.signal={name} is not a signal name; use e.g. USR2 (as in --signal=USR2@90)") from None
+        raise ConfigError(
+            f"launch.signal={name} is not a signal name; use e.g. USR2 (as in --signal=USR2@90)"
+        ) from None
 
 
 @contextmanager
@@ -76,12 +78,18 @@ def requeue() -> None:
         return
     fields = job_fields(job)
     if not should_requeue(fields):
-        logger.warning("SLURM job %s is %s (reason %s): it was cancelled, so it is not requeued; submit the same "
-                       "command again to resume from the checkpoint", job, fields.get("JobState", "gone"),
-                       fields.get("Reason", "none"))
+        logger.warning(
+            "SLURM job %s is %s (reason %s): it was cancelled, so it is not requeued; submit the same "
+            "command again to resume from the checkpoint",
+            job,
+            fields.get("JobState", "gone"),
+            fields.get("Reason", "none"),
+        )
         return
     logger.info("requeueing SLURM job %s", job)
     result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     if result.returncode != 0:
-        raise PrismlabError(f"scontrol requeue {job} failed ({result.stderr.strip()}); submit with --requeue, "
-                            f"and submit the same command again to resume")
+        raise PrismlabError(
+            f"scontrol requeue {job} failed ({result.stderr.strip()}); submit with --requeue, "
+            f"and submit the same command again to resume"
+        )

@@ -56,21 +56,29 @@ def node_gpus(nodes: str) -> int:
 def check_slurm_resources(launch) -> None:
     names = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True).stdout.split()
     if launch.partition and launch.partition not in names:
-        raise PreflightError(f"partition '{launch.partition}' does not exist on this cluster (it has: {', '.join(names)}); "
-                             f"set launch.partition to one of them")
+        raise PreflightError(
+            f"partition '{launch.partition}' does not exist on this cluster (it has: {', '.join(names)}); "
+            f"set launch.partition to one of them"
+        )
     info = partition_info(launch.partition)
     name = info.get("PartitionName", launch.partition)
     limit = parse_minutes(info.get("MaxTime", "UNLIMITED"))
     if limit is not None and launch.time_min > limit:
-        raise PreflightError(f"launch.time_min={launch.time_min} exceeds partition '{name}' limit of {limit:.0f} min; "
-                             f"ask for less time (the run resumes across requeues)")
+        raise PreflightError(
+            f"launch.time_min={launch.time_min} exceeds partition '{name}' limit of {limit:.0f} min; "
+            f"ask for less time (the run resumes across requeues)"
+        )
     total_nodes = int(info.get("TotalNodes", "0"))
     if launch.nodes > total_nodes:
-        raise PreflightError(f"launch.nodes={launch.nodes} but partition '{name}' has {total_nodes} nodes; ask for fewer")
+        raise PreflightError(
+            f"launch.nodes={launch.nodes} but partition '{name}' has {total_nodes} nodes; ask for fewer"
+        )
     gpus = node_gpus(info.get("Nodes", ""))
     if launch.gpus_per_node > gpus:
-        raise PreflightError(f"launch.gpus_per_node={launch.gpus_per_node} but nodes of partition '{name}' have {gpus} GPUs; "
-                             f"ask for at most {gpus} (or more nodes)")
+        raise PreflightError(
+            f"launch.gpus_per_node={launch.gpus_per_node} but nodes of partition '{name}' have {gpus} GPUs; "
+            f"ask for at most {gpus} (or more nodes)"
+        )
 
 
 SIGNAL_EARLY_S = 60
@@ -86,10 +94,12 @@ def minimum_time_min(signal_delay_s: int) -> int:
 def check_time_limit(launch) -> None:
     least = minimum_time_min(launch.signal_delay_s)
     if launch.time_min < least:
-        raise PreflightError(f"launch.time_min={launch.time_min} is too short for launch.signal_delay_s="
-                             f"{launch.signal_delay_s}: the stop signal can come {launch.signal_delay_s + SIGNAL_EARLY_S} s "
-                             f"before the limit, leaving almost no training per allocation; ask for launch.time_min>={least} "
-                             f"(or lower launch.signal_delay_s)")
+        raise PreflightError(
+            f"launch.time_min={launch.time_min} is too short for launch.signal_delay_s="
+            f"{launch.signal_delay_s}: the stop signal can come {launch.signal_delay_s + SIGNAL_EARLY_S} s "
+            f"before the limit, leaving almost no training per allocation; ask for launch.time_min>={least} "
+            f"(or lower launch.signal_delay_s)"
+        )
 
 
 def check_run_dir_writable(run_dir: Path) -> None:
@@ -98,25 +108,32 @@ def check_run_dir_writable(run_dir: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=run_dir):
             pass
     except OSError as exc:
-        raise PreflightError(f"run dir {run_dir} is not writable ({exc.strerror}); set run.out_dir to a shared, "
-                             f"writable folder") from None
+        raise PreflightError(
+            f"run dir {run_dir} is not writable ({exc.strerror}); set run.out_dir to a shared, writable folder"
+        ) from None
     if str(run_dir.resolve()).startswith(("/tmp/", "/dev/shm/")) and os.environ.get("PRISMLAB_ALLOW_NODE_LOCAL") != "1":
-        raise PreflightError(f"run dir {run_dir} is on node-local storage that other nodes and requeued jobs may not see; "
-                             f"set run.out_dir to a shared filesystem (or PRISMLAB_ALLOW_NODE_LOCAL=1 on one machine)")
+        raise PreflightError(
+            f"run dir {run_dir} is on node-local storage that other nodes and requeued jobs may not see; "
+            f"set run.out_dir to a shared filesystem (or PRISMLAB_ALLOW_NODE_LOCAL=1 on one machine)"
+        )
 
 
 def check_extension_built() -> None:
     from prismlab.kernels.ops import extension_available
 
     if not extension_available():
-        raise PreflightError("prismlab._C is not built; run `pip install --no-build-isolation -e .` on a build node "
-                             "first (ranks must never compile it)")
+        raise PreflightError(
+            "prismlab._C is not built; run `pip install --no-build-isolation -e .` on a build node "
+            "first (ranks must never compile it)"
+        )
 
 
 def check_wandb(mode: str) -> None:
     if mode == "online" and not (os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").is_file()):
-        raise PreflightError("wandb.mode=online but no WANDB_API_KEY or ~/.netrc login; `wandb login`, or use "
-                             "wandb.mode=offline and `wandb sync` later")
+        raise PreflightError(
+            "wandb.mode=online but no WANDB_API_KEY or ~/.netrc login; `wandb login`, or use "
+            "wandb.mode=offline and `wandb sync` later"
+        )
 
 
 def preflight(cfg, run_dir: Path) -> None:

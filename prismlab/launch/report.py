@@ -6,9 +6,9 @@ import json
 import math
 from pathlib import Path
 
+from prismlab.analysis.tables import write_table
 from prismlab.errors import PrismlabError
 from prismlab.train.plots import plot_sweep
-from prismlab.train.trained_run import write_table
 
 
 def collect(sweep_dir: Path) -> tuple[dict, list[dict]]:
@@ -20,9 +20,15 @@ def collect(sweep_dir: Path) -> tuple[dict, list[dict]]:
     for trial in sweep["trials"]:
         summary_path = sweep_dir / trial["name"] / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        rows.append({"trial": trial["name"], **{k: str(v) for k, v in trial["settings"].items()},
-                     sweep["metric"]: summary.get(sweep["metric"], math.nan), "epochs": summary.get("epochs", 0),
-                     "status": "finished" if summary else "not finished"})
+        rows.append(
+            {
+                "trial": trial["name"],
+                **{k: str(v) for k, v in trial["settings"].items()},
+                sweep["metric"]: summary.get(sweep["metric"], math.nan),
+                "epochs": summary.get("epochs", 0),
+                "status": "finished" if summary else "not finished",
+            }
+        )
     return sweep, rows
 
 
@@ -43,5 +49,7 @@ def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) 
     ordered = finished + [r for r in rows if math.isnan(r[metric])]
     write_table(ordered, sweep_dir / "report")
     keys = list(sweep["trials"][0]["settings"]) if sweep["trials"] else []
-    plot = plot_sweep([bar_label(r, keys) for r in finished], [r[metric] for r in finished], metric, sweep_dir / "report.png")
+    plot = plot_sweep(
+        [bar_label(r, keys) for r in finished], [r[metric] for r in finished], metric, sweep_dir / "report.png"
+    )
     return ordered, plot

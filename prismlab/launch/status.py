@@ -25,7 +25,8 @@ def status(run_dir: Path) -> dict:
         latest: dict = {}
         for record in records:
             latest.update({k: v for k, v in record.items() if k not in ("step", "time")})
-        result["last_metrics"] = {k: v for k, v in latest.items() if k.startswith(("train/loss", "val/"))
-                                  and "/" not in k.split("/", 1)[1]}
+        result["last_metrics"] = {
+            k: v for k, v in latest.items() if k.startswith(("train/loss", "val/")) and "/" not in k.split("/", 1)[1]
+        }
     result["finished"] = run.summary.is_file()
     return result

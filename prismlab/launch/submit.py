@@ -72,21 +72,31 @@ def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -
         if code_dir:  # the local executor's subprocess inherits this process's environment
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code_dir), os.environ.get("PYTHONPATH")]))
         executor = submitit.LocalExecutor(folder=folder)
-        executor.update_parameters(timeout_min=launch.time_min, gpus_per_node=launch.gpus_per_node,
-                                   tasks_per_node=launch.tasks, nodes=1)
+        executor.update_parameters(
+            timeout_min=launch.time_min, gpus_per_node=launch.gpus_per_node, tasks_per_node=launch.tasks, nodes=1
+        )
         return executor
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)
-    additional = {k: v for k, v in (("account", launch.account), ("qos", launch.qos), ("constraint", launch.constraint)) if v}
+    additional = {
+        k: v for k, v in (("account", launch.account), ("qos", launch.qos), ("constraint", launch.constraint)) if v
+    }
     additional["signal"] = f"{launch.signal}@{launch.signal_delay_s}"  # replaces submitit's fixed USR2
     additional["requeue"] = True  # many sites default to JobRequeue=0
     for line in launch.extra_sbatch:
         key, _, value = line.lstrip("-").partition("=")
         additional[key.replace("-", "_")] = value or True
     executor.update_parameters(
-        job_name=cfg.run.name, nodes=launch.nodes, ntasks_per_node=launch.tasks, cpus_per_task=launch.cpus_per_task,
-        gpus_per_node=launch.gpus_per_node or None, time=launch.time_min, partition=launch.partition,
-        mem=f"{int(launch.mem_gb * 1024)}MB" if launch.mem_gb else None, signal_delay_s=launch.signal_delay_s,
-        additional_parameters=additional, srun_args=["--kill-on-bad-exit=1"],
+        job_name=cfg.run.name,
+        nodes=launch.nodes,
+        ntasks_per_node=launch.tasks,
+        cpus_per_task=launch.cpus_per_task,
+        gpus_per_node=launch.gpus_per_node or None,
+        time=launch.time_min,
+        partition=launch.partition,
+        mem=f"{int(launch.mem_gb * 1024)}MB" if launch.mem_gb else None,
+        signal_delay_s=launch.signal_delay_s,
+        additional_parameters=additional,
+        srun_args=["--kill-on-bad-exit=1"],
         setup=[f"export PYTHONPATH={code_dir}${{PYTHONPATH:+:$PYTHONPATH}}"] if code_dir else [],
     )
     return executor

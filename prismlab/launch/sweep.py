@@ -102,8 +102,13 @@ def plan_sweep(path: Path, extra_overrides: list[str]) -> tuple[SweepConfig, Pat
     trials = []
     for i, settings in enumerate(trial_settings(sweep)):
         name = f"{sweep.name}-{i:03d}"
-        overrides = [*common, *(f"{k}={format_value(v)}" for k, v in settings.items()),
-                     f"run.name={name}", f"run.out_dir={sweep_dir}", f"wandb.group={sweep.name}"]
+        overrides = [
+            *common,
+            *(f"{k}={format_value(v)}" for k, v in settings.items()),
+            f"run.name={name}",
+            f"run.out_dir={sweep_dir}",
+            f"wandb.group={sweep.name}",
+        ]
         try:
             load_config(ExperimentConfig, base, overrides)
         except ConfigError as exc:
@@ -118,8 +123,10 @@ def submit_sweep(path: Path, extra_overrides: list[str]) -> tuple[Path, list]:
     cfg = load_config(ExperimentConfig, trials[0]["config"], trials[0]["overrides"])
     preflight(cfg, sweep_dir)
     code_dir = snapshot_code(sweep_dir) if cfg.launch.snapshot and cfg.launch.executor != "debug" else None
-    atomic_write_json(sweep_dir / "sweep.json", {"name": sweep.name, "metric": sweep.metric, "mode": sweep.mode,
-                                                 "method": sweep.method, "trials": trials})
+    atomic_write_json(
+        sweep_dir / "sweep.json",
+        {"name": sweep.name, "metric": sweep.metric, "mode": sweep.mode, "method": sweep.method, "trials": trials},
+    )
     executor = make_executor(cfg, sweep_dir, code_dir)
     executor.update_parameters(**({"array_parallelism": sweep.parallelism} if cfg.launch.executor == "slurm" else {}))
     jobs = executor.submit_array([TrainJob(t["config"], t["overrides"], str(sweep_dir / t["name"])) for t in trials])

@@ -58,9 +58,7 @@ class AnyChannelAttention(nn.Module):
         self, x: torch.Tensor, channels: Sequence[str], *, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         ids = self.channel_ids(channels, device=x.device)
-        return channel_attention(
-            x, ids, self.weight, self.bias, self.attn_weight, return_attention=return_attention
-        )
+        return channel_attention(x, ids, self.weight, self.bias, self.attn_weight, return_attention=return_attention)
 
     def extra_repr(self) -> str:
         return f"known_channels={list(self.known_channels)}, out_channels={self.weight.shape[1]}"

@@ -25,8 +25,11 @@ class ResidualDenseBlock(nn.Module):
     def __init__(self, width: int, growth: int, layers: int, act: str):
         super().__init__()
         self.convs = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(width + i * growth, growth, 3, padding=1, bias=False), nn.BatchNorm2d(growth), activation(act))
-            for i in range(layers))
+            nn.Sequential(
+                nn.Conv2d(width + i * growth, growth, 3, padding=1, bias=False), nn.BatchNorm2d(growth), activation(act)
+            )
+            for i in range(layers)
+        )
         self.fuse = nn.Conv2d(width + layers * growth, width, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,8 +43,17 @@ class AnyChannelCNN(nn.Module):
     accepts_channels = True
     """The engine passes each batch's channel names to `forward`."""
 
-    def __init__(self, known_channels: Sequence[str], widths: list[int], growth: int, layers_per_block: int,
-                 dropout: float, num_outputs: int, act: str = "relu", pool_first: bool = False):
+    def __init__(
+        self,
+        known_channels: Sequence[str],
+        widths: list[int],
+        growth: int,
+        layers_per_block: int,
+        dropout: float,
+        num_outputs: int,
+        act: str = "relu",
+        pool_first: bool = False,
+    ):
         super().__init__()
         self.known_channels = tuple(known_channels)
         self.stem = AnyChannelAttention(known_channels, widths[0])
@@ -49,14 +61,21 @@ class AnyChannelCNN(nn.Module):
         for i, width in enumerate(widths):
             previous = widths[max(i - 1, 0)]
             if pool_first:
-                stages += [nn.Conv2d(previous, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), activation(act),
-                           nn.MaxPool2d(2), ResidualDenseBlock(width, growth, layers_per_block, act)]
+                stages += [
+                    nn.Conv2d(previous, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    activation(act),
+                    nn.MaxPool2d(2),
+                    ResidualDenseBlock(width, growth, layers_per_block, act),
+                ]
                 continue
             if width != previous:
                 stages.append(nn.Conv2d(previous, width, 1, bias=False))
             stages += [ResidualDenseBlock(width, growth, layers_per_block, act), nn.MaxPool2d(2)]
         self.features = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(widths[-1], num_outputs))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(widths[-1], num_outputs)
+        )
 
     def forward(self, images: torch.Tensor, channels: Sequence[str] | None = None) -> torch.Tensor:
         return self.head(self.features(self.stem(images, channels or self.known_channels)))

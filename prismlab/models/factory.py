@@ -13,7 +13,6 @@ from prismlab.models.layers import initialise
 from prismlab.models.mlp import MLP
 from prismlab.models.resnet import ARCHITECTURES, build_resnet
 
-
 AUTOENCODERS = {"cae": ConvAutoencoder, "vae": VAE}
 
 
@@ -22,17 +21,40 @@ def build_model(cfg, channels: list[str], image_size: int | Sequence[int], num_o
     in_channels = len(channels)
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     if cfg.name == "any_channel_cnn":
-        model = AnyChannelCNN(cfg.known_channels or channels, cfg.widths, cfg.growth, cfg.convs_per_stage, cfg.dropout,
-                              num_outputs, cfg.activation, cfg.pool_first)
+        model = AnyChannelCNN(
+            cfg.known_channels or channels,
+            cfg.widths,
+            cfg.growth,
+            cfg.convs_per_stage,
+            cfg.dropout,
+            num_outputs,
+            cfg.activation,
+            cfg.pool_first,
+        )
     elif cfg.name == "mlp":
         model = MLP(in_channels * height * width, cfg.hidden, num_outputs, cfg.activation, cfg.dropout)
     elif cfg.name == "cnn":
-        model = CNN(in_channels, (height, width), cfg.widths, cfg.convs_per_stage, cfg.hidden, cfg.dropout, num_outputs,
-                    cfg.batch_norm, cfg.activation, cfg.global_pool, cfg.pool_first)
+        model = CNN(
+            in_channels,
+            (height, width),
+            cfg.widths,
+            cfg.convs_per_stage,
+            cfg.hidden,
+            cfg.dropout,
+            num_outputs,
+            cfg.batch_norm,
+            cfg.activation,
+            cfg.global_pool,
+            cfg.pool_first,
+        )
     elif cfg.name == "gan":
-        model = GAN(in_channels, square_side(height, width), cfg.latent, cfg.widths[0], cfg.spectral_norm, cfg.convs_per_stage)
+        model = GAN(
+            in_channels, square_side(height, width), cfg.latent, cfg.widths[0], cfg.spectral_norm, cfg.convs_per_stage
+        )
     elif cfg.name in AUTOENCODERS:
-        model = AUTOENCODERS[cfg.name](in_channels, square_side(height, width), cfg.latent, cfg.widths[0], cfg.convs_per_stage)
+        model = AUTOENCODERS[cfg.name](
+            in_channels, square_side(height, width), cfg.latent, cfg.widths[0], cfg.convs_per_stage
+        )
     elif cfg.name in ARCHITECTURES:
         model = build_resnet(cfg.name, in_channels, num_outputs, cfg.resnet_stem)
     else:

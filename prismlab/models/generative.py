@@ -37,8 +37,9 @@ def stage_refinement(channels: int, convs: int, norm, activation, conv_wrap=unch
     return layers
 
 
-def encoder(in_channels: int, width: int, side: int, outputs: int, spectral_norm: bool = False,
-            convs_per_stage: int = 1) -> nn.Sequential:
+def encoder(
+    in_channels: int, width: int, side: int, outputs: int, spectral_norm: bool = False, convs_per_stage: int = 1
+) -> nn.Sequential:
     """Two stride-2 convs, each followed by `convs_per_stage - 1` 3x3 convs at its resolution.
 
     `spectral_norm`: each layer's weight divided by its largest singular value, and no BatchNorm
@@ -47,11 +48,15 @@ def encoder(in_channels: int, width: int, side: int, outputs: int, spectral_norm
     norm = no_norm if spectral_norm else nn.BatchNorm2d
     act = partial(nn.LeakyReLU, 0.2, inplace=True)
     return nn.Sequential(
-        wrap(nn.Conv2d(in_channels, width, 4, 2, 1)), act(),
+        wrap(nn.Conv2d(in_channels, width, 4, 2, 1)),
+        act(),
         *stage_refinement(width, convs_per_stage - 1, norm, act, wrap),
-        wrap(nn.Conv2d(width, 2 * width, 4, 2, 1)), norm(2 * width), act(),
+        wrap(nn.Conv2d(width, 2 * width, 4, 2, 1)),
+        norm(2 * width),
+        act(),
         *stage_refinement(2 * width, convs_per_stage - 1, norm, act, wrap),
-        nn.Flatten(), wrap(nn.Linear(2 * width * side * side, outputs)),
+        nn.Flatten(),
+        wrap(nn.Linear(2 * width * side * side, outputs)),
     )
 
 
@@ -60,12 +65,17 @@ def decoder(latent: int, width: int, side: int, out_channels: int, convs_per_sta
     transposed conv, so that the last, one-channel layer only draws what they shaped."""
     act = partial(nn.ReLU, inplace=True)
     return nn.Sequential(
-        nn.Linear(latent, 2 * width * side * side), nn.Unflatten(1, (2 * width, side, side)),
-        nn.BatchNorm2d(2 * width), act(),
+        nn.Linear(latent, 2 * width * side * side),
+        nn.Unflatten(1, (2 * width, side, side)),
+        nn.BatchNorm2d(2 * width),
+        act(),
         *stage_refinement(2 * width, convs_per_stage - 1, nn.BatchNorm2d, act),
-        nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), act(),
+        nn.ConvTranspose2d(2 * width, width, 4, 2, 1),
+        nn.BatchNorm2d(width),
+        act(),
         *stage_refinement(width, convs_per_stage - 1, nn.BatchNorm2d, act),
-        nn.ConvTranspose2d(width, out_channels, 4, 2, 1), nn.Tanh(),
+        nn.ConvTranspose2d(width, out_channels, 4, 2, 1),
+        nn.Tanh(),
     )
 
 
@@ -119,8 +129,15 @@ class GAN(nn.Module):
     backward pass (and one DDP gradient sync) serves both.
     """
 
-    def __init__(self, channels: int, image_size: int, latent: int, width: int = 32, spectral_norm: bool = False,
-                 convs_per_stage: int = 1):
+    def __init__(
+        self,
+        channels: int,
+        image_size: int,
+        latent: int,
+        width: int = 32,
+        spectral_norm: bool = False,
+        convs_per_stage: int = 1,
+    ):
         super().__init__()
         side = check_size(image_size)
         self.latent = latent
@@ -137,8 +154,9 @@ class GAN(nn.Module):
         fake = self.generator(self.sample_latent(len(real), real.device))
         real_logits = self.discriminator(real)
         fake_logits = self.discriminator(fake.detach())
-        d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-                  + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        d_loss = F.binary_cross_entropy_with_logits(
+            real_logits, torch.ones_like(real_logits)
+        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
         frozen.update(dict(self.discriminator.named_buffers()))
         fooled = functional_call(self.discriminator, frozen, (fake,))

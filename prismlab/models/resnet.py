@@ -10,7 +10,9 @@ from torchvision.models import resnet18, resnet34
 ARCHITECTURES = {"resnet18": resnet18, "resnet34": resnet34}
 
 
-def build_resnet(name: str, in_channels: int, num_outputs: int, stem: Literal["small", "imagenet"] = "small") -> nn.Module:
+def build_resnet(
+    name: str, in_channels: int, num_outputs: int, stem: Literal["small", "imagenet"] = "small"
+) -> nn.Module:
     """`imagenet`: torchvision's 7x7 stride-2 conv and max-pool, which shrink a 32 px image to 8 px
     before the first block (16x fewer operations). `small`: a 3x3 stride-1 conv and no max-pool (the
     CIFAR ResNet stem), so the blocks see the full 32 px."""

@@ -73,7 +73,7 @@ class CheckpointSaver:
         self.save_last(payload)
         step = payload["state"]["step"]
         ranking = sorted(self.ranking + [{"step": step, "metric": metric}], key=lambda e: -self.sign * e["metric"])
-        kept, dropped = ranking[: self.keep_top_k], ranking[self.keep_top_k:]
+        kept, dropped = ranking[: self.keep_top_k], ranking[self.keep_top_k :]
         if self.keep_top_k > 1 and any(e["step"] == step for e in kept):
             save_checkpoint(self.directory / f"top-{step}.pt", payload)
         is_best = kept[0]["step"] == step

@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 import signal
 from dataclasses import dataclass, field
-from typing import Literal, Optional
-
+from typing import Literal
 
 GENERATIVE_MODELS = ("cae", "vae", "gan")
 
@@ -23,7 +22,11 @@ def at_least(key: str, value: int | float | None, low: int | float, example: str
 
 def within(key: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = True) -> None:
     """`value` in [low, high) (or with the ends given open/closed)."""
-    ok = math.isfinite(value) and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    ok = (
+        math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high)
+    )
     if not ok:
         raise ValueError(f"{key}={value} must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
 
@@ -38,9 +41,17 @@ class RunConfig:
     """Seeds model init, data order and augmentation."""
 
     def __post_init__(self):
-        if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith(".") or self.name.strip() != self.name:
-            raise ValueError(f"run.name={self.name!r} must be a plain folder name (no '/', not starting with '.'), "
-                             f"e.g. run.name=cifar-lr3e-4")
+        if (
+            not self.name
+            or "/" in self.name
+            or "\\" in self.name
+            or self.name.startswith(".")
+            or self.name.strip() != self.name
+        ):
+            raise ValueError(
+                f"run.name={self.name!r} must be a plain folder name (no '/', not starting with '.'), "
+                f"e.g. run.name=cifar-lr3e-4"
+            )
         if not self.out_dir:
             raise ValueError("run.out_dir must not be empty; e.g. run.out_dir=runs")
         at_least("run.seed", self.seed, 0)
@@ -63,9 +74,9 @@ class DataConfig:
     """DataLoader worker processes decoding shards, per training process."""
     shuffle_buffer: int = 1000
     """Samples held for in-stream shuffling of the training set."""
-    resize: Optional[int] = None
+    resize: int | None = None
     """Resize every image to this side first (needed when image sizes differ)."""
-    crop: Optional[int] = None
+    crop: int | None = None
     """Random crop of this side when training (centre crop when evaluating)."""
     crop_padding: int = 0
     """Reflect-pad every side by this many pixels before the random crop (translation augmentation;
@@ -77,11 +88,11 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.5])
     std: list[float] = field(default_factory=lambda: [0.5])
     """Normalisation per channel (or one value for all) after scaling pixels to [0, 1]."""
-    channels: Optional[list[str]] = None
+    channels: list[str] | None = None
     """Keep only these channels (names from the manifest), in this order."""
     drop_channels: float = 0.0
     """Training only: drop each channel of a batch with this probability (any-channel models)."""
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     """Node-local folder for shards fetched from URLs (http, pipe:); default $TMPDIR/prismlab-shards-$USER."""
     max_incomplete_fraction: float = 0.0
     """Samples without the image or label the task needs are an error naming them (0), or skipped and
@@ -98,10 +109,14 @@ class DataConfig:
         if self.crop_padding < 0 or (self.crop_padding and not self.crop):
             raise ValueError(f"data.crop_padding={self.crop_padding} needs data.crop set and must be >= 0")
         if self.resize and self.crop and self.crop > self.resize:
-            raise ValueError(f"data.crop={self.crop} is larger than data.resize={self.resize}; crop at most the resized side")
+            raise ValueError(
+                f"data.crop={self.crop} is larger than data.resize={self.resize}; crop at most the resized side"
+            )
         within("data.rotation", self.rotation, 0.0, 180.0, high_open=False)
         if not self.mean or not self.std or any(not math.isfinite(v) for v in self.mean + self.std):
-            raise ValueError(f"data.mean={self.mean} and data.std={self.std} must be finite numbers, one or one per channel")
+            raise ValueError(
+                f"data.mean={self.mean} and data.std={self.std} must be finite numbers, one or one per channel"
+            )
         if min(self.std) <= 0:
             raise ValueError(f"data.std={self.std} must be > 0 (it divides)")
         if self.channels is not None and (not self.channels or len(set(self.channels)) != len(self.channels)):
@@ -109,7 +124,9 @@ class DataConfig:
         if not 0.0 <= self.drop_channels < 1.0:
             raise ValueError(f"data.drop_channels={self.drop_channels} must be in [0, 1)")
         if not 0.0 <= self.max_incomplete_fraction < 1.0:
-            raise ValueError(f"data.max_incomplete_fraction={self.max_incomplete_fraction} must be in [0, 1), e.g. 0.01")
+            raise ValueError(
+                f"data.max_incomplete_fraction={self.max_incomplete_fraction} must be in [0, 1), e.g. 0.01"
+            )
 
 
 @dataclass
@@ -123,7 +140,7 @@ class ModelConfig:
     convolutions at each of the two resolutions on each side (the strided one and `convs_per_stage - 1` 3x3)."""
     growth: int = 16
     """any_channel_cnn: channels each dense-block convolution adds."""
-    known_channels: Optional[list[str]] = None
+    known_channels: list[str] | None = None
     """any_channel_cnn: the channels it can take (default: the training shards' channels)."""
     batch_norm: bool = True
     """cnn: BatchNorm after each convolution."""
@@ -148,14 +165,18 @@ class ModelConfig:
 
     def __post_init__(self):
         at_least("model.growth", self.growth, 1)
-        if self.known_channels is not None and (not self.known_channels or len(set(self.known_channels)) != len(self.known_channels)):
+        if self.known_channels is not None and (
+            not self.known_channels or len(set(self.known_channels)) != len(self.known_channels)
+        ):
             raise ValueError(f"model.known_channels={self.known_channels} must name distinct channels (or null)")
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"model.widths={self.widths} must be a non-empty list of positive widths")
         if self.convs_per_stage < 1:
             raise ValueError(f"model.convs_per_stage={self.convs_per_stage} must be >= 1")
         if self.latent < 2:
-            raise ValueError(f"model.latent={self.latent} must be >= 2 (the 2-D interpolation grid varies two coordinates)")
+            raise ValueError(
+                f"model.latent={self.latent} must be >= 2 (the 2-D interpolation grid varies two coordinates)"
+            )
         if self.spectral_norm and self.name != "gan":
             raise ValueError(f"model.spectral_norm applies to the gan's discriminator only, not model.name={self.name}")
         if any(h < 1 for h in self.hidden):
@@ -220,7 +241,7 @@ class OptimConfig:
     """step schedule: decay factor."""
     onecycle_pct_start: float = 0.25
     """onecycle: fraction of the run spent raising the learning rate."""
-    grad_clip: Optional[float] = 1.0
+    grad_clip: float | None = 1.0
     """Clip the global gradient norm to this value; null disables clipping."""
 
     def __post_init__(self):
@@ -248,13 +269,13 @@ class TrainConfig:
     """Batches per epoch per process in resampled mode (every rank takes the same count)."""
     log_every: int = 20
     """Steps between train/ and sys/ metric records and log lines."""
-    checkpoint_every: Optional[int] = None
+    checkpoint_every: int | None = None
     """Also write last.pt every this many steps (mid-epoch; resumes exactly). Epoch ends always save."""
     keep_top_k: int = 1
     """Best checkpoints kept by the task's validation metric (best.pt is the top one)."""
-    early_stopping_patience: Optional[int] = None
+    early_stopping_patience: int | None = None
     """Stop after this many epochs without a better validation metric (null: never)."""
-    ema_decay: Optional[float] = None
+    ema_decay: float | None = None
     """Keep an exponential moving average of the weights with this decay and evaluate it."""
     grad_accum_steps: int = 1
     """Batches whose gradients are summed before each optimiser step."""
@@ -267,14 +288,16 @@ class TrainConfig:
     """torch.compile the model (through Accelerate's dynamo backend)."""
     deterministic: bool = False
     """Deterministic algorithms only, so a resumed CPU run matches an uninterrupted one bit for bit."""
-    max_eval_batches: Optional[int] = None
+    max_eval_batches: int | None = None
     """Cap on validation batches per evaluation (null: the whole split)."""
 
     def __post_init__(self):
         at_least("train.epochs", self.epochs, 1)
         at_least("train.steps_per_epoch", self.steps_per_epoch, 1)
         at_least("train.checkpoint_every", self.checkpoint_every, 1, " steps (or null: epoch ends only)")
-        at_least("train.early_stopping_patience", self.early_stopping_patience, 1, " epochs (or null: never stop early)")
+        at_least(
+            "train.early_stopping_patience", self.early_stopping_patience, 1, " epochs (or null: never stop early)"
+        )
         at_least("train.max_eval_batches", self.max_eval_batches, 1, " (or null: the whole split)")
         if self.log_every < 1:
             raise ValueError(f"train.log_every={self.log_every} must be >= 1")
@@ -288,7 +311,7 @@ class TrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    from_checkpoint: Optional[str] = None
+    from_checkpoint: str | None = None
     """Start from this checkpoint (.pt) or run dir (its best.pt); weights that do not fit the new
     model (the head) keep their fresh initialisation."""
     reinit_convs: int = 0
@@ -305,7 +328,7 @@ class WandbConfig:
     mode: Literal["offline", "online", "disabled"] = "offline"
     """offline by default: compute nodes often have no internet; `wandb sync` the run dir later."""
     project: str = "prismlab"
-    group: Optional[str] = None
+    group: str | None = None
 
     def __post_init__(self):
         if not self.project or "/" in self.project:
@@ -320,15 +343,15 @@ class LaunchConfig:
     """slurm: submitit to the cluster; local: a subprocess here; debug: in this process (pdb works)."""
     nodes: int = 1
     gpus_per_node: int = 0
-    tasks_per_node: Optional[int] = None
+    tasks_per_node: int | None = None
     """Training processes per node (default: one per GPU, or 1 without GPUs)."""
     cpus_per_task: int = 4
-    mem_gb: Optional[float] = None
+    mem_gb: float | None = None
     time_min: int = 60
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    constraint: Optional[str] = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
     extra_sbatch: list[str] = field(default_factory=list)
     """More `#SBATCH` options, e.g. ["--exclusive", "--reservation=ml"]."""
     signal: str = "USR2"
@@ -344,14 +367,20 @@ class LaunchConfig:
 
     def __post_init__(self):
         if self.nodes < 1 or self.gpus_per_node < 0 or self.cpus_per_task < 1 or self.time_min < 1:
-            raise ValueError("launch.nodes, launch.cpus_per_task and launch.time_min must be >= 1, launch.gpus_per_node >= 0")
+            raise ValueError(
+                "launch.nodes, launch.cpus_per_task and launch.time_min must be >= 1, launch.gpus_per_node >= 0"
+            )
         if f"SIG{self.signal.upper().removeprefix('SIG')}" not in signal.Signals.__members__:
-            raise ValueError(f"launch.signal={self.signal} is not a signal name; use e.g. USR2 (as in --signal=USR2@90)")
+            raise ValueError(
+                f"launch.signal={self.signal} is not a signal name; use e.g. USR2 (as in --signal=USR2@90)"
+            )
         if self.signal_delay_s < 1:
             raise ValueError(f"launch.signal_delay_s={self.signal_delay_s} must be >= 1 second")
         if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
-            raise ValueError(f"launch.tasks_per_node={self.tasks_per_node} with launch.gpus_per_node={self.gpus_per_node}: "
-                             f"run one task per GPU (set tasks_per_node to {self.gpus_per_node} or leave it unset)")
+            raise ValueError(
+                f"launch.tasks_per_node={self.tasks_per_node} with launch.gpus_per_node={self.gpus_per_node}: "
+                f"run one task per GPU (set tasks_per_node to {self.gpus_per_node} or leave it unset)"
+            )
 
 
 @dataclass
@@ -369,6 +398,7 @@ class ExperimentConfig:
     def __post_init__(self):
         generative_model = self.model.name in GENERATIVE_MODELS
         if (self.task.name == "generative") != generative_model:
-            raise ValueError(f"task.name={self.task.name} does not go with model.name={self.model.name}; "
-                             f"generative tasks use model.name {', '.join(GENERATIVE_MODELS)}, the others do not")
-
+            raise ValueError(
+                f"task.name={self.task.name} does not go with model.name={self.model.name}; "
+                f"generative tasks use model.name {', '.join(GENERATIVE_MODELS)}, the others do not"
+            )

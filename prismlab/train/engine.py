@@ -9,32 +9,34 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import resource
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import wandb
-from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from prismlab.config import save_config, to_dict
-from prismlab.datasets.loader import Batch, ShardLoader, eval_stream, train_stream
-from prismlab.datasets.shards import Manifest
-from prismlab.datasets.transforms import TransformSpec
-from prismlab.dist_env import (global_rank, in_slurm_step, launcher_rank_and_world, local_world_size, requeue_count,
-                                slurm_tasks, under_slurm)
-from prismlab.errors import ConfigError, PrismlabError
+from prismlab.datasets.loader import Batch
+from prismlab.dist_env import global_rank, requeue_count
+from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json, atomic_write_text
-from prismlab.models.factory import build_model
 from prismlab.progress import is_interactive, progress
 from prismlab.train import checkpoint
+from prismlab.train.build import (
+    build_loaders,
+    build_task_model,
+    configure_cpu_threads,
+    join_process_group,
+    make_accelerator,
+    model_inputs,
+)
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.evaluate import Evaluation, evaluate, model_for_batch
 from prismlab.train.finetune import parameter_counts, prepare_finetune
@@ -44,7 +46,6 @@ from prismlab.train.plots import plot_learning_curve
 from prismlab.train.run_checks import RunStart, check_run
 from prismlab.train.run_dir import RunDir
 from prismlab.train.stop import STOP_REQUEST
-from prismlab.train.tasks import Task, make_task
 
 logger = logging.getLogger(__name__)
 
@@ -59,98 +60,9 @@ class TrainState:
     def state_dict(self) -> dict:
         return asdict(self)
 
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What the model needs to know about its inputs, saved with every checkpoint."""
-
-    channels: list[str]
-    image_size: list[int]
-    """[height, width] of the images the model takes."""
-    class_names: list[str]
-
-    def __post_init__(self):
-        if isinstance(self.image_size, int):  # checkpoints written before non-square images
-            object.__setattr__(self, "image_size", [self.image_size, self.image_size])
-
-
-def transform_spec(cfg: ExperimentConfig) -> TransformSpec:
-    d = cfg.data
-    return TransformSpec(resize=d.resize, crop=d.crop, crop_padding=d.crop_padding, flip=d.flip, rotation=d.rotation,
-                         mean=tuple(d.mean), std=tuple(d.std), channels=tuple(d.channels) if d.channels else None,
-                         drop_channels=d.drop_channels)
-
-
-def data_info(cfg: ExperimentConfig, manifest: Manifest) -> DataInfo:
-    return DataInfo(list(cfg.data.channels or manifest.channels), input_size(cfg.data, manifest), list(manifest.class_names))
-
-
-def input_size(d, manifest: Manifest) -> list[int]:
-    """[height, width] of what the loader hands the model: the crop, the resize, or the images' one size."""
-    stored = [[int(v) for v in hw.split("x")] for hw in manifest.sizes] or ([manifest.image_size] if manifest.image_size else [])
-    if d.resize and d.crop and d.crop > d.resize:
-        raise ConfigError(f"data.crop={d.crop} is larger than data.resize={d.resize}; crop at most the resized side")
-    if d.crop and not d.resize and stored and d.crop > min(min(hw) for hw in stored):
-        smallest = min(stored, key=min)
-        raise ConfigError(f"data.crop={d.crop} is larger than the {smallest[0]}x{smallest[1]} images of {d.shards}; "
-                            f"use data.crop<={min(smallest)} or set data.resize to at least the crop")
-    if d.crop or d.resize:
-        side = d.crop or d.resize
-        return [side, side]
-    if not manifest.image_size:
-        seen = ", ".join(f"{hw}: {n}" for hw, n in sorted(manifest.sizes.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
-        raise ConfigError(f"the '{manifest.split}' images of {d.shards} have {len(manifest.sizes) or 'several'} sizes "
-                            f"({seen or 'not recorded'}); a model takes one: set data.resize=SIDE (or data.crop=SIDE, at "
-                            f"most the smallest side)")
-    return list(manifest.image_size)
-
-
-def build_task_model(cfg: ExperimentConfig, info: DataInfo) -> tuple[Task, torch.nn.Module]:
-    task = make_task(cfg.task, info.class_names, cfg.model.name)
-    model = build_model(cfg.model, info.channels, info.image_size, task.num_outputs)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return task, model
-
-
-def make_accelerator(cfg: ExperimentConfig, run: RunDir, tracking: bool) -> Accelerator:
-    # `auto` without a GPU is the CPU: told so, Accelerate joins the processes a launcher started
-    # (torchrun, accelerate launch --multi_gpu) with gloo instead of running each one alone.
-    return Accelerator(
-        cpu=cfg.train.device == "cpu" or not torch.cuda.is_available(),
-        mixed_precision=cfg.train.mixed_precision,
-        gradient_accumulation_steps=cfg.train.grad_accum_steps,
-        dynamo_backend="inductor" if cfg.train.compile else "no",
-        log_with="wandb" if tracking and cfg.wandb.mode != "disabled" else None,
-        project_dir=str(run.root),
-    )
-
-
-def check_process_group(accelerator: Accelerator) -> None:
-    """The processes the launcher started, the ones Accelerate joined and the ones SLURM allocated
-    must be the same, or each rank would train alone on its part of the data."""
-    rank, world = launcher_rank_and_world()
-    if (rank, world) != (accelerator.process_index, accelerator.num_processes):
-        raise PrismlabError(f"the launcher made this process rank {rank} of {world} (RANK/WORLD_SIZE) but Accelerate runs it "
-                            f"as {accelerator.process_index} of {accelerator.num_processes}; launch with torchrun, "
-                            f"`accelerate launch --multi_gpu` (also on CPUs) or srun, and train.device=auto")
-    if under_slurm() and not in_slurm_step() and world == 1 and slurm_tasks() > 1:
-        raise PrismlabError(f"this SLURM job has {slurm_tasks()} tasks but training runs as one process in the batch "
-                            f"script; start it with `srun prismlab train ...` (as slurm/train.sbatch does)")
-
-
-def world_description(accelerator: Accelerator) -> dict:
-    world = accelerator.num_processes
-    per_node = min(local_world_size(), world)
-    return {"world_size": world, "nodes": world // per_node, "processes_per_node": per_node,
-            "backend": accelerator.state.backend or "none", "device": str(accelerator.device.type)}
-
-
-def configure_cpu_threads(num_workers: int) -> None:
-    """On the CPU, leave one core per loader worker: OpenMP threads sharing cores with busy workers
-    spin and stall (measured here: 6x slower steps on 2 cores with 2 threads + 1 worker)."""
-    cores = len(os.sched_getaffinity(0)) // local_world_size()
-    torch.set_num_threads(max(1, cores - num_workers))
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
 
 class Trainer:
@@ -161,35 +73,17 @@ class Trainer:
         self.cfg = cfg
         self.run = RunDir.of(cfg.run, run_dir)
         self.accelerator = make_accelerator(cfg, self.run, tracking=True)
-        check_process_group(self.accelerator)
-        self.world = world_description(self.accelerator)
-        logger.info("world size %d (%d nodes x %d processes), backend %s, device %s", self.world["world_size"],
-                    self.world["nodes"], self.world["processes_per_node"], self.world["backend"], self.world["device"])
+        self.world = join_process_group(self.accelerator)
         set_seed(cfg.run.seed, device_specific=True)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
         if self.accelerator.device.type == "cpu":
             configure_cpu_threads(cfg.data.num_workers)
         if self.accelerator.is_main_process:
-            self.run.root.mkdir(parents=True, exist_ok=True)
-            for stale in self.run.checkpoints.glob(".*.tmp"):  # left by a process killed mid-save
-                stale.unlink()
-            record = start.config_record if start is not None else self.run.config
-            if record is not None:
-                save_config(cfg, record)
-            if start is not None and start.changes:
-                logger.info("resuming with changed settings (recorded in %s): %s", record.name,
-                            ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in start.changes.items()))
-        d, t = cfg.data, cfg.train
-        self.train_loader: ShardLoader = train_stream(
-            d.shards, d.train_split, batch_size=d.batch_size, steps_per_epoch=t.steps_per_epoch, num_workers=d.num_workers,
-            shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed, mode=d.mode, transform=transform_spec(cfg),
-            device=self.accelerator.device, cache_dir=d.cache_dir, max_incomplete_fraction=d.max_incomplete_fraction,
-            reuse_buffers=True)  # train_step and evaluate normalise each batch at once
-        self.val_loader = eval_stream(d.shards, d.val_split, batch_size=d.batch_size, num_workers=d.num_workers,
-                                      transform=transform_spec(cfg), device=self.accelerator.device, cache_dir=d.cache_dir,
-                                      max_incomplete_fraction=d.max_incomplete_fraction, reuse_buffers=True)
-        self.info = data_info(cfg, self.train_loader.manifest)
+            self.prepare_run_dir(start)
+        t = cfg.train
+        self.train_loader, self.val_loader = build_loaders(cfg, self.accelerator.device)
+        self.info = model_inputs(cfg, self.train_loader.manifest)
         self.task, model = build_task_model(cfg, self.info)
         prepare_finetune(model, cfg.finetune)
         self.trainable_params, self.total_params = parameter_counts(model)
@@ -200,12 +94,32 @@ class Trainer:
         steps_per_epoch = len(self.train_loader) // t.grad_accum_steps
         self.scheduler = build_scheduler(cfg.optim, optimizer, t.epochs * steps_per_epoch, steps_per_epoch)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.ema = (AveragedModel(self.accelerator.unwrap_model(self.model), multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
-                                  use_buffers=True) if t.ema_decay else None)
+        self.ema = (
+            AveragedModel(
+                self.accelerator.unwrap_model(self.model),
+                multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
+                use_buffers=True,
+            )
+            if t.ema_decay
+            else None
+        )
         self.state = TrainState()
         self.saver = checkpoint.CheckpointSaver(self.run.checkpoints, t.keep_top_k, self.task.higher_is_better)
         self.metrics = MetricLog(self.run.metrics, self.accelerator)
         self.wandb_run_id = self.shared_wandb_id()
+
+    def prepare_run_dir(self, start: RunStart | None) -> None:
+        """Rank 0: the run dir, without the temp files of a process killed mid-save, and the config
+        record the start checks asked for."""
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.run.checkpoints.glob(".*.tmp"):
+            stale.unlink()
+        record = start.config_record if start is not None else self.run.config
+        if record is not None:
+            save_config(self.cfg, record)
+        if start is not None and start.changes:
+            changes = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in start.changes.items())
+            logger.info("resuming with changed settings (recorded in %s): %s", record.name, changes)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -213,16 +127,25 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------
 
+    def stateful_parts(self) -> dict:
+        """Everything a checkpoint restores, by name; each part has state_dict() / load_state_dict()."""
+        parts = {
+            "model": self.accelerator.unwrap_model(self.model),
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "state": self.state,
+            "loader": self.train_loader,
+        }
+        if self.accelerator.scaler is not None:
+            parts["scaler"] = self.accelerator.scaler
+        if self.ema is not None:
+            parts["ema"] = self.ema
+        return parts
+
     def checkpoint_payload(self) -> dict:
         """Everything a resumed run needs; collective (every rank contributes its RNG state)."""
         return {
-            "model": self.accelerator.unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "state": self.state.state_dict(),
-            "loader": self.train_loader.state_dict(),
+            **{name: part.state_dict() for name, part in self.stateful_parts().items()},
             "rng": gather_object([checkpoint.rng_state()]),
             "wandb_id": self.wandb_run_id,
             "config": to_dict(self.cfg),
@@ -234,25 +157,26 @@ class Trainer:
         payload = checkpoint.latest_valid_checkpoint(self.run.checkpoints)
         if payload is None:
             return False
-        self.accelerator.unwrap_model(self.model).load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        if payload["scaler"] is not None and self.accelerator.scaler is not None:
-            self.accelerator.scaler.load_state_dict(payload["scaler"])
-        if self.ema is not None and payload["ema"] is not None:
-            self.ema.load_state_dict(payload["ema"])
-        self.train_loader.load_state_dict(payload["loader"])
+        for name, part in self.stateful_parts().items():
+            if payload.get(name) is not None:  # a scaler or EMA the run did not have then starts afresh
+                part.load_state_dict(payload[name])
         rng = payload["rng"]
         if len(rng) == self.accelerator.num_processes:
             checkpoint.set_rng_state(rng[self.accelerator.process_index])
         else:  # another process count: the data stream continues exactly, the RNG streams start afresh
-            logger.info("checkpoint written by %d processes, resumed on %d: fresh RNG states", len(rng),
-                        self.accelerator.num_processes)
-            set_seed(self.cfg.run.seed + payload["state"]["step"], device_specific=True)
-        self.state = TrainState(**payload["state"])
+            logger.info(
+                "checkpoint written by %d processes, resumed on %d: fresh RNG states",
+                len(rng),
+                self.accelerator.num_processes,
+            )
+            set_seed(self.cfg.run.seed + self.state.step, device_specific=True)
         self.metrics.start_at(self.state.step)
-        logger.info("resumed from step %d (epoch %d, batch %d of it)", self.state.step, self.state.epoch,
-                    payload["loader"]["batch"])
+        logger.info(
+            "resumed from step %d (epoch %d, batch %d of it)",
+            self.state.step,
+            self.state.epoch,
+            self.train_loader.batch,
+        )
         return True
 
     # --- tracking ----------------------------------------------------------------------------
@@ -272,10 +196,21 @@ class Trainer:
     def start_tracking(self) -> None:
         if self.cfg.wandb.mode == "disabled":
             return
-        self.accelerator.init_trackers(self.cfg.wandb.project, config={**to_dict(self.cfg), "world": self.world}, init_kwargs={"wandb": {
-            "id": self.wandb_run_id, "resume": "allow", "name": self.cfg.run.name, "group": self.cfg.wandb.group,
-            "mode": self.cfg.wandb.mode, "dir": str(self.run.root), "settings": wandb.Settings(silent=True),
-        }})
+        self.accelerator.init_trackers(
+            self.cfg.wandb.project,
+            config={**to_dict(self.cfg), "world": self.world},
+            init_kwargs={
+                "wandb": {
+                    "id": self.wandb_run_id,
+                    "resume": "allow",
+                    "name": self.cfg.run.name,
+                    "group": self.cfg.wandb.group,
+                    "mode": self.cfg.wandb.mode,
+                    "dir": str(self.run.root),
+                    "settings": wandb.Settings(silent=True),
+                }
+            },
+        )
 
     # --- training ----------------------------------------------------------------------------
 
@@ -292,12 +227,16 @@ class Trainer:
                 if self.cfg.optim.l1 > 0:
                     loss = loss + self.cfg.optim.l1 * l1_penalty(self.model)
             if not torch.isfinite(loss):
-                raise PrismlabError(f"loss is {loss.item()} at step {self.state.step}; lower optim.lr or check the data "
-                                    f"(the last good checkpoint is kept in {self.run.checkpoints})")
+                raise PrismlabError(
+                    f"loss is {loss.item()} at step {self.state.step}; lower optim.lr or check the data "
+                    f"(the last good checkpoint is kept in {self.run.checkpoints})"
+                )
             self.accelerator.backward(loss)
             clip = self.cfg.optim.grad_clip
             if self.accelerator.sync_gradients and (clip is not None or want_grad_norm):
-                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), clip if clip is not None else math.inf))
+                grad_norm = float(
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), clip if clip is not None else math.inf)
+                )
             # Skipped by Accelerate between accumulation boundaries.
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -341,10 +280,13 @@ class Trainer:
     def log_train(self, loss: float, grad_norm: float | None, images: int, waited: float, busy: float) -> None:
         elapsed = waited + busy
         metrics = {
-            "train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0], "train/epoch": self.state.epoch,
+            "train/loss": loss,
+            "train/lr": self.scheduler.get_last_lr()[0],
+            "train/epoch": self.state.epoch,
             "sys/images_per_s": images * self.accelerator.num_processes / elapsed,
             "sys/images_per_s_per_device": images / elapsed,
-            "sys/step_time_s": elapsed / self.cfg.train.log_every, "sys/data_wait_frac": waited / elapsed,
+            "sys/step_time_s": elapsed / self.cfg.train.log_every,
+            "sys/data_wait_frac": waited / elapsed,
         }
         if grad_norm is not None:  # None between accumulation boundaries
             metrics["train/grad_norm"] = grad_norm
@@ -381,7 +323,9 @@ class Trainer:
         return False
 
     def validate(self) -> tuple[dict[str, float], Evaluation]:
-        result = evaluate(self.eval_model, self.val_loader, self.task, self.accelerator, self.cfg.train.max_eval_batches)
+        result = evaluate(
+            self.eval_model, self.val_loader, self.task, self.accelerator, self.cfg.train.max_eval_batches
+        )
         return self.task.metrics(result.values), result
 
     def fit(self) -> dict:
@@ -390,7 +334,7 @@ class Trainer:
             self.train_epoch()
             val, result = self.validate()
             self.metrics.log({f"val/{k}": v for k, v in val.items()}, step=self.state.step)
-            logger.info("epoch %d: val %s", self.state.epoch, format_metrics(val))
+            logger.info("epoch %d: val %s", self.state.epoch, self.task.headline(val))
             if self.end_epoch(val):
                 break
         if val is None:  # resumed a run that had already finished its epochs
@@ -399,13 +343,32 @@ class Trainer:
 
     def finish(self, val: dict[str, float], result: Evaluation) -> dict:
         """Write plots and summary.json (rank 0) from the final validation pass."""
-        summary = {**val, "step": self.state.step, "epochs": self.state.epoch, "run_dir": str(self.run.root),
-                   "parameters": self.total_params, "trainable_parameters": self.trainable_params}
+        summary = {
+            **val,
+            "step": self.state.step,
+            "epochs": self.state.epoch,
+            "run_dir": str(self.run.root),
+            "parameters": self.total_params,
+            "trainable_parameters": self.trainable_params,
+            "headline": self.task.headline(val),
+        }
         if self.accelerator.is_main_process:
-            plots = {"plots/learning_curve": plot_learning_curve(read_metrics(self.run.metrics), self.run.plots / "learning_curve.png",
-                                                                 val_key=f"val/{self.task.monitor}")}
-            plots.update(self.task.plots(result.values, self.run.plots, "val", self.accelerator.unwrap_model(self.eval_model),
-                                         result.examples))
+            plots = {
+                "plots/learning_curve": plot_learning_curve(
+                    read_metrics(self.run.metrics),
+                    self.run.plots / "learning_curve.png",
+                    val_key=f"val/{self.task.monitor}",
+                )
+            }
+            plots.update(
+                self.task.plots(
+                    result.values,
+                    self.run.plots,
+                    "val",
+                    self.accelerator.unwrap_model(self.eval_model),
+                    result.examples,
+                )
+            )
             self.metrics.log_images(plots, step=self.state.step)
             summary["plots"] = [str(p) for p in plots.values()]
             if self.accelerator.trackers:
@@ -420,28 +383,15 @@ class Trainer:
         try:
             self.accelerator.end_training()
         except Exception as exc:  # whatever the tracker's dead connection raises
-            logger.warning("closing wandb failed (%s: %s); the run's checkpoints and metrics.jsonl are complete",
-                           type(exc).__name__, exc)
+            logger.warning(
+                "closing wandb failed (%s: %s); the run's checkpoints and metrics.jsonl are complete",
+                type(exc).__name__,
+                exc,
+            )
             try:  # drops wandb's exit hook first, which would print the same failure as a traceback at exit
                 wandb.teardown()
             except Exception as again:
                 logger.debug("wandb teardown: %s", again)
-
-
-def format_metrics(metrics: dict[str, float]) -> str:
-    """The headline metrics of any task in one line."""
-    parts = []
-    if "median_error_min" in metrics:
-        parts.append(f"median common-sense error {metrics['median_error_min']:.1f} min, mean {metrics['mean_error_min']:.1f} min")
-    if "accuracy" in metrics:
-        parts.append(f"accuracy {100 * metrics['accuracy']:.2f}%")
-    if "loss" in metrics:
-        parts.append(f"loss {metrics['loss']:.4f}")
-    if "recon_mse" in metrics:
-        parts.append(f"reconstruction MSE {metrics['recon_mse']:.4f}")
-    if "fake_realism" in metrics:
-        parts.append(f"discriminator score real {metrics['real_score']:.3f}, generated {metrics['fake_realism']:.3f}")
-    return ", ".join(parts) + f" over {metrics['samples']} samples"
 
 
 def clear_outputs(run: RunDir) -> None:
@@ -461,8 +411,12 @@ class Preempted(Exception):
         self.step = step
 
 
-def train(cfg: ExperimentConfig, run_dir: Path | None = None, resume: bool = False,
-          after_stop: Callable[[], None] = lambda: None) -> dict:
+def train(
+    cfg: ExperimentConfig,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    after_stop: Callable[[], None] = lambda: None,
+) -> dict:
     """Train (resuming from the run dir's newest checkpoint if `resume`); returns the summary, or
     {"preempted": True, "step": ...} when a stop was requested (see `train.stop`). `after_stop`
     runs once the stop's checkpoint is saved and before the tracker is closed (a requeue)."""

@@ -31,8 +31,9 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, task: Task, accelerator: Accelerator,
-             max_batches: int | None = None) -> Evaluation:
+def evaluate(
+    model: torch.nn.Module, loader, task: Task, accelerator: Accelerator, max_batches: int | None = None
+) -> Evaluation:
     was_training = model.training
     model.eval()
     columns: dict[str, list[torch.Tensor]] = {}

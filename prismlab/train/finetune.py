@@ -23,7 +23,9 @@ def resolve_checkpoint(path: str) -> Path:
     if candidate.is_dir():
         candidate = candidate / "checkpoints" / checkpoint.BEST
     if not candidate.is_file():
-        raise PrismlabError(f"finetune.from_checkpoint={path}: no checkpoint there; pass a .pt file or a finished run dir")
+        raise PrismlabError(
+            f"finetune.from_checkpoint={path}: no checkpoint there; pass a .pt file or a finished run dir"
+        )
     return candidate
 
 
@@ -33,7 +35,9 @@ def load_pretrained(model: nn.Module, path: str) -> list[str]:
     target = model.state_dict()
     matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     if not matching:
-        raise PrismlabError(f"finetune.from_checkpoint={path} shares no weights with model.name; use the same architecture")
+        raise PrismlabError(
+            f"finetune.from_checkpoint={path} shares no weights with model.name; use the same architecture"
+        )
     model.load_state_dict(matching, strict=False)
     fresh = sorted(set(target) - set(matching))
     logger.info("loaded %d tensors from %s; fresh: %s", len(matching), path, ", ".join(fresh) or "none")

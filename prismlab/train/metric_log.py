@@ -52,15 +52,20 @@ class MetricLog:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as exc:  # a torn line it may leave is dropped when the run resumes
-            raise PrismlabError(f"could not append to {self.path}: {exc.strerror or exc}; the checkpoints are intact "
-                                f"(free space, then run the same command again to resume)") from None
+            raise PrismlabError(
+                f"could not append to {self.path}: {exc.strerror or exc}; the checkpoints are intact "
+                f"(free space, then run the same command again to resume)"
+            ) from None
         if step > self.tracked_until:
             self.to_tracker(lambda: self.accelerator.log(metrics, step=step))
 
     def log_images(self, images: dict[str, Path], step: int) -> None:
         if self.accelerator.is_main_process and self.accelerator.trackers:
-            self.to_tracker(lambda: self.accelerator.get_tracker("wandb").log_images(
-                {k: [str(p)] for k, p in images.items()}, step=step))
+            self.to_tracker(
+                lambda: self.accelerator.get_tracker("wandb").log_images(
+                    {k: [str(p)] for k, p in images.items()}, step=step
+                )
+            )
 
     def to_tracker(self, call) -> None:
         if not self.tracker_working:
@@ -69,8 +74,11 @@ class MetricLog:
             call()
         except Exception as exc:  # wandb raises whatever its dead service connection gives (ConnectionResetError, ...)
             self.tracker_working = False
-            logger.warning("wandb stopped accepting records (%s: %s); metrics.jsonl keeps them and the run goes on",
-                           type(exc).__name__, exc)
+            logger.warning(
+                "wandb stopped accepting records (%s: %s); metrics.jsonl keeps them and the run goes on",
+                type(exc).__name__,
+                exc,
+            )
 
 
 def parse_records(lines: list[str]) -> list[dict]:

@@ -12,8 +12,13 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """`cfg` is an `OptimConfig`. Only trainable parameters are optimised (finetuning freezes some)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.name == "rmsprop":
@@ -27,8 +32,9 @@ def build_scheduler(cfg, optimizer: torch.optim.Optimizer, total_steps: int, ste
     Every schedule except one-cycle starts with `warmup_steps` of linear warm-up.
     """
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
-                                                   pct_start=cfg.onecycle_pct_start)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.onecycle_pct_start
+        )
     warmup = cfg.warmup_steps
 
     def factor(step: int) -> float:

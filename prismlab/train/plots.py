@@ -63,8 +63,15 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: list[str], path: P
     if len(class_names) <= 20:
         for i in ticks:
             for j in ticks:
-                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{rates[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"confusion matrix ({int(confusion.sum())} samples)")

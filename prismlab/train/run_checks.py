@@ -17,11 +17,22 @@ import yaml
 from prismlab.config import ConfigLoader, to_dict
 from prismlab.datasets.shards import Manifest, read_manifest
 from prismlab.errors import ConfigError, PrismlabError
+from prismlab.train.build import input_size
 from prismlab.train.run_dir import RunDir
 
-SAFE_TO_CHANGE = ("train.epochs", "train.log_every", "train.checkpoint_every", "train.early_stopping_patience",
-                  "train.max_eval_batches", "data.num_workers", "data.cache_dir", "wandb.mode", "wandb.group",
-                  "run.out_dir", "launch.")
+SAFE_TO_CHANGE = (
+    "train.epochs",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.early_stopping_patience",
+    "train.max_eval_batches",
+    "data.num_workers",
+    "data.cache_dir",
+    "wandb.mode",
+    "wandb.group",
+    "run.out_dir",
+    "launch.",
+)
 """Keys a resumed run may change: they steer how long and where it runs, not what it computes so far."""
 
 
@@ -49,31 +60,40 @@ def check_folder(path: Path, what: str) -> None:
 
 def check_data(cfg, manifest: Manifest) -> None:
     """The task, channels and labels the config asks for, against what the shards hold."""
-    from prismlab.train.engine import input_size  # the same sizes the model will be built for
-
     size = input_size(cfg.data, manifest)
     if cfg.task.tta_translate >= min(size):  # reflect padding needs a shift smaller than the image
-        raise ConfigError(f"task.tta_translate={cfg.task.tta_translate} must be smaller than the {size[0]}x{size[1]} "
-                          f"images; use 1 or 2 pixels")
+        raise ConfigError(
+            f"task.tta_translate={cfg.task.tta_translate} must be smaller than the {size[0]}x{size[1]} "
+            f"images; use 1 or 2 pixels"
+        )
     if cfg.task.binary and len(manifest.class_names) != 2:
-        raise ConfigError(f"task.binary needs 2 classes, {cfg.data.shards} has {len(manifest.class_names)}; "
-                          f"drop task.binary")
+        raise ConfigError(
+            f"task.binary needs 2 classes, {cfg.data.shards} has {len(manifest.class_names)}; drop task.binary"
+        )
     if cfg.data.channels:
         missing = [c for c in cfg.data.channels if c not in manifest.channels]
         if missing:
-            raise ConfigError(f"data.channels={cfg.data.channels}: {missing} not in these shards, which hold "
-                              f"{manifest.channels}; pick from those")
+            raise ConfigError(
+                f"data.channels={cfg.data.channels}: {missing} not in these shards, which hold "
+                f"{manifest.channels}; pick from those"
+            )
     task, shards = cfg.task.name, cfg.data.shards
     if task != "generative" and manifest.label == "none":
-        raise ConfigError(f"task.name={task} needs labels, and {shards} has none (indexed with --label none); "
-                          f"index it with --label cls or --label json.FIELD, or use a generative task")
+        raise ConfigError(
+            f"task.name={task} needs labels, and {shards} has none (indexed with --label none); "
+            f"index it with --label cls or --label json.FIELD, or use a generative task"
+        )
     if task == "classify" and not manifest.class_names:
-        raise ConfigError(f"task.name=classify needs class names, and {shards} has none (clock shards label times); "
-                          f"use task.name=clock, or shards written from a labelled image set")
+        raise ConfigError(
+            f"task.name=classify needs class names, and {shards} has none (clock shards label times); "
+            f"use task.name=clock, or shards written from a labelled image set"
+        )
     if task == "clock" and manifest.class_names:
         shown = ", ".join(manifest.class_names[:4]) + (", ..." if len(manifest.class_names) > 4 else "")
-        raise ConfigError(f"task.name=clock needs clock shards (labels are minutes since 12:00), and {shards} holds "
-                          f"classes ({shown}); use task.name=classify")
+        raise ConfigError(
+            f"task.name=clock needs clock shards (labels are minutes since 12:00), and {shards} holds "
+            f"classes ({shown}); use task.name=classify"
+        )
 
 
 def flat(tree: dict, prefix: str = "") -> dict:
@@ -92,7 +112,9 @@ def plan_start(cfg, run: RunDir, resume: bool) -> RunStart:
     try:
         saved = flat(yaml.load(run.config.read_text(), Loader=ConfigLoader) or {})
     except yaml.YAMLError:
-        raise PrismlabError(f"{run.config} is not readable YAML; restore it, or start afresh with --resume never") from None
+        raise PrismlabError(
+            f"{run.config} is not readable YAML; restore it, or start afresh with --resume never"
+        ) from None
     wanted = flat(to_dict(cfg))
     # Keys the saved config lacks are fields added since it was written: they keep their defaults.
     changes = {k: (saved[k], wanted[k]) for k in sorted(saved) if k in wanted and saved[k] != wanted[k]}
@@ -102,7 +124,9 @@ def plan_start(cfg, run: RunDir, resume: bool) -> RunStart:
     if unsafe:
         shown = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in unsafe[:4])
         more = f" and {len(unsafe) - 4} more" if len(unsafe) > 4 else ""
-        raise ConfigError(f"run {run.root} was started with another config: {shown}{more}; resume it unchanged, or "
-                          f"start a new run with run.name=NEW (or --resume never to overwrite this one)")
+        raise ConfigError(
+            f"run {run.root} was started with another config: {shown}{more}; resume it unchanged, or "
+            f"start a new run with run.name=NEW (or --resume never to overwrite this one)"
+        )
     index = 1 + len(list(run.root.glob("config.resume-*.yaml")))
     return RunStart(run.root / f"config.resume-{index}.yaml", changes)

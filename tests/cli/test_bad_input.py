@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from image_patterns import write_pattern_folder
 from prismlab.cli import main
 from prismlab.datasets.shards import write_clock_shards
+
+from image_patterns import write_pattern_folder
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs" / "clock_demo.yaml")
@@ -33,8 +34,13 @@ def world(tmp_path_factory) -> Path:
         from PIL import Image
 
         Image.open(png).convert("L").save(png)
-    assert main(["shards", str(gray), "--out", str(root / "gray"), "--val-fraction", "0.25", "--test-fraction", "0.25"]) == 0
-    assert main(["train", DEMO, *RUN, f"data.shards={root / 'rgb'}", f"run.out_dir={root / 'runs'}", "run.name=done"]) == 0
+    assert (
+        main(["shards", str(gray), "--out", str(root / "gray"), "--val-fraction", "0.25", "--test-fraction", "0.25"])
+        == 0
+    )
+    assert (
+        main(["train", DEMO, *RUN, f"data.shards={root / 'rgb'}", f"run.out_dir={root / 'runs'}", "run.name=done"]) == 0
+    )
     broken = root / "broken"
     shutil.copytree(root / "rgb", broken)
     (broken / "train.manifest.json").write_text((root / "rgb" / "train.manifest.json").read_text()[:200])
@@ -57,8 +63,17 @@ def world(tmp_path_factory) -> Path:
     return root
 
 
-RUN = ["task.name=classify", "model.name=mlp", "model.hidden=[16]", "wandb.mode=offline", "data.num_workers=0",
-       "data.batch_size=8", "train.epochs=1", "train.steps_per_epoch=3", "optim.warmup_steps=0"]
+RUN = [
+    "task.name=classify",
+    "model.name=mlp",
+    "model.hidden=[16]",
+    "wandb.mode=offline",
+    "data.num_workers=0",
+    "data.batch_size=8",
+    "train.epochs=1",
+    "train.steps_per_epoch=3",
+    "optim.warmup_steps=0",
+]
 
 
 def train(*overrides: str) -> list[str]:
@@ -71,66 +86,121 @@ def resume(*overrides: str) -> list[str]:
 
 CONFIG_VALUES = [
     # run
-    ("run.name=", "run.name=''"), ("run.name=..", "plain folder name"), ("run.name=a/b", "plain folder name"),
-    ("run.name=.hidden", "plain folder name"), ("run.seed=-1", "run.seed=-1 must be >= 0"),
-    ("run.seed=1.5", "must be an integer"), ("run.out_dir=", "run.out_dir must not be empty"),
+    ("run.name=", "run.name=''"),
+    ("run.name=..", "plain folder name"),
+    ("run.name=a/b", "plain folder name"),
+    ("run.name=.hidden", "plain folder name"),
+    ("run.seed=-1", "run.seed=-1 must be >= 0"),
+    ("run.seed=1.5", "must be an integer"),
+    ("run.out_dir=", "run.out_dir must not be empty"),
     # data
-    ("data.batch_size=0", "data.batch_size=0 must be >= 1"), ("data.batch_size=-3", "data.batch_size=-3"),
-    ("data.num_workers=-1", "data.num_workers=-1"), ("data.shuffle_buffer=0", "data.shuffle_buffer=0"),
-    ("data.resize=0", "data.resize=0 must be >= 1"), ("data.resize=-4", "data.resize=-4 must be >= 1"),
-    ("data.crop=0", "data.crop=0"), ("data.crop_padding=-1", "data.crop_padding=-1"),
-    ("data.crop_padding=2", "needs data.crop"), ("data.rotation=-5", "data.rotation=-5"),
-    ("data.rotation=400", "data.rotation=400"), ("data.std=[0]", "must be > 0"), ("data.std=[-1,1,1]", "must be > 0"),
-    ("data.mean=[.nan]", "must be finite"), ("data.channels=[]", "distinct channels"),
-    ("data.channels=[R,R]", "distinct channels"), ("data.drop_channels=1", "data.drop_channels=1"),
-    ("data.drop_channels=-0.1", "data.drop_channels=-0.1"), ("data.max_incomplete_fraction=1.5", "max_incomplete_fraction"),
-    ("data.mode=random", "data.mode='random' is not allowed"), ("data.shards=", "data.shards must name"),
-    ("data.flip=maybe", "data.flip='maybe' must be true or false"), ("data.resize=20", None),
+    ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
+    ("data.batch_size=-3", "data.batch_size=-3"),
+    ("data.num_workers=-1", "data.num_workers=-1"),
+    ("data.shuffle_buffer=0", "data.shuffle_buffer=0"),
+    ("data.resize=0", "data.resize=0 must be >= 1"),
+    ("data.resize=-4", "data.resize=-4 must be >= 1"),
+    ("data.crop=0", "data.crop=0"),
+    ("data.crop_padding=-1", "data.crop_padding=-1"),
+    ("data.crop_padding=2", "needs data.crop"),
+    ("data.rotation=-5", "data.rotation=-5"),
+    ("data.rotation=400", "data.rotation=400"),
+    ("data.std=[0]", "must be > 0"),
+    ("data.std=[-1,1,1]", "must be > 0"),
+    ("data.mean=[.nan]", "must be finite"),
+    ("data.channels=[]", "distinct channels"),
+    ("data.channels=[R,R]", "distinct channels"),
+    ("data.drop_channels=1", "data.drop_channels=1"),
+    ("data.drop_channels=-0.1", "data.drop_channels=-0.1"),
+    ("data.max_incomplete_fraction=1.5", "max_incomplete_fraction"),
+    ("data.mode=random", "data.mode='random' is not allowed"),
+    ("data.shards=", "data.shards must name"),
+    ("data.flip=maybe", "data.flip='maybe' must be true or false"),
+    ("data.resize=20", None),
     ("data.crop=12 data.resize=8", "larger than data.resize"),
     # model
-    ("model.name=vgg", "model.name='vgg'"), ("model.widths=[]", "model.widths"), ("model.widths=[0]", "model.widths"),
-    ("model.widths=3", "must be a list"), ("model.convs_per_stage=0", "model.convs_per_stage=0"),
-    ("model.growth=0", "model.growth=0"), ("model.hidden=[0]", "model.hidden"), ("model.dropout=1", "model.dropout=1"),
-    ("model.dropout=-0.5", "model.dropout=-0.5"), ("model.latent=1", "model.latent=1"),
-    ("model.init=xavier", "model.init='xavier'"), ("model.activation=swish", "model.activation='swish'"),
-    ("model.resnet_stem=big", "model.resnet_stem='big'"), ("model.spectral_norm=true", "spectral_norm"),
+    ("model.name=vgg", "model.name='vgg'"),
+    ("model.widths=[]", "model.widths"),
+    ("model.widths=[0]", "model.widths"),
+    ("model.widths=3", "must be a list"),
+    ("model.convs_per_stage=0", "model.convs_per_stage=0"),
+    ("model.growth=0", "model.growth=0"),
+    ("model.hidden=[0]", "model.hidden"),
+    ("model.dropout=1", "model.dropout=1"),
+    ("model.dropout=-0.5", "model.dropout=-0.5"),
+    ("model.latent=1", "model.latent=1"),
+    ("model.init=xavier", "model.init='xavier'"),
+    ("model.activation=swish", "model.activation='swish'"),
+    ("model.resnet_stem=big", "model.resnet_stem='big'"),
+    ("model.spectral_norm=true", "spectral_norm"),
     ("model.known_channels=[]", "model.known_channels"),
     # task
-    ("task.name=segment", "task.name='segment'"), ("task.encoding=polar", "task.encoding='polar'"),
-    ("task.clock_classes=7", "must divide 720"), ("task.label_smoothing=1", "task.label_smoothing=1"),
-    ("task.tta_translate=-1", "task.tta_translate=-1"), ("task.vae_beta=-1", "task.vae_beta=-1"),
-    ("task.name=generative", "does not go with model.name"), ("model.name=gan", "does not go with model.name"),
+    ("task.name=segment", "task.name='segment'"),
+    ("task.encoding=polar", "task.encoding='polar'"),
+    ("task.clock_classes=7", "must divide 720"),
+    ("task.label_smoothing=1", "task.label_smoothing=1"),
+    ("task.tta_translate=-1", "task.tta_translate=-1"),
+    ("task.vae_beta=-1", "task.vae_beta=-1"),
+    ("task.name=generative", "does not go with model.name"),
+    ("model.name=gan", "does not go with model.name"),
     ("task.tta_translate=16", "must be smaller than the 16x16 images"),
     # optim
-    ("optim.name=lion", "optim.name='lion'"), ("optim.lr=0", "optim.lr=0.0 must be > 0"),
-    ("optim.lr=-1", "optim.lr=-1.0 must be > 0"), ("optim.lr=.nan", "optim.lr=nan"), ("optim.lr=.inf", "optim.lr=inf"),
-    ("optim.lr=fast", "must be a number"), ("optim.weight_decay=-1", "optim.weight_decay=-1.0"),
-    ("optim.l1=-1", "optim.l1=-1.0"), ("optim.momentum=-2", "optim.momentum=-2.0"), ("optim.momentum=1", "optim.momentum=1.0"),
-    ("optim.betas=[0.5]", "two decays"), ("optim.betas=[1,0.9]", "two decays"),
-    ("optim.schedule=linear", "optim.schedule='linear'"), ("optim.warmup_steps=-1", "optim.warmup_steps=-1"),
-    ("optim.step_epochs=0", "optim.step_epochs=0"), ("optim.step_gamma=-1", "optim.step_gamma=-1.0"),
-    ("optim.step_gamma=0", "optim.step_gamma=0.0"), ("optim.step_gamma=2", "optim.step_gamma=2.0"),
-    ("optim.onecycle_pct_start=0", "onecycle_pct_start"), ("optim.grad_clip=-1", "optim.grad_clip=-1.0"),
+    ("optim.name=lion", "optim.name='lion'"),
+    ("optim.lr=0", "optim.lr=0.0 must be > 0"),
+    ("optim.lr=-1", "optim.lr=-1.0 must be > 0"),
+    ("optim.lr=.nan", "optim.lr=nan"),
+    ("optim.lr=.inf", "optim.lr=inf"),
+    ("optim.lr=fast", "must be a number"),
+    ("optim.weight_decay=-1", "optim.weight_decay=-1.0"),
+    ("optim.l1=-1", "optim.l1=-1.0"),
+    ("optim.momentum=-2", "optim.momentum=-2.0"),
+    ("optim.momentum=1", "optim.momentum=1.0"),
+    ("optim.betas=[0.5]", "two decays"),
+    ("optim.betas=[1,0.9]", "two decays"),
+    ("optim.schedule=linear", "optim.schedule='linear'"),
+    ("optim.warmup_steps=-1", "optim.warmup_steps=-1"),
+    ("optim.step_epochs=0", "optim.step_epochs=0"),
+    ("optim.step_gamma=-1", "optim.step_gamma=-1.0"),
+    ("optim.step_gamma=0", "optim.step_gamma=0.0"),
+    ("optim.step_gamma=2", "optim.step_gamma=2.0"),
+    ("optim.onecycle_pct_start=0", "onecycle_pct_start"),
+    ("optim.grad_clip=-1", "optim.grad_clip=-1.0"),
     ("optim.grad_clip=0", "optim.grad_clip=0.0"),
     # train
-    ("train.epochs=0", "train.epochs=0"), ("train.epochs=2.5", "must be an integer"),
-    ("train.steps_per_epoch=0", "train.steps_per_epoch=0"), ("train.log_every=0", "train.log_every=0"),
-    ("train.checkpoint_every=-1", "train.checkpoint_every=-1"), ("train.checkpoint_every=0", "train.checkpoint_every=0"),
-    ("train.keep_top_k=0", "train.keep_top_k=0"), ("train.early_stopping_patience=-1", "early_stopping_patience=-1"),
-    ("train.early_stopping_patience=0", "early_stopping_patience=0"), ("train.ema_decay=1", "train.ema_decay=1"),
-    ("train.ema_decay=0", "train.ema_decay=0"), ("train.grad_accum_steps=0", "train.grad_accum_steps=0"),
-    ("train.device=tpu", "train.device='tpu'"), ("train.mixed_precision=fp8", "train.mixed_precision='fp8'"),
-    ("train.max_eval_batches=0", "train.max_eval_batches=0"), ("train.compile=sometimes", "must be true or false"),
+    ("train.epochs=0", "train.epochs=0"),
+    ("train.epochs=2.5", "must be an integer"),
+    ("train.steps_per_epoch=0", "train.steps_per_epoch=0"),
+    ("train.log_every=0", "train.log_every=0"),
+    ("train.checkpoint_every=-1", "train.checkpoint_every=-1"),
+    ("train.checkpoint_every=0", "train.checkpoint_every=0"),
+    ("train.keep_top_k=0", "train.keep_top_k=0"),
+    ("train.early_stopping_patience=-1", "early_stopping_patience=-1"),
+    ("train.early_stopping_patience=0", "early_stopping_patience=0"),
+    ("train.ema_decay=1", "train.ema_decay=1"),
+    ("train.ema_decay=0", "train.ema_decay=0"),
+    ("train.grad_accum_steps=0", "train.grad_accum_steps=0"),
+    ("train.device=tpu", "train.device='tpu'"),
+    ("train.mixed_precision=fp8", "train.mixed_precision='fp8'"),
+    ("train.max_eval_batches=0", "train.max_eval_batches=0"),
+    ("train.compile=sometimes", "must be true or false"),
     # finetune, wandb, launch
-    ("finetune.reinit_convs=-1", "finetune.reinit_convs=-1"), ("finetune.freeze=all", "finetune.freeze='all'"),
-    ("wandb.mode=cloud", "wandb.mode='cloud'"), ("wandb.project=", "wandb.project=''"),
-    ("wandb.project=a/b", "wandb.project='a/b'"), ("launch.nodes=0", "launch.nodes"),
-    ("launch.gpus_per_node=-1", "launch.gpus_per_node"), ("launch.cpus_per_task=0", "launch.cpus_per_task"),
-    ("launch.time_min=0", "launch.time_min"), ("launch.signal=USR9", "launch.signal=USR9 is not a signal name"),
-    ("launch.signal_delay_s=0", "launch.signal_delay_s=0"), ("launch.executor=k8s", "launch.executor='k8s'"),
+    ("finetune.reinit_convs=-1", "finetune.reinit_convs=-1"),
+    ("finetune.freeze=all", "finetune.freeze='all'"),
+    ("wandb.mode=cloud", "wandb.mode='cloud'"),
+    ("wandb.project=", "wandb.project=''"),
+    ("wandb.project=a/b", "wandb.project='a/b'"),
+    ("launch.nodes=0", "launch.nodes"),
+    ("launch.gpus_per_node=-1", "launch.gpus_per_node"),
+    ("launch.cpus_per_task=0", "launch.cpus_per_task"),
+    ("launch.time_min=0", "launch.time_min"),
+    ("launch.signal=USR9", "launch.signal=USR9 is not a signal name"),
+    ("launch.signal_delay_s=0", "launch.signal_delay_s=0"),
+    ("launch.executor=k8s", "launch.executor='k8s'"),
     # keys and syntax
-    ("optim.learning_rate=1e-3", "did you mean 'optim.lr'"), ("data.shard=x", "did you mean 'data.shards'"),
-    ("x.y=1", "unknown config key 'x'"), ("optim.lr", "not of the form key=value"),
+    ("optim.learning_rate=1e-3", "did you mean 'optim.lr'"),
+    ("data.shard=x", "did you mean 'data.shards'"),
+    ("x.y=1", "unknown config key 'x'"),
+    ("optim.lr", "not of the form key=value"),
     ("optim=1", "optim must be a mapping"),
 ]
 
@@ -144,8 +214,12 @@ def config_cases():
 
 DATA_CASES = [
     ("crop larger than the images", train("data.crop=64"), 2, ["data.crop=64 is larger than the 16x16 images"]),
-    ("clock task on class shards", train("task.name=clock", "model.name=cnn", "model.widths=[8]"), 2,
-     ["task.name=clock needs clock shards"]),
+    (
+        "clock task on class shards",
+        train("task.name=clock", "model.name=cnn", "model.widths=[8]"),
+        2,
+        ["task.name=clock needs clock shards"],
+    ),
     ("classify on clock shards", train("data.shards={w}/clocks"), 2, ["task.name=classify needs class names"]),
     ("channel not in the shards", train("data.channels=[NIR]"), 2, ["['NIR'] not in these shards"]),
     ("no such shard folder", train("data.shards={w}/nowhere"), 1, ["no 'train' split"]),
@@ -155,8 +229,12 @@ DATA_CASES = [
     ("manifest missing a key", train("data.shards={w}/broken", "data.train_split=val"), 1, ["lacks samples"]),
     ("run dir is a file", ["train", DEMO, *RUN, "data.shards={w}/rgb", "--run-dir", "{w}/afile"], 2, ["not a folder"]),
     ("out dir is a file", train("run.out_dir={w}/afile"), 2, ["not a folder"]),
-    ("resume with other widths", resume("model.name=cnn", "model.widths=[8]"), 2,
-     ["was started with another config", "model.name", "run.name=NEW"]),
+    (
+        "resume with other widths",
+        resume("model.name=cnn", "model.widths=[8]"),
+        2,
+        ["was started with another config", "model.name", "run.name=NEW"],
+    ),
     ("resume with other hidden", resume("model.hidden=[32]"), 2, ["model.hidden ([16] -> [32])"]),
     ("resume with other shards", resume("data.shards={w}/gray"), 2, ["data.shards"]),
     ("resume with another lr", resume("optim.lr=0.5"), 2, ["optim.lr (0.002 -> 0.5)"]),
@@ -176,28 +254,52 @@ COMMAND_CASES = [
     ("zero shard size", ["shards", "clocks", "--out", "{w}/c2", "--shard-size", "0"], 2, ["--shard-size 0"]),
     ("negative pack", ["shards", "{w}/images", "--out", "{w}/p", "--pack", "-1"], 2, ["--pack -1"]),
     ("shards --out a file", ["shards", "clocks", "--out", "{w}/afile"], 2, ["not a folder"]),
-    ("val fraction over 1", ["shards", "{w}/images", "--out", "{w}/v", "--val-fraction", "2"], 1,
-     ["--val-fraction 2.0 must be between 0 and 1"]),
-    ("another val carve into a written folder", ["shards", "{w}/images", "--out", "{w}/rgb", "--val-fraction", "0.3"], 1,
-     ["already holds a 'train' split", "--val-fraction"]),
-    ("other settings into a written folder", ["shards", "{w}/images", "--out", "{w}/rgb", "--shard-size", "7"], 1,
-     ["already holds a 'train' split", "fresh --out"]),
+    (
+        "val fraction over 1",
+        ["shards", "{w}/images", "--out", "{w}/v", "--val-fraction", "2"],
+        1,
+        ["--val-fraction 2.0 must be between 0 and 1"],
+    ),
+    (
+        "another val carve into a written folder",
+        ["shards", "{w}/images", "--out", "{w}/rgb", "--val-fraction", "0.3"],
+        1,
+        ["already holds a 'train' split", "--val-fraction"],
+    ),
+    (
+        "other settings into a written folder",
+        ["shards", "{w}/images", "--out", "{w}/rgb", "--shard-size", "7"],
+        1,
+        ["already holds a 'train' split", "fresh --out"],
+    ),
     ("unknown classes", ["shards", "{w}/images", "--out", "{w}/k", "--classes", "cat,dog"], 1, ["--classes cat,dog"]),
     ("shards with no source", ["shards", "--out", "{w}/c3"], 2, ["needs a SOURCE"]),
     ("index with nothing to index", ["shards", "index", "--out", "{w}/i"], 2, ["needs the shards to index"]),
     ("index a missing shard", ["shards", "index", "{w}/none-{{0..2}}.tar", "--out", "{w}/i"], 1, ["does not exist"]),
     ("index a folder without tars", ["shards", "index", "{w}/images", "--out", "{w}/i"], 1, ["holds no .tar shards"]),
-    ("index with a bad label", ["shards", "index", "{w}/rgb", "--out", "{w}/i", "--label", "txt"], 1,
-     ["--label txt is not cls"]),
+    (
+        "index with a bad label",
+        ["shards", "index", "{w}/rgb", "--out", "{w}/i", "--label", "txt"],
+        1,
+        ["--label txt is not cls"],
+    ),
     ("verify a folder without manifests", ["shards", "--verify", "--out", "{w}/images"], 1, ["no manifests"]),
     ("eval a non-run", ["eval", "{w}/images"], 1, ["is not a run dir"]),
     ("eval a missing checkpoint", ["eval", "{w}/runs/done", "--checkpoint", "top-9.pt"], 1, ["no checkpoint"]),
-    ("eval a text file as checkpoint", ["eval", "{w}/runs/done", "--checkpoint", "../../../notes.pt"], 1,
-     ["is not a readable prismlab checkpoint"]),
+    (
+        "eval a text file as checkpoint",
+        ["eval", "{w}/runs/done", "--checkpoint", "../../../notes.pt"],
+        1,
+        ["is not a readable prismlab checkpoint"],
+    ),
     ("eval a corrupt best.pt", ["eval", "{w}/runs/corrupt"], 1, ["is not a readable prismlab checkpoint"]),
     ("eval a missing split", ["eval", "{w}/runs/done", "--split", "holdout"], 1, ["no 'holdout' split"]),
-    ("eval an RGB run on gray shards", ["eval", "{w}/runs/gray-eval", "--split", "test"], 2,
-     ["holds channels ['gray']", "trained on ['R', 'G', 'B']"]),
+    (
+        "eval an RGB run on gray shards",
+        ["eval", "{w}/runs/gray-eval", "--split", "test"],
+        2,
+        ["holds channels ['gray']", "trained on ['R', 'G', 'B']"],
+    ),
     ("judge with a non-run", ["eval", "{w}/runs/done", "--judge", "{w}/images"], 1, ["not a run dir"]),
     ("status of a non-run", ["status", "{w}/images"], 1, ["is not a run dir"]),
     ("report of a non-sweep", ["report", "{w}/runs/done"], 1, ["is not a sweep dir"]),
@@ -214,8 +316,11 @@ def case_params():
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_there_are_over_120_cases():

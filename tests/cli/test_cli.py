@@ -25,13 +25,16 @@ def one_error_line(capsys) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["fly"], ["invalid choice: 'fly'"]),
-    (["shards", "imagenet", "--out", "x"], ["invalid choice: 'imagenet'"]),
-    (["shards", "clocks"], ["--out"]),
-    (["train"], ["config"]),
-    (["shards", "clocks", "--out", "x", "--train", "many"], ["--train", "many"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["fly"], ["invalid choice: 'fly'"]),
+        (["shards", "imagenet", "--out", "x"], ["invalid choice: 'imagenet'"]),
+        (["shards", "clocks"], ["--out"]),
+        (["train"], ["config"]),
+        (["shards", "clocks", "--out", "x", "--train", "many"], ["--train", "many"]),
+    ],
+)
 def test_bad_arguments_exit_2(argv, words, capsys):
     assert main(argv) == 2
     line = one_error_line(capsys)
@@ -77,4 +80,7 @@ def test_console_script_installed():
     exe = sys.executable.rsplit("/", 1)[0] + "/prismlab"
     result = subprocess.run([exe, "train", "nope.yaml"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip() == "prismlab: error: config file nope.yaml not found; pass an existing YAML file (see configs/)"
+    assert (
+        result.stderr.strip()
+        == "prismlab: error: config file nope.yaml not found; pass an existing YAML file (see configs/)"
+    )

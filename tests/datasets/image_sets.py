@@ -20,8 +20,16 @@ def random_pixels(rng: np.random.Generator, size: int, mode: str) -> np.ndarray:
     return rng.integers(0, 256, shape, dtype=np.uint8)
 
 
-def make_image_folder(root: Path, splits: dict[str, int] | None = None, *, classes=("cat", "dog", "emu"), size: int = 8,
-                      mode: str = "RGB", ext: str = "png", seed: int = 0) -> dict[str, np.ndarray]:
+def make_image_folder(
+    root: Path,
+    splits: dict[str, int] | None = None,
+    *,
+    classes=("cat", "dog", "emu"),
+    size: int = 8,
+    mode: str = "RGB",
+    ext: str = "png",
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """`root/<split>/<class>/<i>.<ext>` (or `root/<class>/...` when splits is None, with 4 per class).
     Returns {path: pixels as written}."""
     rng = np.random.default_rng(seed)
@@ -38,7 +46,9 @@ def make_image_folder(root: Path, splits: dict[str, int] | None = None, *, class
     return written
 
 
-def make_cifar(root: Path, *, hundred: bool = False, per_batch: int = 6, test: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
+def make_cifar(
+    root: Path, *, hundred: bool = False, per_batch: int = 6, test: int = 5, seed: int = 0
+) -> dict[str, np.ndarray]:
     """A CIFAR-10 (5 train batches) or CIFAR-100 pickle folder; returns {split: uint8 [N, 32, 32, 3]}."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)

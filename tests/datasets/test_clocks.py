@@ -26,8 +26,12 @@ def _ray_profile(darkness: np.ndarray, radii: np.ndarray) -> np.ndarray:
     x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
     fx, fy = x - x0, y - y0
     d = darkness
-    v = (d[y0, x0] * (1 - fx) * (1 - fy) + d[y0, x0 + 1] * fx * (1 - fy)
-         + d[y0 + 1, x0] * (1 - fx) * fy + d[y0 + 1, x0 + 1] * fx * fy)
+    v = (
+        d[y0, x0] * (1 - fx) * (1 - fy)
+        + d[y0, x0 + 1] * fx * (1 - fy)
+        + d[y0 + 1, x0] * (1 - fx) * fy
+        + d[y0 + 1, x0 + 1] * fx * fy
+    )
     return v.mean(axis=1)
 
 
@@ -56,8 +60,10 @@ def _angle_error(a: float, b: float) -> float:
 
 def _shows_time(image: np.ndarray, hour: int, minute: int) -> bool:
     hour_angle, minute_angle = _read_hands(image)
-    return (_angle_error(minute_angle, 6 * minute) <= _MINUTE_TOLERANCE
-            and _angle_error(hour_angle, 30 * hour + 0.5 * minute) <= _HOUR_TOLERANCE)
+    return (
+        _angle_error(minute_angle, 6 * minute) <= _MINUTE_TOLERANCE
+        and _angle_error(hour_angle, 30 * hour + 0.5 * minute) <= _HOUR_TOLERANCE
+    )
 
 
 @pytest.mark.parametrize("size,channels", [(150, 1), (64, 1), (32, 3), (150, 3)])

@@ -18,10 +18,11 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from image_patterns import PATTERNS, pattern_image
 from prismlab.cli import main
 from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.shards import read_manifest
+
+from image_patterns import PATTERNS, pattern_image
 
 REPO = Path(__file__).resolve().parents[2]
 PER_SHARD = 30
@@ -56,9 +57,20 @@ def img2dataset_style(folder: Path, shards: int = 2, seed: int = 1) -> None:
             for i in range(PER_SHARD):
                 kind = PATTERNS[(s * PER_SHARD + i) % len(PATTERNS)]
                 key = f"{s:05d}{i:04d}"
-                sink.write({"__key__": key, "jpg": jpeg(pattern_image(kind, rng)), "txt": f"{kind} stripes",
-                            "json": {"url": f"http://example.com/{key}.jpg", "caption": f"{kind} stripes", "label": kind,
-                                     "status": "success", "key": key}})
+                sink.write(
+                    {
+                        "__key__": key,
+                        "jpg": jpeg(pattern_image(kind, rng)),
+                        "txt": f"{kind} stripes",
+                        "json": {
+                            "url": f"http://example.com/{key}.jpg",
+                            "caption": f"{kind} stripes",
+                            "label": kind,
+                            "status": "success",
+                            "key": key,
+                        },
+                    }
+                )
 
 
 def index(source: str, out: Path, *extra: str) -> None:
@@ -66,8 +78,11 @@ def index(source: str, out: Path, *extra: str) -> None:
 
 
 def loader(out: Path, **kwargs) -> ShardLoader:
-    return ShardLoader(out, "train", **({"mode": "exact", "batch_size": 8, "num_workers": 0, "rank": 0, "world_size": 1,
-                                         "shuffle": False} | kwargs))
+    return ShardLoader(
+        out,
+        "train",
+        **({"mode": "exact", "batch_size": 8, "num_workers": 0, "rank": 0, "world_size": 1, "shuffle": False} | kwargs),
+    )
 
 
 def labels_of(out: Path, **kwargs) -> list[int]:
@@ -82,8 +97,10 @@ def test_webdataset_shardwriter_shards_index_and_stream_like_webdataset(tmp_path
     assert manifest.label == "cls" and manifest.class_names == ["0", "1", "2"]
     assert manifest.image_size == [16, 16] and manifest.sizes == {"16x16": 90} and manifest.channels == ["R", "G", "B"]
     assert all(Path(s.url).is_absolute() and len(s.sha256) == 64 for s in manifest.shards)
-    upstream = [(s["__key__"], int(s["cls"])) for s in wds.WebDataset(sorted(str(p) for p in (tmp_path / "wds").glob("*.tar")),
-                                                                       shardshuffle=False)]
+    upstream = [
+        (s["__key__"], int(s["cls"]))
+        for s in wds.WebDataset(sorted(str(p) for p in (tmp_path / "wds").glob("*.tar")), shardshuffle=False)
+    ]
     assert upstream == written
     assert labels_of(tmp_path / "index") == [label for _, label in written]
 
@@ -94,9 +111,26 @@ def test_training_on_indexed_shards(tmp_path):
     index(str(tmp_path / "wds" / "train-000003.tar"), tmp_path / "index", "--split", "val")
     info = json.loads((tmp_path / "index" / "_info.json").read_text())  # the timm `wds/` split info
     assert info["splits"]["train"]["num_samples"] == 90 and info["splits"]["val"]["shard_lengths"] == [30]
-    assert main(["train", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={tmp_path / 'index'}",
-                 f"run.out_dir={tmp_path}", "run.name=t", "wandb.mode=disabled", "train.epochs=2", "train.steps_per_epoch=10",
-                 "data.batch_size=16", "model.name=cnn", "model.widths=[8,16]", "optim.warmup_steps=0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(REPO / "configs" / "clock_demo.yaml"),
+                "task.name=classify",
+                f"data.shards={tmp_path / 'index'}",
+                f"run.out_dir={tmp_path}",
+                "run.name=t",
+                "wandb.mode=disabled",
+                "train.epochs=2",
+                "train.steps_per_epoch=10",
+                "data.batch_size=16",
+                "model.name=cnn",
+                "model.widths=[8,16]",
+                "optim.warmup_steps=0",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert summary["samples"] == 30 and summary["accuracy"] > 0.5
 
@@ -128,8 +162,12 @@ def test_tar_made_with_tar_c_dot_groups_like_webdataset(tmp_path):
 
 def test_pipe_command_shards(tmp_path):
     imagenet_style(tmp_path / "wds", shards=2)
-    index(f"pipe:cat {tmp_path}/wds/train-{{000000..000001}}.tar", tmp_path / "index",
-          "--cache-dir", str(tmp_path / "cache"))
+    index(
+        f"pipe:cat {tmp_path}/wds/train-{{000000..000001}}.tar",
+        tmp_path / "index",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     assert [s.url for s in read_manifest(tmp_path / "index", "train").shards][0].startswith("pipe:cat ")
     assert labels_of(tmp_path / "index", cache_dir=str(tmp_path / "cache2")) == [i % 3 for i in range(60)]
 
@@ -186,7 +224,9 @@ def test_http_shards_with_dropped_connections(tmp_path, drops):
     server = ShardServer(tmp_path / "wds", drops=drops)
     try:
         index(f"{server.url}/train-{{000000..000001}}.tar", tmp_path / "index", "--cache-dir", str(tmp_path / "c1"))
-        assert labels_of(tmp_path / "index", cache_dir=str(tmp_path / "c2"), num_workers=2) == [i % 3 for i in range(60)]
+        assert labels_of(tmp_path / "index", cache_dir=str(tmp_path / "c2"), num_workers=2) == [
+            i % 3 for i in range(60)
+        ]
     finally:
         server.close()
     if drops:  # each broken download continued where it stopped, with a Range request
@@ -200,8 +240,20 @@ def test_unreachable_http_shard_is_one_line_naming_it(tmp_path, capsys, monkeypa
     imagenet_style(tmp_path / "wds", shards=1)
     server = ShardServer(tmp_path / "wds", drops=100)
     try:
-        assert main(["shards", "index", f"{server.url}/train-000000.tar", "--out", str(tmp_path / "index"),
-                     "--cache-dir", str(tmp_path / "c")]) == 1
+        assert (
+            main(
+                [
+                    "shards",
+                    "index",
+                    f"{server.url}/train-000000.tar",
+                    "--out",
+                    str(tmp_path / "index"),
+                    "--cache-dir",
+                    str(tmp_path / "c"),
+                ]
+            )
+            == 1
+        )
     finally:
         server.close()
     err = capsys.readouterr().err.strip().splitlines()
@@ -219,7 +271,9 @@ def test_missing_labels_are_named_or_skipped_and_counted(tmp_path):
                 sample["cls"] = 0
             sink.write(sample)
     index(str(folder), tmp_path / "index", "--label", "cls")
-    with pytest.raises(Exception, match=r"sample 's017' of shard .*train-000000.tar: no .cls member .*max_incomplete_fraction"):
+    with pytest.raises(
+        Exception, match=r"sample 's017' of shard .*train-000000.tar: no .cls member .*max_incomplete_fraction"
+    ):
         labels_of(tmp_path / "index")
     batches = list(loader(tmp_path / "index", max_incomplete_fraction=0.05))
     assert sum(b.corrupt for b in batches) == 1 and sum(len(b.labels) for b in batches) == 39
@@ -251,11 +305,23 @@ def test_image_sizes_mixed_and_non_square(tmp_path, capsys):
             for i in range(6):
                 h, w = sizes[i % len(sizes)]
                 Image.fromarray(np.full((h, w, 3), 40 * PATTERNS.index(kind), np.uint8)).save(folder / f"{i}.png")
-        assert main(["shards", str(tmp_path / name), "--out", str(tmp_path / f"{name}-shards"), "--val-fraction", "0.2"]) == 0
+        assert (
+            main(["shards", str(tmp_path / name), "--out", str(tmp_path / f"{name}-shards"), "--val-fraction", "0.2"])
+            == 0
+        )
     out = capsys.readouterr().out
     assert "2 sizes (16x16 x" in out and "all 48x40" in out
-    args = ["train", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"run.out_dir={tmp_path}",
-            "wandb.mode=disabled", "train.epochs=1", "train.steps_per_epoch=2", "data.batch_size=4", "model.widths=[8,16]"]
+    args = [
+        "train",
+        str(REPO / "configs" / "clock_demo.yaml"),
+        "task.name=classify",
+        f"run.out_dir={tmp_path}",
+        "wandb.mode=disabled",
+        "train.epochs=1",
+        "train.steps_per_epoch=2",
+        "data.batch_size=4",
+        "model.widths=[8,16]",
+    ]
     assert main([*args, f"data.shards={tmp_path / 'mixed-shards'}", "run.name=m"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "have 2 sizes (16x16: 7, 20x24: 7)" in err[0] and "data.resize" in err[0]
@@ -268,16 +334,40 @@ def test_image_sizes_mixed_and_non_square(tmp_path, capsys):
 def test_missing_val_split_names_the_flag_that_makes_it(tmp_path, capsys):
     imagenet_style(tmp_path / "wds", shards=1)
     index(str(tmp_path / "wds"), tmp_path / "index")
-    assert main(["train", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={tmp_path / 'index'}",
-                 f"run.out_dir={tmp_path}", "wandb.mode=disabled"]) == 1
+    assert (
+        main(
+            [
+                "train",
+                str(REPO / "configs" / "clock_demo.yaml"),
+                "task.name=classify",
+                f"data.shards={tmp_path / 'index'}",
+                f"run.out_dir={tmp_path}",
+                "wandb.mode=disabled",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "no 'val' split" in err and "--val-fraction" in err
-    assert main(["train", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={tmp_path / 'wds'}",
-                 f"run.out_dir={tmp_path}", "wandb.mode=disabled"]) == 1
+    assert (
+        main(
+            [
+                "train",
+                str(REPO / "configs" / "clock_demo.yaml"),
+                "task.name=classify",
+                f"data.shards={tmp_path / 'wds'}",
+                f"run.out_dir={tmp_path}",
+                "wandb.mode=disabled",
+            ]
+        )
+        == 1
+    )
     assert "prismlab shards index" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["./000000.jpg", "a/b.c/d.e.f", "x", "dir/k.JPG", "k.tar.gz", ".hidden", "a/.b.c", "d/"])
+@pytest.mark.parametrize(
+    "name", ["./000000.jpg", "a/b.c/d.e.f", "x", "dir/k.JPG", "k.tar.gz", ".hidden", "a/.b.c", "d/"]
+)
 def test_member_keys_follow_webdataset_exactly(name):
     from webdataset.tariterators import base_plus_ext
 

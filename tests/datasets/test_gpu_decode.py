@@ -11,7 +11,6 @@ import io
 import numpy as np
 import pytest
 import torch
-from image_sets import make_image_folder
 from PIL import Image
 
 from prismlab.datasets.gpu_decode import PendingDecode, decode_pending, is_jpeg
@@ -20,6 +19,8 @@ from prismlab.datasets.samples import decode_pixels
 from prismlab.datasets.sources import detect_source
 from prismlab.datasets.transforms import BatchTransform, TransformSpec, normalize
 from prismlab.datasets.writer import write_source_shards
+
+from image_sets import make_image_folder
 
 
 def jpeg(seed: int) -> bytes:

@@ -70,22 +70,49 @@ def test_plans_give_equal_batch_counts_and_exact_cover(world_size, start):
     shard_samples = [10] * 7 + [7]
     everything = sorted((s, i) for s, n in enumerate(shard_samples) for i in range(n))
     for shuffle in (False, True):
-        head = exact_batches(shard_samples, start=0, rank=0, world_size=1, batch_size=start or 1, seed=1, epoch=2,
-                             shuffle=shuffle, window=4)[:1] if start else []
+        head = (
+            exact_batches(
+                shard_samples,
+                start=0,
+                rank=0,
+                world_size=1,
+                batch_size=start or 1,
+                seed=1,
+                epoch=2,
+                shuffle=shuffle,
+                window=4,
+            )[:1]
+            if start
+            else []
+        )
         counts, valid = [], [(s, i) for b in head for s, i in zip(b.shards.tolist(), b.indices.tolist())]
         for rank in range(world_size):
-            batches = exact_batches(shard_samples, start=start, rank=rank, world_size=world_size, batch_size=6, seed=1,
-                                    epoch=2, shuffle=shuffle, window=4)
+            batches = exact_batches(
+                shard_samples,
+                start=start,
+                rank=rank,
+                world_size=world_size,
+                batch_size=6,
+                seed=1,
+                epoch=2,
+                shuffle=shuffle,
+                window=4,
+            )
             counts.append(len(batches))
             valid += [(s, i) for b in batches for s, i, v in zip(b.shards.tolist(), b.indices.tolist(), b.valid) if v]
         assert len(set(counts)) == 1
         assert sorted(valid) == everything  # the head a 1-process run consumed, then the rest on world_size
     for rank in range(world_size):
-        batches = resampled_batches(shard_samples, done=0, rank=rank, batch_size=6, batches_per_epoch=7, seed=1,
-                                    epoch=2, window=4)
+        batches = resampled_batches(
+            shard_samples, done=0, rank=rank, batch_size=6, batches_per_epoch=7, seed=1, epoch=2, window=4
+        )
         assert [len(b.shards) for b in batches] == [6] * 7
-        assert resampled_batches(shard_samples, done=3, rank=rank, batch_size=6, batches_per_epoch=7, seed=1, epoch=2,
-                                 window=4)[0].seed == batches[3].seed
+        assert (
+            resampled_batches(
+                shard_samples, done=3, rank=rank, batch_size=6, batches_per_epoch=7, seed=1, epoch=2, window=4
+            )[0].seed
+            == batches[3].seed
+        )
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
@@ -114,7 +141,10 @@ def test_resampled_mode_fixed_full_batches_on_every_rank(shards, workers):
 
 
 def test_stream_is_seeded_and_changes_per_epoch(shards):
-    first, second = make(shards, mode="resampled", batches_per_epoch=4), make(shards, mode="resampled", batches_per_epoch=4)
+    first, second = (
+        make(shards, mode="resampled", batches_per_epoch=4),
+        make(shards, mode="resampled", batches_per_epoch=4),
+    )
     epoch0 = [b.labels.tolist() for b in first]
     assert epoch0 == [b.labels.tolist() for b in second]
     assert epoch0 != [b.labels.tolist() for b in first]  # epoch 1
@@ -126,10 +156,18 @@ def signature(batch) -> tuple:
     return batch.labels.tolist(), batch.images.flatten().tolist()
 
 
-@pytest.mark.parametrize("mode, workers, k", [("resampled", 2, 3), ("exact", 3, 4), ("exact", 0, 5), ("resampled", 3, 1)])
+@pytest.mark.parametrize(
+    "mode, workers, k", [("resampled", 2, 3), ("exact", 3, 4), ("exact", 0, 5), ("resampled", 3, 1)]
+)
 def test_resume_mid_epoch_equals_uninterrupted_run(shards, mode, workers, k):
-    settings = {"mode": mode, "num_workers": workers, "batches_per_epoch": 6 if mode == "resampled" else None,
-                "transform": TransformSpec(flip=True, crop=3), "rank": 1, "world_size": 2}
+    settings = {
+        "mode": mode,
+        "num_workers": workers,
+        "batches_per_epoch": 6 if mode == "resampled" else None,
+        "transform": TransformSpec(flip=True, crop=3),
+        "rank": 1,
+        "world_size": 2,
+    }
     reference = make(shards, **settings)
     run(reference)  # epoch 0
     uninterrupted = [signature(b) for b in reference]  # epoch 1
@@ -215,8 +253,10 @@ def write_handmade_split(out: Path, pngs: list[bytes]) -> Path:
         for i, png in enumerate(pngs):
             sink.write({"__key__": f"{i:04d}", "png": png, "cls": i})
     info = ShardInfo(path.name, len(pngs), path.stat().st_size, "")
-    atomic_write_json(manifest_path(out, "train"), {**Manifest("train", "handmade", len(pngs), [4, 4], ["gray"], [info]).__dict__,
-                                                    "shards": [info.__dict__]})
+    atomic_write_json(
+        manifest_path(out, "train"),
+        {**Manifest("train", "handmade", len(pngs), [4, 4], ["gray"], [info]).__dict__, "shards": [info.__dict__]},
+    )
     return path
 
 
@@ -224,6 +264,7 @@ def png_bytes(value: int) -> bytes:
     import io
 
     from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(np.full((4, 4), value, dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
@@ -278,6 +319,7 @@ def test_geometric_transforms_change_shapes(shards):
 
 def test_padded_crop_translates_training_images_only():
     from prismlab.datasets.transforms import BatchTransform
+
     image = torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8)
     spec = TransformSpec(crop=8, crop_padding=2, mean=(0.0,), std=(1.0,))
     train = BatchTransform(spec, ["L"])
@@ -316,8 +358,12 @@ def test_multi_process_gloo_run_reads_real_shards(shards, tmp_path):
     script = tmp_path / "rank.py"
     script.write_text(GLOO_RANK)
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "3"}
-    procs = [subprocess.Popen([sys.executable, str(script), str(shards)], env={**env, "RANK": str(r)},
-                              stdout=subprocess.PIPE, text=True) for r in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(shards)], env={**env, "RANK": str(r)}, stdout=subprocess.PIPE, text=True
+        )
+        for r in range(3)
+    ]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
     gathered = json.loads(outputs[0].strip().splitlines()[-1])
@@ -349,11 +395,15 @@ def test_workers_survive_a_schedulers_sigterm_and_still_exit(shards, tmp_path):
 
     script = tmp_path / "survive.py"
     script.write_text(WORKER_SURVIVAL)
-    proc = subprocess.Popen([sys.executable, str(script), str(shards), str(tmp_path / "go")], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(shards), str(tmp_path / "go")], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "ready"
-    workers = [int(p.name) for p in Path("/proc").glob("[0-9]*")
-               if (p / "stat").is_file() and (p / "stat").read_text().split(") ")[-1].split()[1] == str(proc.pid)]
+    workers = [
+        int(p.name)
+        for p in Path("/proc").glob("[0-9]*")
+        if (p / "stat").is_file() and (p / "stat").read_text().split(") ")[-1].split()[1] == str(proc.pid)
+    ]
     assert len(workers) == 2
     for pid in workers:
         os.kill(pid, signal.SIGTERM)  # from another process, as slurmstepd sends it
@@ -366,8 +416,10 @@ def test_workers_survive_a_schedulers_sigterm_and_still_exit(shards, tmp_path):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_reused_buffers_give_the_same_batches_to_a_consumer_that_uses_each_at_once(shards, workers):
     fresh = [signature(b) for b in make(shards, num_workers=workers, batch_size=4, transform=TransformSpec(flip=True))]
-    reused = [signature(b) for b in make(shards, num_workers=workers, batch_size=4, transform=TransformSpec(flip=True),
-                                         reuse_buffers=True)]
+    reused = [
+        signature(b)
+        for b in make(shards, num_workers=workers, batch_size=4, transform=TransformSpec(flip=True), reuse_buffers=True)
+    ]
     assert reused == fresh
 
 

@@ -39,7 +39,9 @@ def extract_slice(dest: Path) -> list[Path]:
     return sorted(dest.rglob("*.png"))
 
 
-@pytest.mark.skipif(not ARCHIVE.is_file(), reason=f"{ARCHIVE} is absent (real data only exists on the project's machines)")
+@pytest.mark.skipif(
+    not ARCHIVE.is_file(), reason=f"{ARCHIVE} is absent (real data only exists on the project's machines)"
+)
 def test_mnist_png_tree_round_trip(tmp_path):
     files = extract_slice(tmp_path / "src")
     source = detect_source(tmp_path / "src" / "mnist")
@@ -48,7 +50,9 @@ def test_mnist_png_tree_round_trip(tmp_path):
     assert manifests["train"].samples == manifests["test"].samples == 10 * PER_CLASS
     assert manifests["train"].image_size == [28, 28] and manifests["train"].channels == ["gray"]
     expected = sorted((np.asarray(Image.open(f)).tobytes(), int(f.parent.name)) for f in files if "testing" in f.parts)
-    stream = eval_stream(tmp_path / "out", "test", batch_size=32, num_workers=1, transform=TransformSpec(mean=(0.0,), std=(1.0,)))
+    stream = eval_stream(
+        tmp_path / "out", "test", batch_size=32, num_workers=1, transform=TransformSpec(mean=(0.0,), std=(1.0,))
+    )
     got = []
     for batch in stream:
         pixels = (batch.images[:, 0] * 255).round().to(torch.uint8).numpy()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from image_sets import make_cifar, make_idx, make_image_folder
 
 from prismlab.cli import main
 from prismlab.datasets.samples import decode_pixels, encoded_image
@@ -19,6 +18,8 @@ from prismlab.datasets.tar_reader import ShardFile
 from prismlab.datasets.verify import verify_shards
 from prismlab.datasets.writer import write_source_shards
 from prismlab.errors import PrismlabError
+
+from image_sets import make_cifar, make_idx, make_image_folder
 
 
 def read_split(out: Path, split: str) -> list[tuple[np.ndarray, int, dict]]:
@@ -54,8 +55,16 @@ def test_image_folder_png_round_trip_is_pixel_exact(tmp_path, mode):
             assert np.array_equal(squeeze(pixels), source)
             assert classes[label] == meta["label"] == Path(meta["origin"]).parent.name
             assert meta["size"] == [8, 8]
-    assert manifests["train"].channels == {"L": ["gray"], "LA": ["gray", "alpha"], "RGB": ["R", "G", "B"],
-                                           "RGBA": ["R", "G", "B", "alpha"], "I;16": ["gray"]}[mode]
+    assert (
+        manifests["train"].channels
+        == {
+            "L": ["gray"],
+            "LA": ["gray", "alpha"],
+            "RGB": ["R", "G", "B"],
+            "RGBA": ["R", "G", "B", "alpha"],
+            "I;16": ["gray"],
+        }[mode]
+    )
 
 
 def test_jpeg_bytes_pass_through_unchanged(tmp_path):
@@ -105,7 +114,9 @@ def test_idx_round_trip_packed(tmp_path, gz):
 
 def test_manifest_integrity_and_global_shuffle(tmp_path):
     make_cifar(tmp_path / "cifar", per_batch=20)
-    write_source_shards(detect_source(tmp_path / "cifar"), tmp_path / "out", shard_size=16, shard_bytes=20_000, workers=2)
+    write_source_shards(
+        detect_source(tmp_path / "cifar"), tmp_path / "out", shard_size=16, shard_bytes=20_000, workers=2
+    )
     manifest = read_manifest(tmp_path / "out", "train")
     raw = json.loads((tmp_path / "out" / "train.manifest.json").read_text())
     assert raw["samples"] == 100 == sum(s.samples for s in manifest.shards)
@@ -205,7 +216,10 @@ def test_class_subset_relabelled_in_the_given_order(tmp_path, capsys):
     assert sorted((r.origin, r.label) for r in subset.splits["train"]) == expected
     with pytest.raises(PrismlabError, match="unknown yak; pick distinct names from a, b, c, d"):
         select_classes(detect_source(tmp_path / "src"), ["a", "yak"])
-    assert main(["shards", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--classes", "c,a", "--workers", "1"]) == 0
+    assert (
+        main(["shards", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--classes", "c,a", "--workers", "1"])
+        == 0
+    )
     manifest = json.loads((tmp_path / "out" / "train.manifest.json").read_text())
     assert manifest["class_names"] == ["c", "a"] and manifest["samples"] == len(expected)
 
@@ -213,7 +227,23 @@ def test_class_subset_relabelled_in_the_given_order(tmp_path, capsys):
 def test_cli_writes_and_verifies(tmp_path, capsys):
     make_image_folder(tmp_path / "src", None)
     out = tmp_path / "out"
-    assert main(["shards", str(tmp_path / "src"), "--out", str(out), "--val-fraction", "0.25", "--workers", "1", "--pack", "3"]) == 0
+    assert (
+        main(
+            [
+                "shards",
+                str(tmp_path / "src"),
+                "--out",
+                str(out),
+                "--val-fraction",
+                "0.25",
+                "--workers",
+                "1",
+                "--pack",
+                "3",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "train: 9 samples" in printed and "val: 3 samples" in printed
     assert main(["shards", str(tmp_path / "src"), "--out", str(out), "--verify"]) == 0

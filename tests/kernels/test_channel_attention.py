@@ -129,16 +129,32 @@ def test_max_ties_send_gradient_to_first_channel(op):
     bias[1] = bias[3] = 4.0
     w7[0, 1] = 0.05  # a uniform max-branch kernel: the max gradient is easy to see
     assert_matches_reference(x, ids, weight, bias, w7, seed=6)
-    got = outputs_and_grads(ops.channel_attention, x, ids, weight, bias, w7,
-                            torch.zeros(2, 4, 6, 5, dtype=x.dtype), torch.ones(2, 1, 6, 5, dtype=x.dtype))
+    got = outputs_and_grads(
+        ops.channel_attention,
+        x,
+        ids,
+        weight,
+        bias,
+        w7,
+        torch.zeros(2, 4, 6, 5, dtype=x.dtype),
+        torch.ones(2, 1, 6, 5, dtype=x.dtype),
+    )
     grad_bias = got[4]
     assert grad_bias[1] != grad_bias[3]
 
 
 def test_absent_channels_get_zero_weight_gradient(op):
     x, ids, weight, bias, w7 = make_inputs(2, 2, 5, 5, 6, 3, ids=[4, 1], seed=7)
-    grad_w = outputs_and_grads(ops.channel_attention, x, ids, weight, bias, w7,
-                               torch.randn(2, 3, 5, 5, dtype=x.dtype), torch.zeros(2, 1, 5, 5, dtype=x.dtype))[3]
+    grad_w = outputs_and_grads(
+        ops.channel_attention,
+        x,
+        ids,
+        weight,
+        bias,
+        w7,
+        torch.randn(2, 3, 5, 5, dtype=x.dtype),
+        torch.zeros(2, 1, 5, 5, dtype=x.dtype),
+    )[3]
     assert torch.all(grad_w[[0, 2, 3, 5]] == 0)
 
 
@@ -271,7 +287,9 @@ def random_cuda_shapes(count: int) -> list[tuple[int, ...]]:
     shapes = []
     for _ in range(count):
         k = rng.randint(1, 8)
-        shapes.append((rng.randint(1, 6), rng.randint(1, k), rng.randint(1, 80), rng.randint(1, 140), k, rng.randint(1, 96)))
+        shapes.append(
+            (rng.randint(1, 6), rng.randint(1, k), rng.randint(1, 80), rng.randint(1, 140), k, rng.randint(1, 96))
+        )
     return shapes
 
 
@@ -291,10 +309,14 @@ def test_cuda_matches_reference(op, dtype, tol, shape):
     got = outputs_and_grads(ops.channel_attention, *low, grad_out.to(dtype), grad_s.to(dtype))
     # Reference in float64 from the same (rounded) inputs and upstream gradients.
     ref_in = [t.double() if t.is_floating_point() else t for t in low]
-    want = outputs_and_grads(channel_attention_reference, *ref_in, grad_out.to(dtype).double(), grad_s.to(dtype).double())
+    want = outputs_and_grads(
+        channel_attention_reference, *ref_in, grad_out.to(dtype).double(), grad_s.to(dtype).double()
+    )
     for name, a, b in zip(("out", "s", "grad_x", "grad_weight", "grad_bias", "grad_w7"), got, want):
         scale = b.abs().max().clamp_min(1.0)
-        torch.testing.assert_close(a.double() / scale, b / scale, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            a.double() / scale, b / scale, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 @pytest.mark.gpu
@@ -303,8 +325,10 @@ def test_opcheck_cuda(op):
     leaves = [t.clone().requires_grad_(True) for t in (x, weight, bias, w7)]
     torch.library.opcheck(op, (leaves[0], ids, leaves[1], leaves[2], leaves[3]))
     out, s = op(x, ids, weight, bias, w7)
-    torch.library.opcheck(torch.ops.prismlab.channel_attention_backward.default,
-                          (torch.randn_like(out), torch.randn_like(s), x, ids, weight, bias, w7, s))
+    torch.library.opcheck(
+        torch.ops.prismlab.channel_attention_backward.default,
+        (torch.randn_like(out), torch.randn_like(s), x, ids, weight, bias, w7, s),
+    )
 
 
 @pytest.mark.gpu

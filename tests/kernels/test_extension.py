@@ -35,9 +35,7 @@ def ext():
     return torch.ops.prismlab.channel_adapter.default
 
 
-def make_inputs(
-    n=2, c_in=3, h=5, w=4, k=6, c_out=7, *, dtype=torch.float64, device="cpu", seed=0, ids=None
-):
+def make_inputs(n=2, c_in=3, h=5, w=4, k=6, c_out=7, *, dtype=torch.float64, device="cpu", seed=0, ids=None):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c_in, h, w, generator=g, dtype=torch.float64)
     if ids is None:
@@ -72,8 +70,9 @@ def test_extension_links_openmp(ext):
 
     with open(prismlab._C.__file__, "rb") as library:
         needed = library.read()
-    assert any(name in needed for name in (b"libgomp.so", b"libomp.so", b"libiomp5.so")), \
+    assert any(name in needed for name in (b"libgomp.so", b"libomp.so", b"libiomp5.so")), (
         "prismlab._C does not link an OpenMP runtime: build it with -fopenmp"
+    )
 
 
 def test_cpu_kernel_registered(ext):
@@ -153,9 +152,7 @@ def test_cpu_empty_batch(ext):
     assert y.shape == (0, 5, 3, 3)
 
 
-@pytest.mark.parametrize(
-    "shape", [(1, 1, 3, 3, 2, 2), (3, 4, 4, 5, 6, 3), (3, 2, 2, 3, 2, 4)], ids=str
-)
+@pytest.mark.parametrize("shape", [(1, 1, 3, 3, 2, 2), (3, 4, 4, 5, 6, 3), (3, 2, 2, 3, 2, 4)], ids=str)
 def test_cpu_gradients_match_reference(ext, shape):
     x, ids, weight, bias = make_inputs(*shape, seed=7)
     x = x.to(memory_format=torch.channels_last)
@@ -184,9 +181,7 @@ def test_cpu_gradient_only_some_inputs(ext):
 
 def test_cpu_gradcheck(ext):
     x, ids, weight, bias = make_inputs(2, 3, 3, 2, 5, 4, seed=9)
-    assert torch.autograd.gradcheck(
-        lambda x_, w_, b_: ext(x_, ids, w_, b_), (_leaf(x), _leaf(weight), _leaf(bias))
-    )
+    assert torch.autograd.gradcheck(lambda x_, w_, b_: ext(x_, ids, w_, b_), (_leaf(x), _leaf(weight), _leaf(bias)))
 
 
 @pytest.mark.parametrize(

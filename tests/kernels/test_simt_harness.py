@@ -39,9 +39,17 @@ NAMES = ("out", "attention", "grad_x", "grad_weight", "grad_bias", "grad_w7")
 
 def _compile(csrc: Path, exe: Path) -> None:
     cmd = [
-        os.environ.get("CXX", "g++"), "-std=c++20", "-O0", "-pthread",
-        "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
-        f"-I{csrc}", str(SIMT / "runner.cpp"), "-o", str(exe),
+        os.environ.get("CXX", "g++"),
+        "-std=c++20",
+        "-O0",
+        "-pthread",
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer",
+        f"-I{csrc}",
+        str(SIMT / "runner.cpp"),
+        "-o",
+        str(exe),
     ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
 

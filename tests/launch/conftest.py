@@ -31,7 +31,9 @@ def slurm_cluster():
     reason = cluster_unavailable_reason()
     started_here = reason is None and not cluster_running()
     if reason is None:
-        result = subprocess.run([str(REPO / "slurm" / "local-cluster.sh"), "start"], capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [str(REPO / "slurm" / "local-cluster.sh"), "start"], capture_output=True, text=True, timeout=600
+        )
         if result.returncode != 0:
             reason = f"slurm/local-cluster.sh start failed: {result.stderr.strip()[-500:]}"
     if reason is not None:

@@ -2,7 +2,6 @@
 code snapshot, 2 nodes x 2 tasks matching one process, and the in-process debug executor."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,21 +22,39 @@ def node_local_run_dirs_allowed(monkeypatch):
 
 
 def args(shards: Path, out: Path, *extra: str) -> list[str]:
-    return ["launch", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={shards}",
-            f"run.out_dir={out}", "run.name=job", "wandb.mode=offline", "data.num_workers=0", "data.batch_size=16",
-            "train.epochs=1", "train.steps_per_epoch=6", "model.name=mlp", "model.hidden=[32]", "optim.warmup_steps=0",
-            "launch.cpus_per_task=1", "launch.time_min=5", *extra]
+    return [
+        "launch",
+        str(REPO / "configs" / "clock_demo.yaml"),
+        "task.name=classify",
+        f"data.shards={shards}",
+        f"run.out_dir={out}",
+        "run.name=job",
+        "wandb.mode=offline",
+        "data.num_workers=0",
+        "data.batch_size=16",
+        "train.epochs=1",
+        "train.steps_per_epoch=6",
+        "model.name=mlp",
+        "model.hidden=[32]",
+        "optim.warmup_steps=0",
+        "launch.cpus_per_task=1",
+        "launch.time_min=5",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["launch.partition=gpu-large"], ["partition 'gpu-large' does not exist", "gpu, debug"]),
-    (["launch.gpus_per_node=3"], ["launch.gpus_per_node=3", "have 2 GPUs"]),
-    (["launch.partition=debug", "launch.time_min=30"], ["exceeds partition 'debug' limit of 10 min"]),
-    (["launch.nodes=3"], ["launch.nodes=3", "has 2 nodes"]),
-    (["launch.gpus_per_node=2", "launch.tasks_per_node=3"], ["run one task per GPU"]),
-    (["launch.time_min=4"], ["launch.time_min=4 is too short", "launch.time_min>=5"]),
-    (["launch.signal=USR9"], ["launch.signal=USR9 is not a signal name"]),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["launch.partition=gpu-large"], ["partition 'gpu-large' does not exist", "gpu, debug"]),
+        (["launch.gpus_per_node=3"], ["launch.gpus_per_node=3", "have 2 GPUs"]),
+        (["launch.partition=debug", "launch.time_min=30"], ["exceeds partition 'debug' limit of 10 min"]),
+        (["launch.nodes=3"], ["launch.nodes=3", "has 2 nodes"]),
+        (["launch.gpus_per_node=2", "launch.tasks_per_node=3"], ["run one task per GPU"]),
+        (["launch.time_min=4"], ["launch.time_min=4 is too short", "launch.time_min>=5"]),
+        (["launch.signal=USR9"], ["launch.signal=USR9 is not a signal name"]),
+    ],
+)
 def test_preflight_refuses_before_queueing(slurm_cluster, pattern_shards, tmp_path, capsys, extra, words):
     assert main(args(pattern_shards, tmp_path, *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -68,11 +85,32 @@ def divisible_shards(tmp_path_factory) -> Path:
 
 
 def test_two_nodes_two_tasks_match_one_process(slurm_cluster, divisible_shards, tmp_path):
-    full_batch = ["data.mode=exact", "train.epochs=3", "optim.name=sgd", "optim.lr=0.05", "optim.schedule=constant",
-                  "optim.grad_clip=null", "optim.weight_decay=0.0", "launch.time_min=10", "model.dropout=0.0"]
+    full_batch = [
+        "data.mode=exact",
+        "train.epochs=3",
+        "optim.name=sgd",
+        "optim.lr=0.05",
+        "optim.schedule=constant",
+        "optim.grad_clip=null",
+        "optim.weight_decay=0.0",
+        "launch.time_min=10",
+        "model.dropout=0.0",
+    ]
     assert main(args(divisible_shards, tmp_path / "one", *full_batch, "data.batch_size=120", "--wait")) == 0
-    assert main(args(divisible_shards, tmp_path / "four", *full_batch, "data.batch_size=30", "launch.nodes=2",
-                     "launch.tasks_per_node=2", "--wait")) == 0
+    assert (
+        main(
+            args(
+                divisible_shards,
+                tmp_path / "four",
+                *full_batch,
+                "data.batch_size=30",
+                "launch.nodes=2",
+                "launch.tasks_per_node=2",
+                "--wait",
+            )
+        )
+        == 0
+    )
     a = checkpoint.load_checkpoint(tmp_path / "one" / "job" / "checkpoints" / "last.pt")
     b = checkpoint.load_checkpoint(tmp_path / "four" / "job" / "checkpoints" / "last.pt")
     assert len(b["rng"]) == 4 and b["state"]["step"] == a["state"]["step"] == 3

@@ -20,7 +20,8 @@ import torch
 
 from prismlab.launch.preflight import minimum_time_min
 from prismlab.train import checkpoint
-from slurm_jobs import (job_field, last_step, preempt, running_allocation, sbatch, wait_for, wait_until_ended)
+
+from slurm_jobs import job_field, last_step, preempt, running_allocation, sbatch, wait_for, wait_until_ended
 from wandb_records import history_steps, read_records, run_ids, run_logs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,18 +31,34 @@ TOTAL_STEPS = 3000
 
 
 def train_args(shards: Path, out: Path, *extra: str) -> list[str]:
-    return [str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={shards}",
-            f"run.out_dir={out}", "run.name=pre", "wandb.mode=offline", "data.num_workers=1", "data.batch_size=16",
-            "train.epochs=3", "train.steps_per_epoch=1000", "train.log_every=2", "train.deterministic=true",
-            "model.name=mlp", "model.hidden=[64]", "model.dropout=0.2", "optim.warmup_steps=0", *extra]
+    return [
+        str(REPO / "configs" / "clock_demo.yaml"),
+        "task.name=classify",
+        f"data.shards={shards}",
+        f"run.out_dir={out}",
+        "run.name=pre",
+        "wandb.mode=offline",
+        "data.num_workers=1",
+        "data.batch_size=16",
+        "train.epochs=3",
+        "train.steps_per_epoch=1000",
+        "train.log_every=2",
+        "train.deterministic=true",
+        "model.name=mlp",
+        "model.hidden=[64]",
+        "model.dropout=0.2",
+        "optim.warmup_steps=0",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(pattern_shards, tmp_path_factory) -> dict:
     """The same training, never stopped: the final checkpoint every preempted run must equal."""
     out = tmp_path_factory.mktemp("straight")
-    subprocess.run([str(PRISMLAB), "train", *train_args(pattern_shards, out)], check=True, capture_output=True,
-                   timeout=900)
+    subprocess.run(
+        [str(PRISMLAB), "train", *train_args(pattern_shards, out)], check=True, capture_output=True, timeout=900
+    )
     return checkpoint.load_checkpoint(out / "pre" / "checkpoints" / "last.pt")
 
 
@@ -58,11 +75,15 @@ def assert_same_end(run_dir: Path, reference: dict) -> None:
 def assert_one_monotonic_wandb_run(run_dir: Path, starts: int) -> None:
     logs = run_logs(run_dir)
     assert len(logs) == starts  # one offline segment per start of the job
-    assert set().union(*(run_ids(read_records(log)) for log in logs)) == {(run_dir / "wandb_id.txt").read_text().strip()}
+    assert set().union(*(run_ids(read_records(log)) for log in logs)) == {
+        (run_dir / "wandb_id.txt").read_text().strip()
+    }
     steps = history_steps(run_dir)
     assert steps == sorted(steps) and steps[-1] == TOTAL_STEPS, "wandb steps went back across a requeue"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == sorted(r["step"] for r in records), "metrics.jsonl went back across a requeue"
+    assert [r["step"] for r in records] == sorted(r["step"] for r in records), (
+        "metrics.jsonl went back across a requeue"
+    )
     train_steps = [r["step"] for r in records if "train/loss" in r]
     assert train_steps == list(range(2, TOTAL_STEPS + 1, 2))  # each logged step exactly once
 
@@ -75,25 +96,39 @@ def preempt_repeatedly(job: str, run_dir: Path, out: Path, times: int, seed: int
     early = rng.randrange(1, times)  # which allocation is hit right after it starts
     moments = []
     for allocation in range(times):
-        wait_for(lambda: running_allocation(job) == allocation, 240, f"allocation {allocation} of job {job} to run",
-                 interval=0.1)
+        wait_for(
+            lambda allocation=allocation: running_allocation(job) == allocation,
+            240,
+            f"allocation {allocation} of job {job} to run",
+            interval=0.1,
+        )
         if allocation == early:
             delay = rng.uniform(0.0, 1.5)
             time.sleep(delay)
             moments.append(f"{delay:.1f} s after start")
         else:
             step = stops.pop(0)
-            wait_for(lambda: last_step(run_dir) >= step, 300, f"step {step}", interval=0.1)
+            wait_for(lambda step=step: last_step(run_dir) >= step, 300, f"step {step}", interval=0.1)
             moments.append(f"step {step}")
         preempt(job, out)
-        wait_for(lambda: job_field(job, "Restarts") == str(allocation + 1), 180, f"requeue {allocation + 1}")
+        requeued = str(allocation + 1)
+        wait_for(lambda requeued=requeued: job_field(job, "Restarts") == requeued, 180, f"requeue {requeued}")
     return moments
 
 
 def test_sbatch_job_survives_five_real_preemptions(slurm_cluster, pattern_shards, uninterrupted, tmp_path):
-    job = sbatch(["-p", "low", "--cpus-per-task=1", f"--output={tmp_path}/slurm-%j.out",
-                  f"--export=ALL,PRISMLAB={PRISMLAB}", str(REPO / "slurm" / "train.sbatch"),
-                  *train_args(pattern_shards, tmp_path)], cwd=tmp_path)
+    job = sbatch(
+        [
+            "-p",
+            "low",
+            "--cpus-per-task=1",
+            f"--output={tmp_path}/slurm-%j.out",
+            f"--export=ALL,PRISMLAB={PRISMLAB}",
+            str(REPO / "slurm" / "train.sbatch"),
+            *train_args(pattern_shards, tmp_path),
+        ],
+        cwd=tmp_path,
+    )
     run_dir = tmp_path / "pre"
     moments = preempt_repeatedly(job, run_dir, tmp_path, times=5, seed=15)
     assert wait_until_ended(job, 600) == "COMPLETED", (tmp_path / f"slurm-{job}.out").read_text()[-3000:]
@@ -106,17 +141,33 @@ def test_sbatch_job_survives_five_real_preemptions(slurm_cluster, pattern_shards
     assert_one_monotonic_wandb_run(run_dir, starts=6)
 
 
-def test_submitit_job_survives_five_real_preemptions(slurm_cluster, pattern_shards, uninterrupted, tmp_path, monkeypatch):
+def test_submitit_job_survives_five_real_preemptions(
+    slurm_cluster, pattern_shards, uninterrupted, tmp_path, monkeypatch
+):
     """The same through `prismlab launch`: our stop flag replaces submitit's handlers (it ignores
     SIGTERM), rank 0 requeues, the requeued job reruns the same callable, which resumes."""
     from prismlab.cli import main
 
     monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
-    assert main(["launch", *train_args(pattern_shards, tmp_path), "launch.partition=low", "launch.cpus_per_task=1",
-                 "launch.time_min=30"]) == 0
+    assert (
+        main(
+            [
+                "launch",
+                *train_args(pattern_shards, tmp_path),
+                "launch.partition=low",
+                "launch.cpus_per_task=1",
+                "launch.time_min=30",
+            ]
+        )
+        == 0
+    )
     run_dir = tmp_path / "pre"
-    job = wait_for(lambda: run_dir.joinpath("slurm_job.json").is_file() and
-                   json.loads(run_dir.joinpath("slurm_job.json").read_text())["job_id"], 120, "the job to start")
+    job = wait_for(
+        lambda: run_dir.joinpath("slurm_job.json").is_file()
+        and json.loads(run_dir.joinpath("slurm_job.json").read_text())["job_id"],
+        120,
+        "the job to start",
+    )
     preempt_repeatedly(job, run_dir, tmp_path, times=5, seed=16)
     assert wait_until_ended(job, 600) == "COMPLETED"
     assert json.loads((run_dir / "summary.json").read_text())["step"] == TOTAL_STEPS
@@ -127,10 +178,20 @@ def test_submitit_job_survives_five_real_preemptions(slurm_cluster, pattern_shar
     assert_one_monotonic_wandb_run(run_dir, starts=6)
 
 
-def test_warning_signal_checkpoints_requeues_and_resumes_exactly(slurm_cluster, pattern_shards, uninterrupted, tmp_path):
+def test_warning_signal_checkpoints_requeues_and_resumes_exactly(
+    slurm_cluster, pattern_shards, uninterrupted, tmp_path
+):
     """USR2, as sent before the time limit or at preemption where the site sets preempt_send_user_signal."""
-    job = sbatch(["--cpus-per-task=1", f"--output={tmp_path}/slurm-%j.out", f"--export=ALL,PRISMLAB={PRISMLAB}",
-                  str(REPO / "slurm" / "train.sbatch"), *train_args(pattern_shards, tmp_path)], cwd=tmp_path)
+    job = sbatch(
+        [
+            "--cpus-per-task=1",
+            f"--output={tmp_path}/slurm-%j.out",
+            f"--export=ALL,PRISMLAB={PRISMLAB}",
+            str(REPO / "slurm" / "train.sbatch"),
+            *train_args(pattern_shards, tmp_path),
+        ],
+        cwd=tmp_path,
+    )
     run_dir = tmp_path / "pre"
     wait_for(lambda: last_step(run_dir) >= 20, 180, "the job to reach step 20")
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
@@ -151,13 +212,20 @@ def test_time_limit_just_above_the_preflight_minimum(slurm_cluster, pattern_shar
 
     monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
     limit = minimum_time_min(90)
-    args = ["launch", *train_args(pattern_shards, tmp_path, "train.epochs=100000", "train.log_every=200"),
-            "launch.cpus_per_task=1"]
+    args = [
+        "launch",
+        *train_args(pattern_shards, tmp_path, "train.epochs=100000", "train.log_every=200"),
+        "launch.cpus_per_task=1",
+    ]
     assert main([*args, f"launch.time_min={limit - 1}"]) == 2  # refused before queueing
     assert main([*args, f"launch.time_min={limit}"]) == 0
     run_dir = tmp_path / "pre"
-    job = wait_for(lambda: run_dir.joinpath("slurm_job.json").is_file() and
-                   json.loads(run_dir.joinpath("slurm_job.json").read_text())["job_id"], 120, "the job to start")
+    job = wait_for(
+        lambda: run_dir.joinpath("slurm_job.json").is_file()
+        and json.loads(run_dir.joinpath("slurm_job.json").read_text())["job_id"],
+        120,
+        "the job to start",
+    )
     started = time.monotonic()
     wait_for(lambda: job_field(job, "Restarts") == "1", limit * 60 + 60, "the warning before the time limit")
     assert time.monotonic() - started < limit * 60  # requeued before the limit, not killed by it

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from prismlab.cli import main
+
 from slurm_jobs import job_field, sbatch, wait_for, wait_until_ended
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,14 +19,35 @@ PRISMLAB = Path(sys.executable).parent / "prismlab"
 
 
 def train_args(shards: Path, out: Path, *extra: str) -> list[str]:
-    return [str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={shards}", f"run.out_dir={out}",
-            "run.name=sb", "wandb.mode=offline", "data.num_workers=0", "data.batch_size=16", "model.name=mlp",
-            "model.hidden=[32]", "optim.warmup_steps=0", *extra]
+    return [
+        str(REPO / "configs" / "clock_demo.yaml"),
+        "task.name=classify",
+        f"data.shards={shards}",
+        f"run.out_dir={out}",
+        "run.name=sb",
+        "wandb.mode=offline",
+        "data.num_workers=0",
+        "data.batch_size=16",
+        "model.name=mlp",
+        "model.hidden=[32]",
+        "optim.warmup_steps=0",
+        *extra,
+    ]
 
 
 def submit(template: str, out: Path, sbatch_args: list[str], args: list[str]) -> str:
-    return sbatch([f"--output={out}/slurm-%j.out", "--cpus-per-task=1", "--time=5", f"--export=ALL,PRISMLAB={PRISMLAB}",
-                   *sbatch_args, str(REPO / "slurm" / template), *args], cwd=out)
+    return sbatch(
+        [
+            f"--output={out}/slurm-%j.out",
+            "--cpus-per-task=1",
+            "--time=5",
+            f"--export=ALL,PRISMLAB={PRISMLAB}",
+            *sbatch_args,
+            str(REPO / "slurm" / template),
+            *args,
+        ],
+        cwd=out,
+    )
 
 
 def state(job: str) -> str:
@@ -45,12 +67,20 @@ def training_processes(marker: str) -> list[int]:
     return sorted(pids)
 
 
-@pytest.mark.parametrize("template, sbatch_args", [
-    ("train.sbatch", []),
-    ("train-multinode.sbatch", ["--nodes=2", "--ntasks-per-node=1"]),
-])
+@pytest.mark.parametrize(
+    "template, sbatch_args",
+    [
+        ("train.sbatch", []),
+        ("train-multinode.sbatch", ["--nodes=2", "--ntasks-per-node=1"]),
+    ],
+)
 def test_templates_train_end_to_end(slurm_cluster, pattern_shards, tmp_path, template, sbatch_args, capsys):
-    job = submit(template, tmp_path, sbatch_args, train_args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=6"))
+    job = submit(
+        template,
+        tmp_path,
+        sbatch_args,
+        train_args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=6"),
+    )
     wait_for(lambda: state(job) in ("COMPLETED", "FAILED", "CANCELLED"), 240, "the job to end")
     assert state(job) == "COMPLETED", (tmp_path / f"slurm-{job}.out").read_text()[-2000:]
     summary = json.loads((tmp_path / "sb" / "summary.json").read_text())
@@ -62,8 +92,14 @@ def test_templates_train_end_to_end(slurm_cluster, pattern_shards, tmp_path, tem
 
 def test_killed_rank_stops_the_job_and_a_resubmission_resumes(slurm_cluster, pattern_shards, tmp_path):
     # Long enough that the kill lands mid-run even on an idle machine.
-    args = train_args(pattern_shards, tmp_path, "train.epochs=2", "train.steps_per_epoch=400", "train.checkpoint_every=5",
-                      "train.log_every=1")
+    args = train_args(
+        pattern_shards,
+        tmp_path,
+        "train.epochs=2",
+        "train.steps_per_epoch=400",
+        "train.checkpoint_every=5",
+        "train.log_every=1",
+    )
     job = submit("train-multinode.sbatch", tmp_path, ["--nodes=2", "--ntasks-per-node=1"], args)
     metrics = tmp_path / "sb" / "metrics.jsonl"
     wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 12, 180, "training to pass step 12")
@@ -86,7 +122,9 @@ def test_tasks_started_without_srun_are_refused(slurm_cluster, pattern_shards, t
     """`sbatch --ntasks=2` around a bare `prismlab train` runs one process where two were asked for:
     refused in one line instead of training alone on half the allocation."""
     command = " ".join([str(PRISMLAB), "train", *train_args(pattern_shards, tmp_path, "train.epochs=1")])
-    job = sbatch([f"--output={tmp_path}/slurm-%j.out", "--ntasks=2", "--cpus-per-task=1", "--time=5", "--wrap", command])
+    job = sbatch(
+        [f"--output={tmp_path}/slurm-%j.out", "--ntasks=2", "--cpus-per-task=1", "--time=5", "--wrap", command]
+    )
     assert wait_until_ended(job, 120) == "FAILED"
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert "prismlab: error: this SLURM job has 2 tasks but training runs as one process" in log

@@ -10,15 +10,23 @@ from prismlab.cli import main
 from prismlab.config import from_dict
 from prismlab.errors import ConfigError
 from prismlab.launch.sweep import SweepConfig, trial_settings
+
 from slurm_jobs import job_field, last_step, preempt, wait_for, wait_until_ended
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_grid_is_the_full_product():
-    sweep = SweepConfig(base="x", name="s", parameters={"model.init": ["normal", "he_normal", "glorot_uniform"],
-                                                        "model.activation": ["relu", "tanh", "sigmoid"],
-                                                        "optim.name": ["sgd", "adam", "rmsprop"], "optim.l1": [0.0, 1e-5, 1e-4]})
+    sweep = SweepConfig(
+        base="x",
+        name="s",
+        parameters={
+            "model.init": ["normal", "he_normal", "glorot_uniform"],
+            "model.activation": ["relu", "tanh", "sigmoid"],
+            "optim.name": ["sgd", "adam", "rmsprop"],
+            "optim.l1": [0.0, 1e-5, 1e-4],
+        },
+    )
     settings = trial_settings(sweep)
     assert len(settings) == 81 and len({tuple(s.values()) for s in settings}) == 81
 
@@ -38,8 +46,11 @@ def test_range_in_a_grid_is_refused():
 
 def test_bad_trial_key_is_named(tmp_path, capsys):
     sweep = tmp_path / "s.yaml"
-    sweep.write_text(yaml.safe_dump({"base": str(REPO / "configs" / "clock_demo.yaml"), "name": "s",
-                                     "parameters": {"optim.lrate": [0.1]}}))
+    sweep.write_text(
+        yaml.safe_dump(
+            {"base": str(REPO / "configs" / "clock_demo.yaml"), "name": "s", "parameters": {"optim.lrate": [0.1]}}
+        )
+    )
     assert main(["sweep", str(sweep)]) == 2
     assert "did you mean 'optim.lr'" in capsys.readouterr().err
 
@@ -47,13 +58,31 @@ def test_bad_trial_key_is_named(tmp_path, capsys):
 def test_four_trial_job_array_and_report(slurm_cluster, pattern_shards, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
     sweep = tmp_path / "grid.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "base": str(REPO / "configs" / "clock_demo.yaml"), "name": "tiny-grid", "parallelism": 2, "metric": "accuracy",
-        "overrides": ["task.name=classify", f"data.shards={pattern_shards}", f"run.out_dir={tmp_path}", "wandb.mode=offline",
-                      "data.num_workers=0", "data.batch_size=16", "train.epochs=1", "train.steps_per_epoch=6",
-                      "model.name=mlp", "model.hidden=[32]", "launch.cpus_per_task=1", "launch.time_min=5"],
-        "parameters": {"model.activation": ["relu", "tanh"], "optim.name": ["sgd", "adam"]},
-    }))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(REPO / "configs" / "clock_demo.yaml"),
+                "name": "tiny-grid",
+                "parallelism": 2,
+                "metric": "accuracy",
+                "overrides": [
+                    "task.name=classify",
+                    f"data.shards={pattern_shards}",
+                    f"run.out_dir={tmp_path}",
+                    "wandb.mode=offline",
+                    "data.num_workers=0",
+                    "data.batch_size=16",
+                    "train.epochs=1",
+                    "train.steps_per_epoch=6",
+                    "model.name=mlp",
+                    "model.hidden=[32]",
+                    "launch.cpus_per_task=1",
+                    "launch.time_min=5",
+                ],
+                "parameters": {"model.activation": ["relu", "tanh"], "optim.name": ["sgd", "adam"]},
+            }
+        )
+    )
     assert main(["sweep", str(sweep), "--wait"]) == 0
     out = capsys.readouterr().out
     assert "4/4 trials finished" in out
@@ -62,7 +91,12 @@ def test_four_trial_job_array_and_report(slurm_cluster, pattern_shards, tmp_path
     assert sorted(r["trial"] for r in rows) == [f"tiny-grid-{i:03d}" for i in range(4)]
     accuracies = [r["accuracy"] for r in rows]
     assert accuracies == sorted(accuracies, reverse=True)
-    assert {(r["model.activation"], r["optim.name"]) for r in rows} == {("relu", "sgd"), ("relu", "adam"), ("tanh", "sgd"), ("tanh", "adam")}
+    assert {(r["model.activation"], r["optim.name"]) for r in rows} == {
+        ("relu", "sgd"),
+        ("relu", "adam"),
+        ("tanh", "sgd"),
+        ("tanh", "adam"),
+    }
     assert (sweep_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
     sbatch = next((sweep_dir / "submitit").glob("*_submission.sh")).read_text()
     assert "#SBATCH --array=0-3%2" in sbatch
@@ -70,20 +104,40 @@ def test_four_trial_job_array_and_report(slurm_cluster, pattern_shards, tmp_path
     assert groups == {"tiny-grid"}
 
 
-def test_preempting_the_task_that_carries_the_array_id_requeues_only_that_task(slurm_cluster, pattern_shards, tmp_path,
-                                                                                 monkeypatch, capsys):
+def test_preempting_the_task_that_carries_the_array_id_requeues_only_that_task(
+    slurm_cluster, pattern_shards, tmp_path, monkeypatch, capsys
+):
     """`scontrol requeue <array id>` would requeue the whole array (finished trials rerun, running ones
     killed); a stopped trial must requeue `<array id>_<task>` only."""
     monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
     sweep = tmp_path / "array.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "base": str(REPO / "configs" / "clock_demo.yaml"), "name": "arr", "parallelism": 3, "metric": "accuracy",
-        "overrides": ["task.name=classify", f"data.shards={pattern_shards}", f"run.out_dir={tmp_path}", "wandb.mode=offline",
-                      "data.num_workers=0", "data.batch_size=16", "train.epochs=1", "train.log_every=10", "model.name=mlp",
-                      "model.hidden=[32]", "launch.partition=low", "launch.cpus_per_task=1", "launch.time_min=10"],
-        # The last task of an array keeps the array's own job id: make it the long one.
-        "parameters": {"train.steps_per_epoch": [6, 7, 8000]},
-    }))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(REPO / "configs" / "clock_demo.yaml"),
+                "name": "arr",
+                "parallelism": 3,
+                "metric": "accuracy",
+                "overrides": [
+                    "task.name=classify",
+                    f"data.shards={pattern_shards}",
+                    f"run.out_dir={tmp_path}",
+                    "wandb.mode=offline",
+                    "data.num_workers=0",
+                    "data.batch_size=16",
+                    "train.epochs=1",
+                    "train.log_every=10",
+                    "model.name=mlp",
+                    "model.hidden=[32]",
+                    "launch.partition=low",
+                    "launch.cpus_per_task=1",
+                    "launch.time_min=10",
+                ],
+                # The last task of an array keeps the array's own job id: make it the long one.
+                "parameters": {"train.steps_per_epoch": [6, 7, 8000]},
+            }
+        )
+    )
     assert main(["sweep", str(sweep)]) == 0
     array = capsys.readouterr().out.split("trials (")[1].split(")")[0]
     sweep_dir = tmp_path / "arr"
@@ -97,7 +151,9 @@ def test_preempting_the_task_that_carries_the_array_id_requeues_only_that_task(s
     wait_for(lambda: job_field(long_task, "Restarts") == "1", 180, "the long trial to be requeued")
     assert wait_until_ended(long_task, 300) == "COMPLETED"
     for task in (0, 1):  # untouched: not rerun, not requeued
-        assert job_field(f"{array}_{task}", "JobState") == "COMPLETED" and job_field(f"{array}_{task}", "Restarts") == "0"
+        assert (
+            job_field(f"{array}_{task}", "JobState") == "COMPLETED" and job_field(f"{array}_{task}", "Restarts") == "0"
+        )
         assert (sweep_dir / f"arr-{task:03d}" / "summary.json").read_text() == finished[task]
     assert json.loads((sweep_dir / "arr-002" / "slurm_job.json").read_text())["job_id"] == long_task
     assert main(["report", str(sweep_dir)]) == 0

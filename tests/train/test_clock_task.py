@@ -3,12 +3,11 @@
 import math
 
 import numpy as np
-
 import pytest
 import torch
 
-from prismlab.train.tasks.clock import ClockTask, make_encoding
 from prismlab.train.metrics import common_sense_error
+from prismlab.train.tasks.clock import ClockTask, make_encoding
 
 
 def minutes(h, m):
@@ -45,17 +44,27 @@ def perfect_outputs(name: str, labels: torch.Tensor, classes: int) -> torch.Tens
     if name == "classes":
         return torch.nn.functional.one_hot(labels // (720 // classes), classes).float() * 20
     if name == "multi_head":
-        return torch.cat([torch.nn.functional.one_hot(labels // 60, 12).float() * 20, (labels % 60).float().unsqueeze(1) / 60], 1)
+        return torch.cat(
+            [torch.nn.functional.one_hot(labels // 60, 12).float() * 20, (labels % 60).float().unsqueeze(1) / 60], 1
+        )
     if name == "angle_sincos":
         angle = 2 * math.pi * labels.float() / 720
         return torch.atanh(0.999 * torch.stack([angle.sin(), angle.cos()], 1))
     return make_encoding(name).target(labels)
 
 
-@pytest.mark.parametrize("name, classes, max_error", [
-    ("hours_regression", 24, 1e-3), ("hands_sincos", 24, 1e-3), ("angle_sincos", 24, 0.1), ("multi_head", 24, 1e-3),
-    ("classes", 24, 15), ("classes", 72, 5), ("classes", 720, 1e-3),
-])
+@pytest.mark.parametrize(
+    "name, classes, max_error",
+    [
+        ("hours_regression", 24, 1e-3),
+        ("hands_sincos", 24, 1e-3),
+        ("angle_sincos", 24, 0.1),
+        ("multi_head", 24, 1e-3),
+        ("classes", 24, 15),
+        ("classes", 72, 5),
+        ("classes", 720, 1e-3),
+    ],
+)
 def test_encoding_round_trip(name, classes, max_error):
     task = ClockTask(name, classes)
     labels = torch.arange(720)

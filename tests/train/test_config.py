@@ -25,7 +25,9 @@ def test_shipped_configs_load(path):
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("optim:\n  lr: 0.1\nmodel:\n  widths: [8, 8]\n")
-    cfg = load_config(ExperimentConfig, path, ["optim.lr=3e-4", "model.widths=[4,5,6]", "optim.grad_clip=null", "run.name=abc"])
+    cfg = load_config(
+        ExperimentConfig, path, ["optim.lr=3e-4", "model.widths=[4,5,6]", "optim.grad_clip=null", "run.name=abc"]
+    )
     assert cfg.optim.lr == pytest.approx(3e-4)
     assert cfg.model.widths == [4, 5, 6]
     assert cfg.optim.grad_clip is None
@@ -37,19 +39,22 @@ def test_int_accepted_for_float():
     assert isinstance(cfg.optim.lr, float) and cfg.optim.lr == 1.0
 
 
-@pytest.mark.parametrize("override, words", [
-    (["optim.lrr=1e-3"], ["unknown config key 'optim.lrr'", "did you mean 'optim.lr'"]),
-    (["optm.lr=1e-3"], ["unknown config key 'optm'", "did you mean 'optim'"]),
-    (["optim.lr=fast"], ["optim.lr='fast'", "must be a number"]),
-    (["optim.name=lion"], ["optim.name='lion'", "choose one of"]),
-    (["train.epochs=2.5"], ["train.epochs=2.5", "integer"]),
-    (["optim.lr=-1"], ["optim.lr=-1.0 must be > 0"]),
-    (["model.widths=3"], ["model.widths=3 must be a list"]),
-    (["optim.lr"], ["not of the form key=value"]),
-    (["optim.lr=1", "optim.lr.x=1"], ["'lr' is a value, not a section"]),
-    (["optim.lr.x=1"], ["optim.lr=", "must be a number"]),
-    (["optim.betas=[0.5]"], ["optim.betas=[0.5] must be two decays"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        (["optim.lrr=1e-3"], ["unknown config key 'optim.lrr'", "did you mean 'optim.lr'"]),
+        (["optm.lr=1e-3"], ["unknown config key 'optm'", "did you mean 'optim'"]),
+        (["optim.lr=fast"], ["optim.lr='fast'", "must be a number"]),
+        (["optim.name=lion"], ["optim.name='lion'", "choose one of"]),
+        (["train.epochs=2.5"], ["train.epochs=2.5", "integer"]),
+        (["optim.lr=-1"], ["optim.lr=-1.0 must be > 0"]),
+        (["model.widths=3"], ["model.widths=3 must be a list"]),
+        (["optim.lr"], ["not of the form key=value"]),
+        (["optim.lr=1", "optim.lr.x=1"], ["'lr' is a value, not a section"]),
+        (["optim.lr.x=1"], ["optim.lr=", "must be a number"]),
+        (["optim.betas=[0.5]"], ["optim.betas=[0.5] must be two decays"]),
+    ],
+)
 def test_bad_overrides_name_the_problem(override, words):
     with pytest.raises(ConfigError) as info:
         load_config(ExperimentConfig, None, override)

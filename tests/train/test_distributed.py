@@ -17,6 +17,7 @@ import torch
 
 from prismlab.datasets.shards import read_manifest
 from prismlab.train import checkpoint
+
 from wandb_records import find_run_log, read_records
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,18 +27,51 @@ EXE = Path(sys.executable).parent
 LAUNCHERS = {
     "prismlab": [str(EXE / "prismlab")],
     "torchrun": [str(EXE / "torchrun"), "--nproc_per_node", "2", "--master_port", "29513", "-m", "prismlab.cli"],
-    "accelerate": [str(EXE / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29514",
-                   "-m", "prismlab.cli"],
+    "accelerate": [
+        str(EXE / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29514",
+        "-m",
+        "prismlab.cli",
+    ],
 }
 
 
 def run(shards: Path, out: Path, launcher: str, batch: int) -> tuple[Path, str]:
-    args = ["train", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={shards}",
-            f"run.out_dir={out}", "run.name=ddp", "wandb.mode=offline", "data.num_workers=0", "data.mode=exact",
-            f"data.batch_size={batch}", "train.epochs=3", "train.log_every=1", "model.name=mlp", "model.hidden=[32]",
-            "model.dropout=0.0", "optim.name=sgd", "optim.lr=0.05", "optim.schedule=constant", "optim.warmup_steps=0",
-            "optim.grad_clip=null", "optim.weight_decay=0.0", "train.device=auto"]
+    args = [
+        "train",
+        str(REPO / "configs" / "clock_demo.yaml"),
+        "task.name=classify",
+        f"data.shards={shards}",
+        f"run.out_dir={out}",
+        "run.name=ddp",
+        "wandb.mode=offline",
+        "data.num_workers=0",
+        "data.mode=exact",
+        f"data.batch_size={batch}",
+        "train.epochs=3",
+        "train.log_every=1",
+        "model.name=mlp",
+        "model.hidden=[32]",
+        "model.dropout=0.0",
+        "optim.name=sgd",
+        "optim.lr=0.05",
+        "optim.schedule=constant",
+        "optim.warmup_steps=0",
+        "optim.grad_clip=null",
+        "optim.weight_decay=0.0",
+        "train.device=auto",
+    ]
     result = subprocess.run(LAUNCHERS[launcher] + args, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return out / "ddp", result.stderr
@@ -63,12 +97,19 @@ def test_two_processes_match_one(pattern_shards, tmp_path, launcher):
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["samples"] == val_samples
     # only rank 0 writes the metrics log: one record per step, no duplicates
-    steps = [json.loads(line)["step"] for line in (two / "metrics.jsonl").read_text().splitlines() if "train/loss" in line]
+    steps = [
+        json.loads(line)["step"] for line in (two / "metrics.jsonl").read_text().splitlines() if "train/loss" in line
+    ]
     assert steps == [1, 2, 3]
     log = find_run_log(two)  # one wandb run, which knows the world it ran in
     assert len(list(two.glob("wandb/offline-run-*"))) == 1
-    config = next(json.loads(item.value_json) for r in read_records(log) if r.WhichOneof("record_type") == "config"
-                  for item in r.config.update if item.key == "world")
+    config = next(
+        json.loads(item.value_json)
+        for r in read_records(log)
+        if r.WhichOneof("record_type") == "config"
+        for item in r.config.update
+        if item.key == "world"
+    )
     assert config["world_size"] == 2 and config["backend"] == "gloo"
 
 
@@ -78,10 +119,23 @@ def test_a_run_stopped_on_two_processes_resumes_on_one(pattern_shards, tmp_path)
     import signal
     import time
 
-    args = ["train", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={pattern_shards}",
-            f"run.out_dir={tmp_path}", "run.name=elastic", "wandb.mode=offline", "data.num_workers=1", "data.mode=exact",
-            "data.batch_size=8", "train.epochs=40", "train.log_every=1", "model.name=mlp", "model.hidden=[32]",
-            "optim.warmup_steps=0"]
+    args = [
+        "train",
+        str(REPO / "configs" / "clock_demo.yaml"),
+        "task.name=classify",
+        f"data.shards={pattern_shards}",
+        f"run.out_dir={tmp_path}",
+        "run.name=elastic",
+        "wandb.mode=offline",
+        "data.num_workers=1",
+        "data.mode=exact",
+        "data.batch_size=8",
+        "train.epochs=40",
+        "train.log_every=1",
+        "model.name=mlp",
+        "model.hidden=[32]",
+        "optim.warmup_steps=0",
+    ]
     metrics = tmp_path / "elastic" / "metrics.jsonl"
     two = subprocess.Popen(LAUNCHERS["torchrun"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

@@ -22,20 +22,47 @@ from prismlab.train.tasks.classify import ClassifyTask
 
 
 def config(shards: Path, out: Path, *overrides: str) -> ExperimentConfig:
-    return load_config(ExperimentConfig, None, [
-        f"data.shards={shards}", f"run.out_dir={out}", "run.name=t", "wandb.mode=disabled", "data.num_workers=0",
-        "data.batch_size=16", "train.epochs=2", "train.steps_per_epoch=8", "train.log_every=2", "train.device=cpu",
-        "optim.warmup_steps=0", "model.widths=[8,16]", "model.hidden=[32]", *overrides])
+    return load_config(
+        ExperimentConfig,
+        None,
+        [
+            f"data.shards={shards}",
+            f"run.out_dir={out}",
+            "run.name=t",
+            "wandb.mode=disabled",
+            "data.num_workers=0",
+            "data.batch_size=16",
+            "train.epochs=2",
+            "train.steps_per_epoch=8",
+            "train.log_every=2",
+            "train.device=cpu",
+            "optim.warmup_steps=0",
+            "model.widths=[8,16]",
+            "model.hidden=[32]",
+            *overrides,
+        ],
+    )
 
 
 def train_losses(run_dir: Path) -> list[float]:
-    return [r["train/loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "train/loss" in r]
+    return [
+        r["train/loss"]
+        for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+        if "train/loss" in r
+    ]
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_classify_learns(pattern_shards, tmp_path, model):
-    cfg = config(pattern_shards, tmp_path, "task.name=classify", f"model.name={model}", "train.epochs=3",
-                 "optim.lr=3e-3", "optim.schedule=constant")
+    cfg = config(
+        pattern_shards,
+        tmp_path,
+        "task.name=classify",
+        f"model.name={model}",
+        "train.epochs=3",
+        "optim.lr=3e-3",
+        "optim.schedule=constant",
+    )
     summary = train(cfg)
     losses = train_losses(tmp_path / "t")
     assert sum(losses[-3:]) / 3 < losses[0]
@@ -46,9 +73,18 @@ def test_classify_learns(pattern_shards, tmp_path, model):
 
 def test_resnet_trains(pattern_shards, tmp_path):
     """torchvision ResNet-18 with the small-image stem: a few steps only (it is 11M parameters)."""
-    cfg = config(pattern_shards, tmp_path, "task.name=classify", "model.name=resnet18", "train.epochs=1",
-                 "train.steps_per_epoch=6", "train.log_every=1", "train.max_eval_batches=1", "optim.lr=1e-3",
-                 "optim.schedule=constant")
+    cfg = config(
+        pattern_shards,
+        tmp_path,
+        "task.name=classify",
+        "model.name=resnet18",
+        "train.epochs=1",
+        "train.steps_per_epoch=6",
+        "train.log_every=1",
+        "train.max_eval_batches=1",
+        "optim.lr=1e-3",
+        "optim.schedule=constant",
+    )
     train(cfg)
     losses = train_losses(tmp_path / "t")
     assert min(losses[-2:]) < losses[0]
@@ -74,15 +110,30 @@ def test_clock_encodings_learn(clock_shards, tmp_path, encoding):
     assert 0 <= summary["median_error_min"] <= 360
 
 
-@pytest.mark.parametrize("option", [
-    ["optim.name=sgd", "optim.schedule=step", "optim.step_epochs=1"],
-    ["optim.name=adam", "optim.schedule=onecycle", "optim.l1=1e-5"],
-    ["optim.name=rmsprop", "optim.lr=1e-3", "model.activation=tanh", "model.init=glorot_uniform"],
-    ["train.ema_decay=0.9", "model.init=he_normal", "model.dropout=0.2", "task.label_smoothing=0.1", "task.name=classify"],
-    ["train.channels_last=true", "model.activation=leaky_relu", "model.init=normal", "train.grad_accum_steps=2"],
-    ["model.convs_per_stage=2", "model.pool_first=true", "model.global_pool=true", "task.tta_flip=true", "task.tta_translate=2",
-     "task.name=classify"],
-])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["optim.name=sgd", "optim.schedule=step", "optim.step_epochs=1"],
+        ["optim.name=adam", "optim.schedule=onecycle", "optim.l1=1e-5"],
+        ["optim.name=rmsprop", "optim.lr=1e-3", "model.activation=tanh", "model.init=glorot_uniform"],
+        [
+            "train.ema_decay=0.9",
+            "model.init=he_normal",
+            "model.dropout=0.2",
+            "task.label_smoothing=0.1",
+            "task.name=classify",
+        ],
+        ["train.channels_last=true", "model.activation=leaky_relu", "model.init=normal", "train.grad_accum_steps=2"],
+        [
+            "model.convs_per_stage=2",
+            "model.pool_first=true",
+            "model.global_pool=true",
+            "task.tta_flip=true",
+            "task.tta_translate=2",
+            "task.name=classify",
+        ],
+    ],
+)
 def test_options_train(pattern_shards, tmp_path, option):
     task = [] if "task.name=classify" in option else ["task.name=classify"]
     summary = train(config(pattern_shards, tmp_path, *task, *option))
@@ -106,7 +157,9 @@ def test_pool_first_runs_later_convs_at_half_resolution():
 
 
 def test_any_channel_pool_first_runs_dense_blocks_at_half_resolution():
-    model = AnyChannelCNN("RGB", widths=[8, 16], growth=4, layers_per_block=2, dropout=0.0, num_outputs=4, pool_first=True)
+    model = AnyChannelCNN(
+        "RGB", widths=[8, 16], growth=4, layers_per_block=2, dropout=0.0, num_outputs=4, pool_first=True
+    )
     seen = []
     for conv in (m for m in model.features.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)):
         conv.register_forward_hook(lambda _, inputs, out: seen.append(tuple(inputs[0].shape[-2:])))
@@ -155,8 +208,14 @@ class Crash(Exception):
 
 
 def test_resume_mid_epoch_is_bitwise_identical(pattern_shards, tmp_path, monkeypatch):
-    common = ["task.name=classify", "model.dropout=0.3", "train.deterministic=true", "train.checkpoint_every=3",
-              "train.epochs=2", "data.flip=true"]
+    common = [
+        "task.name=classify",
+        "model.dropout=0.3",
+        "train.deterministic=true",
+        "train.checkpoint_every=3",
+        "train.epochs=2",
+        "data.flip=true",
+    ]
     train(config(pattern_shards, tmp_path / "straight", *common))
 
     original_step = Trainer.train_step
@@ -177,7 +236,9 @@ def test_resume_mid_epoch_is_bitwise_identical(pattern_shards, tmp_path, monkeyp
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
-    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "t" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "resumed" / "t" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert max(steps) == 16
 
 
@@ -197,7 +258,9 @@ def test_corrupt_checkpoint_is_skipped(pattern_shards, tmp_path, caplog):
 def test_early_stopping(pattern_shards, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "validate", lambda self: ({"accuracy": 0.5, "loss": 1.0, "samples": 1}, {}))
     monkeypatch.setattr(Trainer, "finish", lambda self, val, values: {"epochs": self.state.epoch})
-    summary = train(config(pattern_shards, tmp_path, "task.name=classify", "train.epochs=10", "train.early_stopping_patience=2"))
+    summary = train(
+        config(pattern_shards, tmp_path, "task.name=classify", "train.epochs=10", "train.early_stopping_patience=2")
+    )
     assert summary["epochs"] == 3  # the first epoch sets the best, two more without improvement stop
 
 
@@ -205,8 +268,16 @@ def test_top_k_checkpoints(pattern_shards, tmp_path, monkeypatch):
     accuracies = iter([0.4, 0.7, 0.5, 0.9, 0.6])
     monkeypatch.setattr(Trainer, "validate", lambda self: ({"accuracy": next(accuracies), "samples": 1}, {}))
     monkeypatch.setattr(Trainer, "finish", lambda self, val, values: {})
-    train(config(pattern_shards, tmp_path, "task.name=classify", "train.epochs=5", "train.steps_per_epoch=1",
-                 "train.keep_top_k=2"))
+    train(
+        config(
+            pattern_shards,
+            tmp_path,
+            "task.name=classify",
+            "train.epochs=5",
+            "train.steps_per_epoch=1",
+            "train.keep_top_k=2",
+        )
+    )
     checkpoints = tmp_path / "t" / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("*.pt")) == ["best.pt", "last.pt", "top-2.pt", "top-4.pt"]
     assert checkpoint.load_checkpoint(checkpoints / "best.pt")["state"]["step"] == 4
@@ -235,9 +306,19 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(pattern_shards, t
 
 
 def config_overrides(shards: Path, out: Path) -> list[str]:
-    return [f"data.shards={shards}", f"run.out_dir={out}", "run.name=t", "wandb.mode=disabled", "data.num_workers=0",
-            "data.batch_size=16", "train.epochs=2", "train.steps_per_epoch=8", "train.device=cpu", "model.widths=[8]",
-            "model.hidden=[16]"]
+    return [
+        f"data.shards={shards}",
+        f"run.out_dir={out}",
+        "run.name=t",
+        "wandb.mode=disabled",
+        "data.num_workers=0",
+        "data.batch_size=16",
+        "train.epochs=2",
+        "train.steps_per_epoch=8",
+        "train.device=cpu",
+        "model.widths=[8]",
+        "model.hidden=[16]",
+    ]
 
 
 def test_bad_data_for_task(clock_shards, tmp_path):

@@ -20,10 +20,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def args(shards: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", str(REPO / "configs" / "clock_demo.yaml"), "task.name=classify", f"data.shards={shards}",
-            f"run.out_dir={out}", "run.name=f", "wandb.mode=disabled", "data.num_workers=0", "data.batch_size=16",
-            "train.steps_per_epoch=10", "train.checkpoint_every=4", "train.deterministic=true", "model.name=mlp",
-            "model.hidden=[32]", "optim.warmup_steps=0", "optim.schedule=constant", *extra]
+    return [
+        "train",
+        str(REPO / "configs" / "clock_demo.yaml"),
+        "task.name=classify",
+        f"data.shards={shards}",
+        f"run.out_dir={out}",
+        "run.name=f",
+        "wandb.mode=disabled",
+        "data.num_workers=0",
+        "data.batch_size=16",
+        "train.steps_per_epoch=10",
+        "train.checkpoint_every=4",
+        "train.deterministic=true",
+        "model.name=mlp",
+        "model.hidden=[32]",
+        "optim.warmup_steps=0",
+        "optim.schedule=constant",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,26 @@ from prismlab.train.engine import Trainer, train
 
 
 def config(shards: Path, out: Path, name: str, *overrides: str) -> ExperimentConfig:
-    return load_config(ExperimentConfig, None, [
-        f"data.shards={shards}", f"run.out_dir={out}", f"run.name={name}", "wandb.mode=disabled", "data.num_workers=0",
-        "data.batch_size=16", "train.epochs=1", "train.steps_per_epoch=6", "train.device=cpu", "task.name=classify",
-        "model.widths=[8,16]", "model.hidden=[32]", "optim.warmup_steps=0", *overrides])
+    return load_config(
+        ExperimentConfig,
+        None,
+        [
+            f"data.shards={shards}",
+            f"run.out_dir={out}",
+            f"run.name={name}",
+            "wandb.mode=disabled",
+            "data.num_workers=0",
+            "data.batch_size=16",
+            "train.epochs=1",
+            "train.steps_per_epoch=6",
+            "train.device=cpu",
+            "task.name=classify",
+            "model.widths=[8,16]",
+            "model.hidden=[32]",
+            "optim.warmup_steps=0",
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +47,16 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_frozen_backbone_trains_only_the_new_head(pretrained, binary_pattern_shards, tmp_path):
-    summary = train(config(binary_pattern_shards, tmp_path, "ft", "task.binary=true", f"finetune.from_checkpoint={pretrained}",
-                           "finetune.freeze=backbone"))
+    summary = train(
+        config(
+            binary_pattern_shards,
+            tmp_path,
+            "ft",
+            "task.binary=true",
+            f"finetune.from_checkpoint={pretrained}",
+            "finetune.freeze=backbone",
+        )
+    )
     before, after = weights(pretrained), weights(tmp_path / "ft")
     head = [k for k in after if after[k].shape != before[k].shape]
     assert head == ["head.net.3.weight", "head.net.3.bias"]
@@ -44,8 +68,14 @@ def test_frozen_backbone_trains_only_the_new_head(pretrained, binary_pattern_sha
 
 
 def test_reinit_first_conv_and_fine_tune_all(pretrained, binary_pattern_shards, tmp_path):
-    cfg = config(binary_pattern_shards, tmp_path, "ft", "task.binary=true", f"finetune.from_checkpoint={pretrained}",
-                 "finetune.reinit_convs=1")
+    cfg = config(
+        binary_pattern_shards,
+        tmp_path,
+        "ft",
+        "task.binary=true",
+        f"finetune.from_checkpoint={pretrained}",
+        "finetune.reinit_convs=1",
+    )
     trainer = Trainer(cfg)
     try:
         model = trainer.accelerator.unwrap_model(trainer.model).state_dict()

@@ -17,11 +17,28 @@ from prismlab.train.engine import train
 
 
 def config(shards: Path, out: Path, *overrides: str) -> ExperimentConfig:
-    return load_config(ExperimentConfig, None, [
-        f"data.shards={shards}", f"run.out_dir={out}", "run.name=g", "wandb.mode=disabled", "data.num_workers=0",
-        "data.batch_size=16", "train.epochs=2", "train.steps_per_epoch=8", "train.log_every=2", "train.device=cpu",
-        "task.name=generative", "model.latent=4", "optim.lr=2e-3", "optim.schedule=constant", "optim.warmup_steps=0",
-        *overrides])
+    return load_config(
+        ExperimentConfig,
+        None,
+        [
+            f"data.shards={shards}",
+            f"run.out_dir={out}",
+            "run.name=g",
+            "wandb.mode=disabled",
+            "data.num_workers=0",
+            "data.batch_size=16",
+            "train.epochs=2",
+            "train.steps_per_epoch=8",
+            "train.log_every=2",
+            "train.device=cpu",
+            "task.name=generative",
+            "model.latent=4",
+            "optim.lr=2e-3",
+            "optim.schedule=constant",
+            "optim.warmup_steps=0",
+            *overrides,
+        ],
+    )
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -30,17 +47,24 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-@pytest.mark.parametrize("kind, pictures", [
-    ("cae", ["reconstructions", "interpolation_1d", "interpolation_2d"]),
-    ("vae", ["reconstructions", "samples", "interpolation_1d", "interpolation_2d"]),
-    ("gan", ["samples", "interpolation_1d", "interpolation_2d"]),
-    ("gan model.spectral_norm=true", ["samples"]),
-    ("gan model.convs_per_stage=2", ["samples"]),
-])
+@pytest.mark.parametrize(
+    "kind, pictures",
+    [
+        ("cae", ["reconstructions", "interpolation_1d", "interpolation_2d"]),
+        ("vae", ["reconstructions", "samples", "interpolation_1d", "interpolation_2d"]),
+        ("gan", ["samples", "interpolation_1d", "interpolation_2d"]),
+        ("gan model.spectral_norm=true", ["samples"]),
+        ("gan model.convs_per_stage=2", ["samples"]),
+    ],
+)
 def test_generative_models_train_and_draw(pattern_shards, tmp_path, kind, pictures):
     kind, *options = kind.split()
     summary = train(config(pattern_shards, tmp_path, f"model.name={kind}", *options))
-    losses = [r["train/loss"] for r in map(json.loads, (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()) if "train/loss" in r]
+    losses = [
+        r["train/loss"]
+        for r in map(json.loads, (tmp_path / "g" / "metrics.jsonl").read_text().splitlines())
+        if "train/loss" in r
+    ]
     if kind != "gan":  # a GAN's summed loss need not fall; its two players trade it
         assert losses[-1] < losses[0]
         assert summary["recon_mse"] < 1.0
@@ -94,7 +118,9 @@ def refinement_conv_sides(half: torch.nn.Sequential, inputs: torch.Tensor) -> li
 
 @pytest.mark.parametrize("name", ["cae", "vae", "gan"])
 def test_convs_per_stage_adds_3x3_convs_at_each_resolution_on_both_sides(name):
-    cfg = config(Path("unused"), Path("unused"), f"model.name={name}", "model.widths=[4]", "model.convs_per_stage=3").model
+    cfg = config(
+        Path("unused"), Path("unused"), f"model.name={name}", "model.widths=[4]", "model.convs_per_stage=3"
+    ).model
     model = build_model(cfg, ["gray"], image_size=8, num_outputs=1)
     decoder, encoder = (model.generator, model.discriminator) if name == "gan" else (model.decoder, model.encoder)
     assert refinement_conv_sides(decoder, torch.randn(2, 4)) == [2, 2, 4, 4]
@@ -120,7 +146,7 @@ def test_task_and_model_must_match(pattern_shards, tmp_path):
 
 
 def test_prior_latents_scale_with_temperature():
-    from prismlab.train.sample_judge import prior_latents
+    from prismlab.analysis.sample_judge import prior_latents
 
     full, cooled = prior_latents(20000, 8, seed=3), prior_latents(20000, 8, seed=3, temperature=0.6)
     assert abs(float(full.std()) - 1.0) < 0.02 and abs(float(cooled.std()) - 0.6) < 0.02
@@ -129,7 +155,7 @@ def test_prior_latents_scale_with_temperature():
 
 
 def test_gaussian_mixture_recovers_separated_clusters():
-    from prismlab.train.latent_prior import fit_gaussian_mixture, sample_mixture
+    from prismlab.analysis.latent_prior import fit_gaussian_mixture, sample_mixture
 
     g = torch.Generator().manual_seed(1)
     centres, shares = torch.tensor([[-6.0, 0.0], [6.0, 0.0], [0.0, 8.0]]), torch.tensor([0.5, 0.3, 0.2])
@@ -139,25 +165,38 @@ def test_gaussian_mixture_recovers_separated_clusters():
     order = mixture.component_distribution.loc[:, 0].argsort()  # left, top, right
     assert torch.allclose(mixture.component_distribution.loc[order], centres[[0, 2, 1]], atol=0.1)
     assert torch.allclose(mixture.mixture_distribution.probs[order], shares[[0, 2, 1]], atol=0.02)
-    assert torch.allclose(mixture.component_distribution.covariance_matrix[order[0]], torch.diag(torch.tensor([1.0, 0.25])), atol=0.1)
+    assert torch.allclose(
+        mixture.component_distribution.covariance_matrix[order[0]], torch.diag(torch.tensor([1.0, 0.25])), atol=0.1
+    )
     drawn = sample_mixture(mixture, 4000, seed=0)
     assert torch.equal(drawn, sample_mixture(mixture, 4000, seed=0))
     near = (drawn[:, None, :] - centres).norm(dim=2).argmin(1)
     assert torch.allclose(torch.bincount(near, minlength=3) / 4000, shares, atol=0.03)
     # Temperature narrows each component around its own mean.
     cooled = sample_mixture(mixture, 4000, seed=0, temperature=0.5)
-    spread = lambda x: (x - centres[(x[:, None, :] - centres).norm(dim=2).argmin(1)]).std()
+
+    def spread(x):
+        return (x - centres[(x[:, None, :] - centres).norm(dim=2).argmin(1)]).std()
+
     assert abs(float(spread(cooled) / spread(drawn)) - 0.5) < 0.05
 
 
 def test_samples_judged_by_a_separate_classifier(pattern_shards, tmp_path):
+    from prismlab.analysis.sample_judge import judge_samples
     from prismlab.errors import PrismlabError
-    from prismlab.train.sample_judge import judge_samples
 
     train(config(pattern_shards, tmp_path / "vae", "model.name=vae"))
     train(config(pattern_shards, tmp_path / "cae", "model.name=cae"))
-    train(config(pattern_shards, tmp_path / "clf", "task.name=classify", "model.name=cnn", "model.widths=[8]",
-                 "model.hidden=[16]"))
+    train(
+        config(
+            pattern_shards,
+            tmp_path / "clf",
+            "task.name=classify",
+            "model.name=cnn",
+            "model.widths=[8]",
+            "model.hidden=[16]",
+        )
+    )
     vae, clf = tmp_path / "vae" / "g", tmp_path / "clf" / "g"
     result = judge_samples(vae, clf, samples=40, confidence=0.0)
     assert result["confident_fraction"] == 1.0 and sum(result["class_counts"].values()) == 40
@@ -182,7 +221,9 @@ def test_samples_judged_by_a_separate_classifier(pattern_shards, tmp_path):
         assert main(["eval", str(generator), "--judge", str(clf), "--samples", "40", "--prior", "mixture"]) == 0
         mixed = json.loads((generator / "judged_samples_mixture.json").read_text())
         assert mixed["prior"].startswith("10-component Gaussian mixture fitted to") and mixed["samples"] == 40
-    with pytest.raises(PrismlabError, match="the standard prior samples vae and gan runs only; judge it with --prior mixture"):
+    with pytest.raises(
+        PrismlabError, match="the standard prior samples vae and gan runs only; judge it with --prior mixture"
+    ):
         judge_samples(tmp_path / "cae" / "g", clf)
     with pytest.raises(PrismlabError, match="unknown prior 'uniform'"):
         judge_samples(vae, clf, prior="uniform")

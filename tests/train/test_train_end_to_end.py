@@ -6,7 +6,6 @@ records (not by grepping files).
 
 import json
 import struct
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,22 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def train_args(shards: Path, out: Path, *extra: str) -> list[str]:
     config = Path(__file__).resolve().parents[2] / "configs" / "clock_demo.yaml"
-    return ["train", str(config), f"data.shards={shards}", f"run.out_dir={out}", "run.name=e2e",
-            "data.batch_size=16", "data.num_workers=0", "model.widths=[8,16]", "model.hidden=[32]",
-            "train.epochs=2", "train.steps_per_epoch=6", "train.log_every=3", "optim.warmup_steps=2", *extra]
+    return [
+        "train",
+        str(config),
+        f"data.shards={shards}",
+        f"run.out_dir={out}",
+        "run.name=e2e",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        "model.widths=[8,16]",
+        "model.hidden=[32]",
+        "train.epochs=2",
+        "train.steps_per_epoch=6",
+        "train.log_every=3",
+        "optim.warmup_steps=2",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +77,11 @@ def test_offline_wandb_run_holds_the_metrics(trained_run):
     assert run_ids(records) == {run_id}
     rows = history(records)
     losses = {row["_step"]: row["train/loss"] for row in rows if "train/loss" in row}
-    jsonl = {r["step"]: r["train/loss"] for r in map(json.loads, (trained_run / "metrics.jsonl").read_text().splitlines()) if "train/loss" in r}
+    jsonl = {
+        r["step"]: r["train/loss"]
+        for r in map(json.loads, (trained_run / "metrics.jsonl").read_text().splitlines())
+        if "train/loss" in r
+    }
     assert losses == pytest.approx(jsonl)
     assert any("val/median_error_min" in row for row in rows)
     assert any(row.get("plots/learning_curve/_type") == "images/separated" for row in rows)

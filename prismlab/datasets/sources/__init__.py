@@ -13,6 +13,7 @@ import numpy as np
 
 from prismlab.errors import PrismlabError
 
+
 @dataclass
 class Record:
     label: int
@@ -45,7 +46,9 @@ def detect_source(path: Path, fmt: str | None = None) -> Source:
 
     path = Path(path)
     if not path.exists():
-        raise PrismlabError(f"source {path} does not exist; pass an image folder, a CIFAR pickle folder, an IDX folder or `clocks`")
+        raise PrismlabError(
+            f"source {path} does not exist; pass an image folder, a CIFAR pickle folder, an IDX folder or `clocks`"
+        )
     readers = {"folder": folder.read_folder, "cifar": cifar.read_cifar, "idx": idx.read_idx}
     if fmt is None:
         fmt = "cifar" if cifar.looks_like_cifar(path) else "idx" if idx.looks_like_idx(path) else "folder"
@@ -59,8 +62,10 @@ def select_classes(source: Source, names: list[str]) -> None:
     (e.g. CIFAR-10 without cat and dog for pre-training, then cat vs dog for transfer)."""
     unknown = [n for n in names if n not in source.class_names]
     if unknown or len(set(names)) != len(names) or not names:
-        raise PrismlabError(f"--classes {','.join(names)}: {'unknown ' + ', '.join(unknown) if unknown else 'empty or repeated'}; "
-                            f"pick distinct names from {', '.join(source.class_names)}")
+        raise PrismlabError(
+            f"--classes {','.join(names)}: {'unknown ' + ', '.join(unknown) if unknown else 'empty or repeated'}; "
+            f"pick distinct names from {', '.join(source.class_names)}"
+        )
     relabel = {source.class_names.index(n): i for i, n in enumerate(names)}
     for split, records in source.splits.items():
         source.splits[split] = [replace(r, label=relabel[r.label]) for r in records if r.label in relabel]
@@ -76,7 +81,10 @@ def carve_split(source: Source, split: str, fraction: float, seed: int) -> None:
     train = source.splits.get("train", [])
     count = int(round(len(train) * fraction))
     if not 0 < count < len(train):
-        raise PrismlabError(f"--{split}-fraction {fraction} of {len(train)} training samples leaves an empty split; use a larger source or fraction")
+        raise PrismlabError(
+            f"--{split}-fraction {fraction} of {len(train)} training samples leaves an empty split; "
+            f"use a larger source or fraction"
+        )
     order = np.random.default_rng([seed, *split.encode()]).permutation(len(train))
     source.splits[split] = [train[i] for i in sorted(order[:count])]
     source.splits["train"] = [train[i] for i in sorted(order[count:])]

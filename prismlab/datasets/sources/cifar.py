@@ -20,7 +20,9 @@ CHILDREN = ("cifar-10-batches-py", "cifar-100-python")
 
 def cifar_root(path: Path) -> Path | None:
     for candidate in (path, *(path / c for c in CHILDREN)):
-        if (candidate / "batches.meta").is_file() or ((candidate / "meta").is_file() and (candidate / "train").is_file()):
+        if (candidate / "batches.meta").is_file() or (
+            (candidate / "meta").is_file() and (candidate / "train").is_file()
+        ):
             return candidate
     return None
 
@@ -43,15 +45,21 @@ def records_of(path: Path, label_key: str) -> list[Record]:
         data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         labels = batch[label_key]
     except (KeyError, ValueError) as exc:
-        raise PrismlabError(f"{path} is not a CIFAR python batch ({exc}); pass the cifar-10-batches-py or cifar-100-python folder") from exc
-    return [Record(int(label), f"{path}[{i}]", pixels=np.ascontiguousarray(data[i]), nbytes=data[i].nbytes, size=(32, 32))
-            for i, label in enumerate(labels)]
+        raise PrismlabError(
+            f"{path} is not a CIFAR python batch ({exc}); pass the cifar-10-batches-py or cifar-100-python folder"
+        ) from exc
+    return [
+        Record(int(label), f"{path}[{i}]", pixels=np.ascontiguousarray(data[i]), nbytes=data[i].nbytes, size=(32, 32))
+        for i, label in enumerate(labels)
+    ]
 
 
 def read_cifar(path: Path) -> Source:
     root = cifar_root(path)
     if root is None:
-        raise PrismlabError(f"{path} holds no CIFAR batches (batches.meta or meta + train); check the folder or --format")
+        raise PrismlabError(
+            f"{path} holds no CIFAR batches (batches.meta or meta + train); check the folder or --format"
+        )
     if (root / "batches.meta").is_file():
         names = unpickle(root / "batches.meta")["label_names"]
         train_files = sorted(root.glob("data_batch_*"))

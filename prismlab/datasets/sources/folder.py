@@ -13,8 +13,15 @@ from prismlab.errors import PrismlabError
 
 logger = logging.getLogger(__name__)
 
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "test": "test", "testing": "test"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def image_extensions() -> set[str]:
@@ -30,7 +37,9 @@ def split_folders(root: Path) -> dict[str, Path]:
         for p in subdirs:
             split = SPLIT_FOLDERS[p.name.lower()]
             if split in splits:
-                raise PrismlabError(f"{root} has two folders for the '{split}' split ({splits[split].name}, {p.name}); keep one")
+                raise PrismlabError(
+                    f"{root} has two folders for the '{split}' split ({splits[split].name}, {p.name}); keep one"
+                )
             splits[split] = p
         return splits
     return {"train": root}
@@ -44,7 +53,10 @@ def read_folder(root: Path) -> Source:
     class_dirs = {split: sorted(p for p in folder.iterdir() if p.is_dir()) for split, folder in splits.items()}
     class_names = sorted({d.name for dirs in class_dirs.values() for d in dirs})
     if not class_names:
-        raise PrismlabError(f"{root} holds no class folders; arrange images as <root>/<class>/<image> (optionally under train/ val/ test/)")
+        raise PrismlabError(
+            f"{root} holds no class folders; arrange images as <root>/<class>/<image> "
+            f"(optionally under train/ val/ test/)"
+        )
     source = Source(f"image folder {root}", class_names, {})
     modes = set()
     for split, dirs in class_dirs.items():

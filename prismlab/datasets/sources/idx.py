@@ -11,7 +11,18 @@ from prismlab.datasets.sources import Record, Source
 from prismlab.errors import PrismlabError
 
 PREFIXES = {"train": "train", "test": "t10k"}
-FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_NAMES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 IDX_TYPES = {0x08: np.uint8}
 
 
@@ -37,7 +48,7 @@ def read_array(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES:
         raise PrismlabError(f"{path} is not an unsigned-byte IDX file (bad magic); download it again")
     dims = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     body = np.frombuffer(data, dtype=IDX_TYPES[data[2]], offset=4 + 4 * dims)
     if body.size != int(np.prod(shape)):
         raise PrismlabError(f"{path} is truncated ({body.size} values for shape {shape}); download it again")
@@ -55,10 +66,16 @@ def read_idx(path: Path) -> Source:
             raise PrismlabError(f"{images_path} has no {prefix}-labels-idx1-ubyte[.gz] beside it; add the labels file")
         images, labels = read_array(images_path), read_array(labels_path)
         if images.ndim != 3 or len(images) != len(labels):
-            raise PrismlabError(f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) do not match; download them again")
+            raise PrismlabError(
+                f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) do not match; download them again"
+            )
         size = images.shape[1:3]
-        splits[split] = [Record(int(labels[i]), f"{images_path}[{i}]", pixels=images[i][..., None], nbytes=images[i].nbytes, size=size)
-                         for i in range(len(images))]
+        splits[split] = [
+            Record(
+                int(labels[i]), f"{images_path}[{i}]", pixels=images[i][..., None], nbytes=images[i].nbytes, size=size
+            )
+            for i in range(len(images))
+        ]
     if "train" not in splits:
         raise PrismlabError(f"{path} holds no train-images-idx3-ubyte[.gz]; pass the MNIST / Fashion-MNIST raw folder")
     fashion = "fashion" in str(path).lower()

@@ -24,6 +24,15 @@ class Task(Protocol):
     def metrics(self, values: dict[str, np.ndarray]) -> dict[str, float]:
         """Metrics over a whole split from the gathered per-sample values."""
 
-    def plots(self, values: dict[str, np.ndarray], plot_dir: Path, split: str, model: torch.nn.Module,
-              examples: torch.Tensor) -> dict[str, Path]:
+    def headline(self, metrics: dict[str, float]) -> str:
+        """The metrics people read first, in one line (see `over_samples`)."""
+
+    def plots(
+        self, values: dict[str, np.ndarray], plot_dir: Path, split: str, model: torch.nn.Module, examples: torch.Tensor
+    ) -> dict[str, Path]:
         """PNG files (name -> path) worth looking at for this split; `examples` is a batch of its images."""
+
+
+def over_samples(parts: list[str], metrics: dict[str, float]) -> str:
+    """A headline from its parts, with the sample count that gives them weight."""
+    return ", ".join(parts) + f" over {metrics['samples']} samples"

@@ -9,14 +9,21 @@ import torch
 import torch.nn.functional as F
 
 from prismlab.train.plots import plot_confusion_matrix
+from prismlab.train.tasks.base import over_samples
 
 
 class ClassifyTask:
     monitor = "accuracy"
     higher_is_better = True
 
-    def __init__(self, class_names: list[str], label_smoothing: float = 0.0, binary: bool = False,
-                 tta_flip: bool = False, tta_translate: int = 0):
+    def __init__(
+        self,
+        class_names: list[str],
+        label_smoothing: float = 0.0,
+        binary: bool = False,
+        tta_flip: bool = False,
+        tta_translate: int = 0,
+    ):
         """`binary`: two classes as one logit (the second class is the positive one) with BCE.
         `tta_flip`: evaluation averages the logits of each image and its left-right mirror.
         `tta_translate`: evaluation also averages copies shifted this many pixels up-left and down-right."""
@@ -43,7 +50,7 @@ class ClassifyTask:
             n = self.tta_translate
             padded = F.pad(images, (n, n, n, n), mode="reflect")
             height, width = images.shape[-2:]
-            views += [padded[..., 2 * n:, 2 * n:], padded[..., :height, :width]]
+            views += [padded[..., 2 * n :, 2 * n :], padded[..., :height, :width]]
         if self.tta_flip:
             views += [view.flip(-1) for view in views]
         return views
@@ -58,6 +65,10 @@ class ClassifyTask:
         pairs = values["label"].astype(np.int64) * n + values["pred"].astype(np.int64)
         return np.bincount(pairs, minlength=n * n).reshape(n, n)
 
+    def headline(self, metrics: dict[str, float]) -> str:
+        loss = [f"loss {metrics['loss']:.4f}"] if "loss" in metrics else []
+        return over_samples([f"accuracy {100 * metrics['accuracy']:.2f}%", *loss], metrics)
+
     def metrics(self, values: dict[str, np.ndarray]) -> dict[str, float]:
         confusion = self.confusion(values)
         per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
@@ -68,7 +79,8 @@ class ClassifyTask:
             **{f"accuracy/{name}": float(acc) for name, acc in zip(self.class_names, per_class)},
         }
 
-    def plots(self, values: dict[str, np.ndarray], plot_dir: Path, split: str, model: torch.nn.Module,
-              examples: torch.Tensor) -> dict[str, Path]:
+    def plots(
+        self, values: dict[str, np.ndarray], plot_dir: Path, split: str, model: torch.nn.Module, examples: torch.Tensor
+    ) -> dict[str, Path]:
         path = plot_confusion_matrix(self.confusion(values), self.class_names, plot_dir / f"confusion_{split}.png")
         return {"plots/confusion": path}

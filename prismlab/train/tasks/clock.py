@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from prismlab.train.metrics import DIAL_MINUTES, common_sense_error
 from prismlab.train.plots import plot_clock_predictions
+from prismlab.train.tasks.base import over_samples
 
 TURN = 2 * math.pi
 
@@ -112,8 +113,12 @@ class HandsSinCos:
 def make_encoding(name: str, clock_classes: int = 24):
     if name == "classes":
         return DialClasses(clock_classes)
-    return {"hours_regression": HoursRegression, "multi_head": MultiHead, "angle_sincos": AngleSinCos,
-            "hands_sincos": HandsSinCos}[name]()
+    return {
+        "hours_regression": HoursRegression,
+        "multi_head": MultiHead,
+        "angle_sincos": AngleSinCos,
+        "hands_sincos": HandsSinCos,
+    }[name]()
 
 
 class ClockTask:
@@ -130,10 +135,25 @@ class ClockTask:
     def per_sample(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"true": labels.float(), "pred": self.encoding.decode(model(images).float())}
 
+    def headline(self, metrics: dict[str, float]) -> str:
+        error = (
+            f"median common-sense error {metrics['median_error_min']:.1f} min, mean {metrics['mean_error_min']:.1f} min"
+        )
+        return over_samples([error], metrics)
+
     def metrics(self, values: dict[str, np.ndarray]) -> dict[str, float]:
         errors = common_sense_error(torch.from_numpy(values["pred"]), torch.from_numpy(values["true"])).numpy()
-        return {"median_error_min": float(np.median(errors)), "mean_error_min": float(errors.mean()), "samples": int(errors.size)}
+        return {
+            "median_error_min": float(np.median(errors)),
+            "mean_error_min": float(errors.mean()),
+            "samples": int(errors.size),
+        }
 
-    def plots(self, values: dict[str, np.ndarray], plot_dir: Path, split: str, model: torch.nn.Module,
-              examples: torch.Tensor) -> dict[str, Path]:
-        return {"plots/predictions": plot_clock_predictions(values["true"], values["pred"], plot_dir / f"predictions_{split}.png")}
+    def plots(
+        self, values: dict[str, np.ndarray], plot_dir: Path, split: str, model: torch.nn.Module, examples: torch.Tensor
+    ) -> dict[str, Path]:
+        return {
+            "plots/predictions": plot_clock_predictions(
+                values["true"], values["pred"], plot_dir / f"predictions_{split}.png"
+            )
+        }

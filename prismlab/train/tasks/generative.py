@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from prismlab.train.plots import save_image_grid
+from prismlab.train.tasks.base import over_samples
 
 INTERPOLATION_STEPS = 9
 INTERPOLATION_RANGE = 2.5
@@ -44,19 +45,32 @@ class GenerativeTask:
         net = getattr(model, "module", model)  # DDP wraps; sampling helpers live on the module
         if self.kind == "gan":
             fake = net.decode(net.sample_latent(len(images), images.device))
-            return {"real_score": torch.sigmoid(net.discriminator(images))[:, 0],
-                    "fake_score": torch.sigmoid(net.discriminator(fake))[:, 0]}
+            return {
+                "real_score": torch.sigmoid(net.discriminator(images))[:, 0],
+                "fake_score": torch.sigmoid(net.discriminator(fake))[:, 0],
+            }
         recon = model(images)[0] if self.kind == "vae" else model(images)
         return {"recon_mse": F.mse_loss(recon.float(), images.float(), reduction="none").flatten(1).mean(1)}
 
+    def headline(self, metrics: dict[str, float]) -> str:
+        if self.kind == "gan":
+            scores = f"discriminator score real {metrics['real_score']:.3f}, generated {metrics['fake_realism']:.3f}"
+            return over_samples([scores], metrics)
+        return over_samples([f"reconstruction MSE {metrics['recon_mse']:.4f}"], metrics)
+
     def metrics(self, values: dict[str, np.ndarray]) -> dict[str, float]:
         if self.kind == "gan":
-            return {"real_score": float(values["real_score"].mean()), "fake_realism": float(values["fake_score"].mean()),
-                    "samples": int(values["real_score"].size)}
+            return {
+                "real_score": float(values["real_score"].mean()),
+                "fake_realism": float(values["fake_score"].mean()),
+                "samples": int(values["real_score"].size),
+            }
         return {"recon_mse": float(values["recon_mse"].mean()), "samples": int(values["recon_mse"].size)}
 
     @torch.no_grad()
-    def plots(self, values: dict[str, np.ndarray], plot_dir: Path, split: str, model, examples: torch.Tensor) -> dict[str, Path]:
+    def plots(
+        self, values: dict[str, np.ndarray], plot_dir: Path, split: str, model, examples: torch.Tensor
+    ) -> dict[str, Path]:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
@@ -66,18 +80,30 @@ class GenerativeTask:
             anchor = torch.zeros(1, model.latent, device=device)
         else:
             recon = model(examples)[0] if self.kind == "vae" else model(examples)
-            plots["plots/reconstructions"] = save_image_grid(torch.cat([examples, recon]), plot_dir / f"reconstructions_{split}.png",
-                                                             rows=2, title="top: images, bottom: reconstructions")
+            plots["plots/reconstructions"] = save_image_grid(
+                torch.cat([examples, recon]),
+                plot_dir / f"reconstructions_{split}.png",
+                rows=2,
+                title="top: images, bottom: reconstructions",
+            )
             anchor = model.encode(examples[:1])
         if self.kind != "cae":
             samples = model.decode(torch.randn(64, model.latent, device=device))
-            plots["plots/samples"] = save_image_grid(samples, plot_dir / f"samples_{split}.png", rows=8, title="samples from the prior")
+            plots["plots/samples"] = save_image_grid(
+                samples, plot_dir / f"samples_{split}.png", rows=8, title="samples from the prior"
+            )
         plots["plots/interpolation_1d"] = save_image_grid(
-            model.decode(one_coordinate_walks(anchor[0], min(8, model.latent))), plot_dir / f"interpolation_1d_{split}.png",
-            rows=min(8, model.latent), title=f"row i: latent coordinate i from -{INTERPOLATION_RANGE} to +{INTERPOLATION_RANGE}")
+            model.decode(one_coordinate_walks(anchor[0], min(8, model.latent))),
+            plot_dir / f"interpolation_1d_{split}.png",
+            rows=min(8, model.latent),
+            title=f"row i: latent coordinate i from -{INTERPOLATION_RANGE} to +{INTERPOLATION_RANGE}",
+        )
         plots["plots/interpolation_2d"] = save_image_grid(
-            model.decode(two_coordinate_grid(anchor[0])), plot_dir / f"interpolation_2d_{split}.png",
-            rows=INTERPOLATION_STEPS, title="latent coordinates 0 (down) and 1 (across) varied together")
+            model.decode(two_coordinate_grid(anchor[0])),
+            plot_dir / f"interpolation_2d_{split}.png",
+            rows=INTERPOLATION_STEPS,
+            title="latent coordinates 0 (down) and 1 (across) varied together",
+        )
         model.train(was_training)
         return plots
 

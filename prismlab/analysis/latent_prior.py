@@ -14,21 +14,24 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 
 from prismlab.datasets.loader import eval_stream
 from prismlab.errors import PrismlabError
-from prismlab.train.engine import transform_spec
+from prismlab.train.build import transform_spec
 
 COMPONENTS = 10
 """Mixture components: Ghosh et al.'s choice for MNIST (one per digit, though nothing ties them to classes)."""
 
 
-def fit_gaussian_mixture(codes: torch.Tensor, components: int = COMPONENTS, seed: int = 0, iterations: int = 300,
-                         tolerance: float = 1e-6) -> MixtureSameFamily:
+def fit_gaussian_mixture(
+    codes: torch.Tensor, components: int = COMPONENTS, seed: int = 0, iterations: int = 300, tolerance: float = 1e-6
+) -> MixtureSameFamily:
     """Full-covariance mixture of `components` Gaussians fitted to codes [N, D] by EM, started from
     randomly chosen codes as means; stops when the mean log-likelihood gains less than `tolerance`."""
     codes = codes.double()
     n, dim = codes.shape
     if n < components:
-        raise PrismlabError(f"{n} training codes cannot fit {components} mixture components; judge a run trained on "
-                            f"at least {components} images")
+        raise PrismlabError(
+            f"{n} training codes cannot fit {components} mixture components; judge a run trained on "
+            f"at least {components} images"
+        )
     start = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:components]
     means, weights = codes[start].clone(), torch.full((components,), 1.0 / components, dtype=torch.float64)
     # A small ridge keeps a component that collapses onto a few codes invertible.
@@ -54,15 +57,18 @@ def fit_gaussian_mixture(codes: torch.Tensor, components: int = COMPONENTS, seed
 def training_codes(saved) -> torch.Tensor:
     """[N, latent]: the codes (a VAE's posterior means) of every image of a `SavedModel` run's train split."""
     saved.model.eval()  # BatchNorm's running statistics, as at test time
-    loader = eval_stream(saved.cfg.data.shards, "train", batch_size=512, num_workers=0, transform=transform_spec(saved.cfg))
+    loader = eval_stream(
+        saved.cfg.data.shards, "train", batch_size=512, num_workers=0, transform=transform_spec(saved.cfg)
+    )
     return torch.cat([saved.model.encode(batch.images[batch.valid]).float() for batch in loader])
 
 
 def sample_mixture(mixture: MixtureSameFamily, samples: int, seed: int, temperature: float = 1.0) -> torch.Tensor:
     """[samples, D] draws, each component's spread scaled by `temperature` (its mean stays put)."""
     components = mixture.component_distribution
-    cooled = MixtureSameFamily(mixture.mixture_distribution,
-                               MultivariateNormal(components.loc, scale_tril=temperature * components.scale_tril))
+    cooled = MixtureSameFamily(
+        mixture.mixture_distribution, MultivariateNormal(components.loc, scale_tril=temperature * components.scale_tril)
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return cooled.sample((samples,))

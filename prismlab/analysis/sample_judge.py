@@ -15,19 +15,20 @@ from pathlib import Path
 
 import torch
 
+from prismlab.analysis.latent_prior import COMPONENTS, fit_gaussian_mixture, sample_mixture, training_codes
+from prismlab.analysis.trained_run import SavedModel
+from prismlab.datasets.transforms import per_channel
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
 from prismlab.train import checkpoint
-from prismlab.train.latent_prior import COMPONENTS, fit_gaussian_mixture, sample_mixture, training_codes
 from prismlab.train.plots import save_image_grid
-from prismlab.train.trained_run import SavedModel
 
 
 def pixel_scale(trained: SavedModel) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) of the run's input normalisation, shaped [1, C, 1, 1]."""
-    channels = len(trained.info.channels)
-    mean = torch.tensor(trained.cfg.data.mean, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1)
-    std = torch.tensor(trained.cfg.data.std, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1)
+    names = trained.info.channels
+    mean = torch.tensor(per_channel(trained.cfg.data.mean, names)).reshape(1, -1, 1, 1)
+    std = torch.tensor(per_channel(trained.cfg.data.std, names, what="std")).reshape(1, -1, 1, 1)
     return mean, std
 
 
@@ -35,8 +36,9 @@ SAMPLERS = {"standard": ("vae", "gan"), "mixture": ("vae", "cae")}
 """The models each prior can draw from: the mixture is fitted to an encoder's codes, which a GAN lacks."""
 
 
-def judged_samples_stem(generator_dir: Path, checkpoint_name: str = checkpoint.BEST, temperature: float = 1.0,
-                        prior: str = "standard") -> Path:
+def judged_samples_stem(
+    generator_dir: Path, checkpoint_name: str = checkpoint.BEST, temperature: float = 1.0, prior: str = "standard"
+) -> Path:
     """judged_samples for the best checkpoint, standard prior, temperature 1; _<name> marks another checkpoint
     (e.g. last.pt), _mixture the mixture prior and _t<temperature> another temperature, so judging one
     setting never overwrites another's files."""
@@ -51,19 +53,30 @@ def prior_latents(samples: int, size: int, seed: int, temperature: float = 1.0) 
     return temperature * torch.randn(samples, size, generator=torch.Generator().manual_seed(seed))
 
 
-def draw_latents(generator: SavedModel, prior: str, samples: int, seed: int, temperature: float) -> tuple[torch.Tensor, str]:
+def draw_latents(
+    generator: SavedModel, prior: str, samples: int, seed: int, temperature: float
+) -> tuple[torch.Tensor, str]:
     """[samples, latent] codes from `prior`, and the prior described for the record."""
     if prior == "standard":
         return prior_latents(samples, generator.model.latent, seed, temperature), "standard normal"
     codes = training_codes(generator)
     mixture = fit_gaussian_mixture(codes, seed=seed)
-    return sample_mixture(mixture, samples, seed, temperature), f"{COMPONENTS}-component Gaussian mixture fitted to {len(codes)} training codes"
+    return sample_mixture(
+        mixture, samples, seed, temperature
+    ), f"{COMPONENTS}-component Gaussian mixture fitted to {len(codes)} training codes"
 
 
 @torch.no_grad()
-def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000, confidence: float = 0.9,
-                  seed: int = 0, checkpoint_name: str = checkpoint.BEST, temperature: float = 1.0,
-                  prior: str = "standard") -> dict:
+def judge_samples(
+    generator_dir: Path,
+    classifier_dir: Path,
+    samples: int = 1000,
+    confidence: float = 0.9,
+    seed: int = 0,
+    checkpoint_name: str = checkpoint.BEST,
+    temperature: float = 1.0,
+    prior: str = "standard",
+) -> dict:
     """Draw `samples` images from a generative run's `prior` (its spread scaled by `temperature`), classify
     them; writes <stem>.json and <stem>.png (the first 64, titled with the confident fraction) in the
     generator's run dir (`judged_samples_stem`)."""
@@ -76,15 +89,20 @@ def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000
     if generator.cfg.model.name not in SAMPLERS[prior]:
         other = next((p for p, models in SAMPLERS.items() if generator.cfg.model.name in models), None)
         fix = f"judge it with --prior {other}" if other else "judge a vae, gan or cae run"
-        raise PrismlabError(f"{generator_dir} is a {generator.cfg.model.name} run: the {prior} prior samples "
-                            f"{' and '.join(SAMPLERS[prior])} runs only; {fix}")
+        raise PrismlabError(
+            f"{generator_dir} is a {generator.cfg.model.name} run: the {prior} prior samples "
+            f"{' and '.join(SAMPLERS[prior])} runs only; {fix}"
+        )
     if classifier.cfg.task.name != "classify" or classifier.cfg.task.binary:
-        raise PrismlabError(f"{classifier_dir} is not a multi-class classify run; pass a classifier trained on the "
-                            "generator's data")
+        raise PrismlabError(
+            f"{classifier_dir} is not a multi-class classify run; pass a classifier trained on the generator's data"
+        )
     if (generator.info.channels, generator.info.image_size) != (classifier.info.channels, classifier.info.image_size):
-        raise PrismlabError(f"the classifier takes {classifier.info.image_size} {classifier.info.channels} images, "
-                            f"the generator draws {generator.info.image_size} {generator.info.channels}; "
-                            "train the classifier on the same shards")
+        raise PrismlabError(
+            f"the classifier takes {classifier.info.image_size} {classifier.info.channels} images, "
+            f"the generator draws {generator.info.image_size} {generator.info.channels}; "
+            "train the classifier on the same shards"
+        )
     latents, prior_description = draw_latents(generator, prior, samples, seed, temperature)
     drawn = torch.cat([gen_model.decode(chunk) for chunk in latents.split(256)]).float().cpu()
     # The generator's normalisation back to [0, 1] pixels, then the classifier's.
@@ -102,14 +120,20 @@ def judge_samples(generator_dir: Path, classifier_dir: Path, samples: int = 1000
         "seed": seed,
         "temperature": temperature,
         "prior": prior_description,
-        "class_counts": {name: int((label[confident] == i).sum()) for i, name in enumerate(classifier.info.class_names)},
+        "class_counts": {
+            name: int((label[confident] == i).sum()) for i, name in enumerate(classifier.info.class_names)
+        },
         "generator": str(generator.checkpoint),
         "classifier": str(classifier.checkpoint),
     }
     stem = judged_samples_stem(generator.run.root, checkpoint_name, temperature, prior)
     setting = [f"{prior} prior"] * (prior != "standard") + [f"temperature {temperature:g}"] * (temperature != 1.0)
-    save_image_grid(pixels[:64] * 2 - 1, Path(f"{stem}.png"), rows=8,
-                    title=f"{result['confident_fraction']:.0%} of {samples} samples classified with p >= {confidence}"
-                          + (f" ({', '.join(setting)})" if setting else ""))
+    save_image_grid(
+        pixels[:64] * 2 - 1,
+        Path(f"{stem}.png"),
+        rows=8,
+        title=f"{result['confident_fraction']:.0%} of {samples} samples classified with p >= {confidence}"
+        + (f" ({', '.join(setting)})" if setting else ""),
+    )
     atomic_write_json(Path(f"{stem}.json"), result)
     return result

@@ -6,8 +6,6 @@ channels filled the reference way — zeros, or copies of the mean of the channe
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -17,14 +15,16 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from prismlab.analysis.tables import write_table
 from prismlab.config import load_config
 from prismlab.datasets.loader import eval_stream
 from prismlab.datasets.shards import read_manifest
+from prismlab.datasets.transforms import per_channel
 from prismlab.errors import ConfigError, PrismlabError
-from prismlab.io import atomic_write_json, atomic_write_text
+from prismlab.io import atomic_write_json
 from prismlab.train import checkpoint
+from prismlab.train.build import ModelInputs, build_task_model, input_size, make_accelerator, transform_spec
 from prismlab.train.config import ExperimentConfig
-from prismlab.train.engine import DataInfo, build_task_model, input_size, make_accelerator, transform_spec
 from prismlab.train.evaluate import evaluate
 from prismlab.train.run_dir import RunDir
 from prismlab.train.tasks import Task
@@ -32,10 +32,10 @@ from prismlab.train.tasks import Task
 
 def evaluation_weights(payload: dict) -> dict:
     """The weights a checkpoint is judged by: the EMA average when the run kept one."""
-    if payload["ema"] is None:
+    if payload.get("ema") is None:  # absent (or None in older checkpoints) without EMA
         return payload["model"]
     prefix = "module."  # AveragedModel wraps the model as .module
-    return {k[len(prefix):]: v for k, v in payload["ema"].items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in payload["ema"].items() if k.startswith(prefix)}
 
 
 @dataclass
@@ -45,7 +45,7 @@ class SavedModel:
 
     run: RunDir
     cfg: ExperimentConfig
-    info: DataInfo
+    info: ModelInputs
     task: Task
     model: nn.Module
     checkpoint: Path
@@ -55,24 +55,29 @@ class SavedModel:
     def load(cls, run_dir: Path, checkpoint_name: str = checkpoint.BEST) -> SavedModel:
         run = RunDir(Path(run_dir))
         if not run.config.is_file():
-            raise PrismlabError(f"{run_dir} is not a run dir (no config.yaml); pass the folder `prismlab train` printed")
+            raise PrismlabError(
+                f"{run_dir} is not a run dir (no config.yaml); pass the folder `prismlab train` printed"
+            )
         path = run.checkpoints / checkpoint_name
         if not path.is_file():
             raise PrismlabError(f"no checkpoint {path}; train the run first (or pass --checkpoint last.pt)")
         cfg = load_config(ExperimentConfig, run.config)
         try:
             payload = checkpoint.load_checkpoint(path)
-            info = DataInfo(**payload["data"])
+            info = ModelInputs(**payload["data"])
             step = payload["state"]["step"]
         except Exception:  # torch.load of a truncated or foreign file raises from deep in pickle/zipfile
-            raise PrismlabError(f"{path} is not a readable prismlab checkpoint (truncated or from elsewhere); "
-                                f"pass another with --checkpoint, e.g. --checkpoint last.pt") from None
+            raise PrismlabError(
+                f"{path} is not a readable prismlab checkpoint (truncated or from elsewhere); "
+                f"pass another with --checkpoint, e.g. --checkpoint last.pt"
+            ) from None
         task, model = build_task_model(cfg, info)
         try:
             model.load_state_dict(evaluation_weights(payload))
         except RuntimeError:  # shapes that do not fit: the checkpoint is from a run with another model
-            raise PrismlabError(f"{path} holds weights of another model than {run.config} describes; evaluate the "
-                                f"run that wrote it") from None
+            raise PrismlabError(
+                f"{path} holds weights of another model than {run.config} describes; evaluate the run that wrote it"
+            ) from None
         return cls(run, cfg, info, task, model, path, step)
 
 
@@ -92,10 +97,20 @@ class TrainedRun(SavedModel):
         self.check_shards(split)
         spec = transform_spec(self.cfg)
         if channels is not None:
-            spec = replace(spec, channels=tuple(channels), mean=self.per_channel(spec.mean, channels),
-                           std=self.per_channel(spec.std, channels))
-        loader = eval_stream(self.cfg.data.shards, split, batch_size=self.cfg.data.batch_size,
-                             num_workers=self.cfg.data.num_workers, transform=spec, device=self.accelerator.device)
+            spec = replace(
+                spec,
+                channels=tuple(channels),
+                mean=per_channel(spec.mean, self.info.channels, channels),
+                std=per_channel(spec.std, self.info.channels, channels, what="std"),
+            )
+        loader = eval_stream(
+            self.cfg.data.shards,
+            split,
+            batch_size=self.cfg.data.batch_size,
+            num_workers=self.cfg.data.num_workers,
+            transform=spec,
+            device=self.accelerator.device,
+        )
         return evaluate(model or self.model, loader, self.task, self.accelerator)
 
     def check_shards(self, split: str) -> None:
@@ -104,27 +119,34 @@ class TrainedRun(SavedModel):
         shards = self.cfg.data.shards
         wanted = list(self.cfg.data.channels or self.info.channels)
         if not set(wanted) <= set(manifest.channels):
-            raise ConfigError(f"the '{split}' split of {shards} holds channels {manifest.channels}, the run was trained "
-                              f"on {self.info.channels}; evaluate on shards with those channels")
+            raise ConfigError(
+                f"the '{split}' split of {shards} holds channels {manifest.channels}, the run was trained "
+                f"on {self.info.channels}; evaluate on shards with those channels"
+            )
         if self.cfg.task.name == "classify" and len(manifest.class_names) > len(self.info.class_names):
-            raise ConfigError(f"the '{split}' split of {shards} has {len(manifest.class_names)} classes, the run knows "
-                              f"{len(self.info.class_names)}; evaluate on shards of the same classes")
+            raise ConfigError(
+                f"the '{split}' split of {shards} has {len(manifest.class_names)} classes, the run knows "
+                f"{len(self.info.class_names)}; evaluate on shards of the same classes"
+            )
         if input_size(self.cfg.data, manifest) != list(self.info.image_size):
-            raise ConfigError(f"the '{split}' images of {shards} come out {input_size(self.cfg.data, manifest)} for the "
-                              f"model, which takes {self.info.image_size}; evaluate on shards of the training size")
-
-    def per_channel(self, values: tuple[float, ...], channels: Sequence[str]) -> tuple[float, ...]:
-        """Normalisation constants of `channels` out of those given for the run's channels."""
-        if len(values) == 1:
-            return values
-        return tuple(values[self.info.channels.index(name)] for name in channels)
+            raise ConfigError(
+                f"the '{split}' images of {shards} come out {input_size(self.cfg.data, manifest)} for the "
+                f"model, which takes {self.info.image_size}; evaluate on shards of the training size"
+            )
 
 
 def evaluate_run(run_dir: Path, split: str = "test", checkpoint_name: str = checkpoint.BEST) -> dict:
     """Evaluate a finished run's checkpoint on one split; writes eval_<split>.json and its plots."""
     trained = TrainedRun.load(run_dir, checkpoint_name)
     result = trained.evaluate(split)
-    metrics = {**trained.task.metrics(result.values), "split": split, "checkpoint": str(trained.checkpoint), "step": trained.step}
+    values = trained.task.metrics(result.values)
+    metrics = {
+        **values,
+        "headline": trained.task.headline(values),
+        "split": split,
+        "checkpoint": str(trained.checkpoint),
+        "step": trained.step,
+    }
     if trained.accelerator.is_main_process:
         model = trained.accelerator.unwrap_model(trained.model)
         plots = trained.task.plots(result.values, trained.run.plots, split, model, result.examples)
@@ -157,8 +179,9 @@ def channel_subsets(channels: Sequence[str]) -> list[tuple[str, ...]]:
     return [s for size in range(len(channels), 0, -1) for s in itertools.combinations(channels, size)]
 
 
-def evaluate_channel_subsets(run_dir: Path, split: str = "test", fill: str = "zero",
-                             checkpoint_name: str = checkpoint.BEST) -> tuple[list[dict], Path]:
+def evaluate_channel_subsets(
+    run_dir: Path, split: str = "test", fill: str = "zero", checkpoint_name: str = checkpoint.BEST
+) -> tuple[list[dict], Path]:
     """Metrics on every subset of the run's channels, and the stem of the table written from them:
     channel_subsets_<split>.{md,csv,json}, or channel_subsets_<split>_<fill>_fill.* for a fixed-channel
     model (so that both fills of one run can be compared)."""
@@ -169,24 +192,14 @@ def evaluate_channel_subsets(run_dir: Path, split: str = "test", fill: str = "ze
     rows = []
     for subset in channel_subsets(trained.info.channels):
         metrics = trained.task.metrics(trained.evaluate(split, model, subset).values)
-        rows.append({"channels": "".join(subset) if all(len(c) == 1 for c in subset) else "+".join(subset),
-                     "fill": "none (any-channel model)" if any_channel else fill, **metrics})
+        rows.append(
+            {
+                "channels": "".join(subset) if all(len(c) == 1 for c in subset) else "+".join(subset),
+                "fill": "none (any-channel model)" if any_channel else fill,
+                **metrics,
+            }
+        )
     stem = trained.run.root / (f"channel_subsets_{split}" if any_channel else f"channel_subsets_{split}_{fill}_fill")
     if trained.accelerator.is_main_process:
         write_table(rows, stem)
-    return rows, stem
-
-
-def write_table(rows: list[dict], stem: Path) -> None:
-    keys = [k for k in rows[0] if "/" not in k]  # per-class columns stay in the JSON only
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")
-    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(stem.with_suffix(".csv"), buffer.getvalue())
-    atomic_write_json(stem.with_suffix(".json"), rows)
-
+    return rows, stem, trained.task.headline

@@ -1,0 +1,183 @@
+"""Everything that turns a config into a run's parts, for training, evaluation and analysis alike:
+what the model takes (`ModelInputs`), the transforms, the task and model, the Accelerator and its
+process group, and the data loaders."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+
+from prismlab.datasets.loader import ShardLoader, eval_stream, train_stream
+from prismlab.datasets.shards import Manifest
+from prismlab.datasets.transforms import TransformSpec
+from prismlab.dist_env import in_slurm_step, launcher_rank_and_world, local_world_size, slurm_tasks, under_slurm
+from prismlab.errors import ConfigError, PrismlabError
+from prismlab.models.factory import build_model
+from prismlab.train.config import ExperimentConfig
+from prismlab.train.run_dir import RunDir
+from prismlab.train.tasks import Task, make_task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the model needs to know about its inputs, saved with every checkpoint."""
+
+    channels: list[str]
+    image_size: list[int]
+    """[height, width] of the images the model takes."""
+    class_names: list[str]
+
+    def __post_init__(self):
+        if isinstance(self.image_size, int):  # checkpoints written before non-square images
+            object.__setattr__(self, "image_size", [self.image_size, self.image_size])
+
+
+def transform_spec(cfg: ExperimentConfig) -> TransformSpec:
+    d = cfg.data
+    return TransformSpec(
+        resize=d.resize,
+        crop=d.crop,
+        crop_padding=d.crop_padding,
+        flip=d.flip,
+        rotation=d.rotation,
+        mean=tuple(d.mean),
+        std=tuple(d.std),
+        channels=tuple(d.channels) if d.channels else None,
+        drop_channels=d.drop_channels,
+    )
+
+
+def model_inputs(cfg: ExperimentConfig, manifest: Manifest) -> ModelInputs:
+    return ModelInputs(
+        list(cfg.data.channels or manifest.channels), input_size(cfg.data, manifest), list(manifest.class_names)
+    )
+
+
+def input_size(d, manifest: Manifest) -> list[int]:
+    """[height, width] of what the loader hands the model: the crop, the resize, or the images' one size."""
+    stored = [[int(v) for v in hw.split("x")] for hw in manifest.sizes] or (
+        [manifest.image_size] if manifest.image_size else []
+    )
+    if d.resize and d.crop and d.crop > d.resize:
+        raise ConfigError(f"data.crop={d.crop} is larger than data.resize={d.resize}; crop at most the resized side")
+    if d.crop and not d.resize and stored and d.crop > min(min(hw) for hw in stored):
+        smallest = min(stored, key=min)
+        raise ConfigError(
+            f"data.crop={d.crop} is larger than the {smallest[0]}x{smallest[1]} images of {d.shards}; "
+            f"use data.crop<={min(smallest)} or set data.resize to at least the crop"
+        )
+    if d.crop or d.resize:
+        side = d.crop or d.resize
+        return [side, side]
+    if not manifest.image_size:
+        seen = ", ".join(f"{hw}: {n}" for hw, n in sorted(manifest.sizes.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
+        raise ConfigError(
+            f"the '{manifest.split}' images of {d.shards} have {len(manifest.sizes) or 'several'} sizes "
+            f"({seen or 'not recorded'}); a model takes one: set data.resize=SIDE (or data.crop=SIDE, at "
+            f"most the smallest side)"
+        )
+    return list(manifest.image_size)
+
+
+def build_task_model(cfg: ExperimentConfig, info: ModelInputs) -> tuple[Task, torch.nn.Module]:
+    task = make_task(cfg.task, info.class_names, cfg.model.name)
+    model = build_model(cfg.model, info.channels, info.image_size, task.num_outputs)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return task, model
+
+
+def make_accelerator(cfg: ExperimentConfig, run: RunDir, tracking: bool) -> Accelerator:
+    # `auto` without a GPU is the CPU: told so, Accelerate joins the processes a launcher started
+    # (torchrun, accelerate launch --multi_gpu) with gloo instead of running each one alone.
+    return Accelerator(
+        cpu=cfg.train.device == "cpu" or not torch.cuda.is_available(),
+        mixed_precision=cfg.train.mixed_precision,
+        gradient_accumulation_steps=cfg.train.grad_accum_steps,
+        dynamo_backend="inductor" if cfg.train.compile else "no",
+        log_with="wandb" if tracking and cfg.wandb.mode != "disabled" else None,
+        project_dir=str(run.root),
+    )
+
+
+def check_process_group(accelerator: Accelerator) -> None:
+    """The processes the launcher started, the ones Accelerate joined and the ones SLURM allocated
+    must be the same, or each rank would train alone on its part of the data."""
+    rank, world = launcher_rank_and_world()
+    if (rank, world) != (accelerator.process_index, accelerator.num_processes):
+        raise PrismlabError(
+            f"the launcher made this process rank {rank} of {world} (RANK/WORLD_SIZE) but Accelerate runs it "
+            f"as {accelerator.process_index} of {accelerator.num_processes}; launch with torchrun, "
+            f"`accelerate launch --multi_gpu` (also on CPUs) or srun, and train.device=auto"
+        )
+    if under_slurm() and not in_slurm_step() and world == 1 and slurm_tasks() > 1:
+        raise PrismlabError(
+            f"this SLURM job has {slurm_tasks()} tasks but training runs as one process in the batch "
+            f"script; start it with `srun prismlab train ...` (as slurm/train.sbatch does)"
+        )
+
+
+def world_description(accelerator: Accelerator) -> dict:
+    world = accelerator.num_processes
+    per_node = min(local_world_size(), world)
+    return {
+        "world_size": world,
+        "nodes": world // per_node,
+        "processes_per_node": per_node,
+        "backend": accelerator.state.backend or "none",
+        "device": str(accelerator.device.type),
+    }
+
+
+def join_process_group(accelerator: Accelerator) -> dict:
+    """Check the process group and describe it (logged by rank 0, and put in the wandb config)."""
+    check_process_group(accelerator)
+    world = world_description(accelerator)
+    logger.info(
+        "world size %d (%d nodes x %d processes), backend %s, device %s",
+        world["world_size"],
+        world["nodes"],
+        world["processes_per_node"],
+        world["backend"],
+        world["device"],
+    )
+    return world
+
+
+def configure_cpu_threads(num_workers: int) -> None:
+    """On the CPU, leave one core per loader worker: OpenMP threads sharing cores with busy workers
+    spin and stall (measured here: 6x slower steps on 2 cores with 2 threads + 1 worker)."""
+    cores = len(os.sched_getaffinity(0)) // local_world_size()
+    torch.set_num_threads(max(1, cores - num_workers))
+
+
+def build_loaders(cfg: ExperimentConfig, device: torch.device) -> tuple[ShardLoader, ShardLoader]:
+    """The training stream and the validation pass, reusing their buffers (the engine normalises
+    every batch as soon as it has it)."""
+    d, t = cfg.data, cfg.train
+    common = dict(
+        num_workers=d.num_workers,
+        transform=transform_spec(cfg),
+        device=device,
+        cache_dir=d.cache_dir,
+        max_incomplete_fraction=d.max_incomplete_fraction,
+        reuse_buffers=True,
+    )
+    train = train_stream(
+        d.shards,
+        d.train_split,
+        batch_size=d.batch_size,
+        steps_per_epoch=t.steps_per_epoch,
+        shuffle_buffer=d.shuffle_buffer,
+        seed=cfg.run.seed,
+        mode=d.mode,
+        **common,
+    )
+    val = eval_stream(d.shards, d.val_split, batch_size=d.batch_size, **common)
+    return train, val
