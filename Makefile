@@ -40,6 +40,9 @@ demo: $(EXTENSION_STAMP) $(DEMO_SHARDS)/test.manifest.json
 	$(VENV)/bin/prismlab eval $(DEMO_RUNS)/clock-demo --split test
 
 test: $(EXTENSION_STAMP)
+	@echo "==> lint and format check (ruff)"
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	@echo "==> running the test suite"
 	PRISMLAB_REQUIRE_EXTENSION=1 $(PY) -m pytest -q tests
 

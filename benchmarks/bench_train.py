@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from prismlab.config import load_config
-from prismlab.datasets.shards import write_clock_shards
+from prismlab.datasets.clock_shards import write_clock_shards
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import Trainer
 

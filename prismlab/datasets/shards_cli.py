@@ -126,7 +126,7 @@ def run_shards(args) -> int:
             args.split: index_shards(args.shards, args.out, args.split, args.label, args.cache_dir, args.workers)
         }
     elif args.source == "clocks":
-        from prismlab.datasets.shards import write_clock_shards
+        from prismlab.datasets.clock_shards import write_clock_shards
 
         manifests = write_clock_shards(
             args.out,
