@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,11 @@ from prismlab.train.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+TERM_SHIELDED_PYTHON = f'bash -c \'trap "" TERM; exec "$0" "$@"\' {shlex.quote(sys.executable)}'
+"""The job's Python starts with SIGTERM ignored (that survives exec), as the sbatch templates start
+theirs: a preemption in the first moments of a (re)start, before any handler exists, would kill the
+task, and a preempted job that ends in its grace time is not requeued. Caught later, submitit's
+handler and then the stop flag take over."""
 
 
 @dataclass
@@ -76,7 +83,7 @@ def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -
             timeout_min=launch.time_min, gpus_per_node=launch.gpus_per_node, tasks_per_node=launch.tasks, nodes=1
         )
         return executor
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100, python=TERM_SHIELDED_PYTHON)
     additional = {
         k: v for k, v in (("account", launch.account), ("qos", launch.qos), ("constraint", launch.constraint)) if v
     }
