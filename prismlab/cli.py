@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -133,6 +134,18 @@ def add_sweep_parsers(commands) -> None:
     p.set_defaults(run=run_report)
 
 
+def add_sync_parser(commands) -> None:
+    p = commands.add_parser(
+        "sync",
+        help="upload a run's offline wandb segments, in order, into its one wandb run",
+        description="Upload every offline wandb segment of a run (one per start of a requeued job) into the run's "
+        "wandb run, oldest first, with `wandb sync --id`. Needs network access and a wandb login.",
+    )
+    p.add_argument("run_dir", type=Path, help="a run dir")
+    p.add_argument("--dry-run", action="store_true", help="list the run id, the segments in order and the command")
+    p.set_defaults(run=run_sync)
+
+
 def add_status_parser(commands) -> None:
     p = commands.add_parser(
         "status",
@@ -153,6 +166,7 @@ def build_parser() -> ArgumentParser:
     add_launch_parser(commands)
     add_sweep_parsers(commands)
     add_status_parser(commands)
+    add_sync_parser(commands)
     return parser
 
 
@@ -260,6 +274,20 @@ def run_status(args) -> int:
 
     for key, value in status(args.run_dir).items():
         print(f"{key + ':':<15} {value}")
+    return 0
+
+
+def run_sync(args) -> int:
+    from prismlab.launch.sync import sync_command, upload
+
+    run_id, segments, command = sync_command(args.run_dir)
+    print(f"wandb run {run_id}: {len(segments)} offline segments, oldest first:")
+    for segment in segments:
+        print(f"  {segment}")
+    print("command: " + " ".join(shlex.quote(part) for part in command))
+    if not args.dry_run:
+        upload(command)
+        print(f"uploaded {len(segments)} segments into wandb run {run_id}")
     return 0
 
 

@@ -24,17 +24,27 @@ T = TypeVar("T")
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """YAML with YAML 1.2's booleans: only true/false. PyYAML (YAML 1.1) also reads yes/no/on/off as
-    booleans, so `train.mixed_precision: no` arrived as False for a field whose values are strings."""
+    """YAML with YAML 1.2's plain scalars: only true/false are booleans, and `5:8` is a string. PyYAML
+    (YAML 1.1) also reads yes/no/on/off as booleans, so `train.mixed_precision: no` arrived as False
+    for a field whose values are strings, and `20:25` as the base-60 number 1225."""
 
 
+YAML_11_ONLY = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in YAML_11_ONLY]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
+for tag, pattern, firsts in (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+):
+    ConfigLoader.add_implicit_resolver(tag, re.compile(pattern), list(firsts))
 WORD_BOOLEANS = {"yes": True, "on": True, "no": False, "off": False}
 """Still accepted for true/false fields, where they cannot mean anything else."""
 

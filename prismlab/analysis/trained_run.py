@@ -7,11 +7,13 @@ channels filled the reference way — zeros, or copies of the mean of the channe
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+import wandb
 from accelerate import Accelerator
 from torch import nn
 
@@ -36,6 +38,9 @@ def evaluation_weights(payload: dict) -> dict:
         return payload["model"]
     prefix = "module."  # AveragedModel wraps the model as .module
     return {k[len(prefix) :]: v for k, v in payload["ema"].items() if k.startswith(prefix)}
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -152,7 +157,34 @@ def evaluate_run(run_dir: Path, split: str = "test", checkpoint_name: str = chec
         plots = trained.task.plots(result.values, trained.run.plots, split, model, result.examples)
         metrics["plots"] = [str(p) for p in plots.values()]
         atomic_write_json(trained.run.eval_result(split), metrics)
+        log_to_run(trained, {f"eval/{split}/{k}": v for k, v in values.items() if isinstance(v, (int, float))})
     return metrics
+
+
+def log_to_run(trained: SavedModel, summary: dict) -> None:
+    """Add evaluation results to the run's own wandb run (offline: another segment, which
+    `prismlab sync` uploads with the rest). Best-effort: the results are in eval_<split>.json."""
+    w = trained.cfg.wandb
+    if w.mode == "disabled" or not trained.run.wandb_id.is_file():
+        return
+    try:
+        run = wandb.init(
+            id=trained.run.wandb_id.read_text().strip(),
+            resume="allow",
+            project=w.project,
+            entity=w.entity,
+            group=w.group,
+            name=trained.cfg.run.name,
+            mode=w.mode,
+            dir=str(trained.run.root),
+            settings=wandb.Settings(silent=True),
+        )
+        run.summary.update(summary)
+        run.finish()
+    except Exception as exc:  # wandb unreachable or misconfigured: the JSON file has everything
+        logger.warning(
+            "could not log the evaluation to wandb (%s: %s); it is in the eval JSON", type(exc).__name__, exc
+        )
 
 
 class FillChannels(nn.Module):

@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
 
 from prismlab.datasets.loader import ShardLoader, eval_stream, train_stream
 from prismlab.datasets.shards import Manifest
@@ -22,6 +24,8 @@ from prismlab.train.run_dir import RunDir
 from prismlab.train.tasks import Task, make_task
 
 logger = logging.getLogger(__name__)
+COLLECTIVE_GRACE_S = 300
+"""How much longer than train.hang_timeout_s a collective may wait before torch.distributed gives up."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ def build_task_model(cfg: ExperimentConfig, info: ModelInputs) -> tuple[Task, to
 def make_accelerator(cfg: ExperimentConfig, run: RunDir, tracking: bool) -> Accelerator:
     # `auto` without a GPU is the CPU: told so, Accelerate joins the processes a launcher started
     # (torchrun, accelerate launch --multi_gpu) with gloo instead of running each one alone.
+    hang = cfg.train.hang_timeout_s
+    # Collectives time out after the step watchdog fires, so its stack dump of every rank comes first.
+    timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=hang + COLLECTIVE_GRACE_S if hang else 3 * 3600))
     return Accelerator(
         cpu=cfg.train.device == "cpu" or not torch.cuda.is_available(),
         mixed_precision=cfg.train.mixed_precision,
@@ -103,6 +110,7 @@ def make_accelerator(cfg: ExperimentConfig, run: RunDir, tracking: bool) -> Acce
         dynamo_backend="inductor" if cfg.train.compile else "no",
         log_with="wandb" if tracking and cfg.wandb.mode != "disabled" else None,
         project_dir=str(run.root),
+        kwargs_handlers=[timeout],
     )
 
 

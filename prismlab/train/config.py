@@ -290,6 +290,11 @@ class TrainConfig:
     """Deterministic algorithms only, so a resumed CPU run matches an uninterrupted one bit for bit."""
     max_eval_batches: int | None = None
     """Cap on validation batches per evaluation (null: the whole split)."""
+    hang_timeout_s: float | None = 1800.0
+    """When no rank makes progress for this long, every rank writes its stacks to <run>/hangs/ and the
+    run fails with one line naming the ranks behind (null: no watchdog)."""
+    profile_steps: str | None = None
+    """`a:b`: a torch.profiler trace of steps a to b (and a CUDA memory snapshot) in <run>/profile/."""
 
     def __post_init__(self):
         at_least("train.epochs", self.epochs, 1)
@@ -299,6 +304,11 @@ class TrainConfig:
             "train.early_stopping_patience", self.early_stopping_patience, 1, " epochs (or null: never stop early)"
         )
         at_least("train.max_eval_batches", self.max_eval_batches, 1, " (or null: the whole split)")
+        at_least("train.hang_timeout_s", self.hang_timeout_s, 1.0, " seconds (or null: no hang watchdog)")
+        if self.profile_steps is not None:
+            first, _, last = str(self.profile_steps).partition(":")
+            if not (first.isdigit() and last.isdigit() and int(first) < int(last)):
+                raise ValueError(f"train.profile_steps={self.profile_steps!r} must be `first:last` steps, e.g. 20:25")
         if self.log_every < 1:
             raise ValueError(f"train.log_every={self.log_every} must be >= 1")
         if self.grad_accum_steps < 1:
@@ -329,6 +339,10 @@ class WandbConfig:
     """offline by default: compute nodes often have no internet; `wandb sync` the run dir later."""
     project: str = "prismlab"
     group: str | None = None
+    entity: str | None = None
+    """The wandb team or user (default: your wandb default)."""
+    tags: list[str] = field(default_factory=list)
+    notes: str | None = None
 
     def __post_init__(self):
         if not self.project or "/" in self.project:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-import resource
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -43,9 +43,13 @@ from prismlab.train.finetune import parameter_counts, prepare_finetune
 from prismlab.train.metric_log import MetricLog, read_metrics
 from prismlab.train.optim import build_optimizer, build_scheduler, l1_penalty
 from prismlab.train.plots import plot_learning_curve
+from prismlab.train.profiling import StepProfiler
 from prismlab.train.run_checks import RunStart, check_run
 from prismlab.train.run_dir import RunDir
+from prismlab.train.run_record import run_record
 from prismlab.train.stop import STOP_REQUEST
+from prismlab.train.sys_metrics import RankMetrics, training_flops_per_image
+from prismlab.train.watchdog import StepWatchdog
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +78,11 @@ class Trainer:
         self.run = RunDir.of(cfg.run, run_dir)
         self.accelerator = make_accelerator(cfg, self.run, tracking=True)
         self.world = join_process_group(self.accelerator)
+        self.hosts = gather_object([socket.gethostname()])
+        rank = self.accelerator.process_index
+        self.watchdog = StepWatchdog(
+            self.run.hangs, rank, self.accelerator.num_processes, self.hosts[rank], cfg.train.hang_timeout_s
+        ).start()
         set_seed(cfg.run.seed, device_specific=True)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -87,6 +96,9 @@ class Trainer:
         self.task, model = build_task_model(cfg, self.info)
         prepare_finetune(model, cfg.finetune)
         self.trainable_params, self.total_params = parameter_counts(model)
+        flops = self.count_flops(model) if self.accelerator.is_main_process else None
+        self.rank_metrics = RankMetrics(self.accelerator, self.hosts, flops)
+        self.profiler = StepProfiler(cfg.train.profile_steps, self.run.profile, self.accelerator.device, rank)
         logger.info("model: %s parameters, %s trainable", f"{self.total_params:,}", f"{self.trainable_params:,}")
         optimizer = build_optimizer(cfg.optim, model)
         # Not passed to prepare(): Accelerate would step it once per process, assuming a loader it
@@ -107,11 +119,34 @@ class Trainer:
         self.saver = checkpoint.CheckpointSaver(self.run.checkpoints, t.keep_top_k, self.task.higher_is_better)
         self.metrics = MetricLog(self.run.metrics, self.accelerator)
         self.wandb_run_id = self.shared_wandb_id()
+        self.record = self.write_record() if self.accelerator.is_main_process else {}
+
+    def count_flops(self, model: torch.nn.Module) -> float | None:
+        """Training FLOPs per image, once, on a copy of the model with a 2-image batch of zeros."""
+        channels, (height, width) = self.info.channels, self.info.image_size
+        images = torch.zeros(2, len(channels), height, width)
+        labels = torch.zeros(2, dtype=torch.int64)
+        try:
+            flops = training_flops_per_image(
+                model, lambda m, x: self.task.loss(model_for_batch(m, channels), x, labels), images
+            )
+        except Exception as exc:  # a model FlopCounterMode cannot trace: throughput metrics go without FLOPs
+            logger.warning("FLOP count failed (%s: %s); no sys/gflops_per_s or sys/mfu", type(exc).__name__, exc)
+            return None
+        logger.info("%.3f GFLOP per training image (forward + backward)", flops / 1e9)
+        return flops
+
+    def write_record(self) -> dict:
+        """What ran, for this start: records/start-<n>.json, and the wandb config."""
+        record = run_record(self.hosts, self.world)
+        start = len(list(self.run.records.glob("start-*.json"))) + 1
+        atomic_write_json(self.run.records / f"start-{start}.json", record)
+        return record
 
     def prepare_run_dir(self, start: RunStart | None) -> None:
         """Rank 0: the run dir, without the temp files of a process killed mid-save, and the config
         record the start checks asked for."""
-        self.run.root.mkdir(parents=True, exist_ok=True)
+        self.run.hangs.mkdir(parents=True, exist_ok=True)  # NCCL's flight recorder writes there
         for stale in self.run.checkpoints.glob(".*.tmp"):
             stale.unlink()
         record = start.config_record if start is not None else self.run.config
@@ -196,16 +231,21 @@ class Trainer:
     def start_tracking(self) -> None:
         if self.cfg.wandb.mode == "disabled":
             return
+        w = self.cfg.wandb
+        record = {k: v for k, v in self.record.items() if k != "packages"}  # the full list is in records/
         self.accelerator.init_trackers(
-            self.cfg.wandb.project,
-            config={**to_dict(self.cfg), "world": self.world},
+            w.project,
+            config={**to_dict(self.cfg), "world": self.world, "record": record},
             init_kwargs={
                 "wandb": {
                     "id": self.wandb_run_id,
                     "resume": "allow",
                     "name": self.cfg.run.name,
-                    "group": self.cfg.wandb.group,
-                    "mode": self.cfg.wandb.mode,
+                    "group": w.group,
+                    "entity": w.entity,
+                    "tags": list(w.tags) or None,
+                    "notes": w.notes,
+                    "mode": w.mode,
                     "dir": str(self.run.root),
                     "settings": wandb.Settings(silent=True),
                 }
@@ -247,16 +287,19 @@ class Trainer:
         return loss.item(), grad_norm
 
     def train_epoch(self) -> None:
-        t = self.cfg.train
+        t, beat = self.cfg.train, self.watchdog.beat
         waited = busy = 0.0
         images = 0
         tick = time.perf_counter()
         batches = progress(self.train_loader, total=self.train_loader.batches_left(), desc=f"epoch {self.state.epoch}")
+        beat(self.state.step, "fetching data")
         for batch in batches:
             fetched = time.perf_counter()
+            beat(self.state.step, "in a training step")
             log_now = (self.state.step + 1) % t.log_every == 0
             loss, grad_norm = self.train_step(batch, want_grad_norm=log_now)
             self.state.step += 1
+            beat(self.state.step, "agreeing with the other ranks")
             images += len(batch.labels)
             done = time.perf_counter()
             waited, busy, tick = waited + fetched - tick, busy + done - fetched, done
@@ -264,11 +307,13 @@ class Trainer:
                 self.log_train(loss, grad_norm, images, waited, busy)
                 waited = busy = 0.0
                 images = 0
+            self.track_files(self.profiler.after_step(self.state.step))
             if t.checkpoint_every and self.state.step % t.checkpoint_every == 0:
                 self.save_last()
             if self.stop_agreed():
                 self.save_last()
                 raise Preempted(self.state.step)
+            beat(self.state.step, "fetching data")
 
     def stop_agreed(self) -> bool:
         """True on every rank once any rank was asked to stop (ranks must stop at the same step)."""
@@ -278,27 +323,29 @@ class Trainer:
         return bool(requested.item() > 0)
 
     def log_train(self, loss: float, grad_norm: float | None, images: int, waited: float, busy: float) -> None:
+        """Every rank: its figures are gathered (one small collective); rank 0 records them."""
         elapsed = waited + busy
         metrics = {
             "train/loss": loss,
             "train/lr": self.scheduler.get_last_lr()[0],
             "train/epoch": self.state.epoch,
-            "sys/images_per_s": images * self.accelerator.num_processes / elapsed,
-            "sys/images_per_s_per_device": images / elapsed,
-            "sys/step_time_s": elapsed / self.cfg.train.log_every,
-            "sys/data_wait_frac": waited / elapsed,
+            **self.rank_metrics.gather(images, elapsed, waited, self.cfg.train.log_every),
         }
         if grad_norm is not None:  # None between accumulation boundaries
             metrics["train/grad_norm"] = grad_norm
-        if torch.cuda.is_available():
-            metrics["sys/gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
-        metrics["sys/cpu_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # ru_maxrss is in KiB
         metrics["sys/requeue_count"] = requeue_count()
         self.metrics.log(metrics, step=self.state.step)
         if not is_interactive():
             logger.info("step %d loss %.4f (%.0f img/s)", self.state.step, loss, images / elapsed)
 
+    def track_files(self, files: list[Path]) -> None:
+        if files and self.accelerator.is_main_process and self.accelerator.trackers:
+            tracker = self.accelerator.get_tracker("wandb", unwrap=True)
+            for path in files:
+                self.metrics.to_tracker(lambda path=path: tracker.save(str(path), base_path=str(self.run.root)))
+
     def save_last(self) -> None:
+        self.watchdog.beat(self.state.step, "saving a checkpoint")
         payload = self.checkpoint_payload()
         if self.accelerator.is_main_process:
             self.saver.save_last(payload)
@@ -324,7 +371,12 @@ class Trainer:
 
     def validate(self) -> tuple[dict[str, float], Evaluation]:
         result = evaluate(
-            self.eval_model, self.val_loader, self.task, self.accelerator, self.cfg.train.max_eval_batches
+            self.eval_model,
+            self.val_loader,
+            self.task,
+            self.accelerator,
+            self.cfg.train.max_eval_batches,
+            on_batch=lambda: self.watchdog.beat(self.state.step, "validating"),
         )
         return self.task.metrics(result.values), result
 
@@ -380,6 +432,7 @@ class Trainer:
 
     def close(self) -> None:
         """Last and best-effort: after a preemption the wandb service may already be dead."""
+        self.watchdog.stop()
         try:
             self.accelerator.end_training()
         except Exception as exc:  # whatever the tracker's dead connection raises

@@ -3,6 +3,7 @@ and the task turns them into metrics over exactly the samples of the split."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -32,8 +33,14 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, loader, task: Task, accelerator: Accelerator, max_batches: int | None = None
+    model: torch.nn.Module,
+    loader,
+    task: Task,
+    accelerator: Accelerator,
+    max_batches: int | None = None,
+    on_batch: Callable[[], None] = lambda: None,
 ) -> Evaluation:
+    """`on_batch` is called per batch (the hang watchdog's progress)."""
     was_training = model.training
     model.eval()
     columns: dict[str, list[torch.Tensor]] = {}
@@ -41,6 +48,7 @@ def evaluate(
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
+        on_batch()
         images = batch.images.to(accelerator.device, non_blocking=True)
         if examples is None:
             examples = batch.images

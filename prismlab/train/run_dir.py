@@ -42,6 +42,20 @@ class RunDir:
         return self.root / "wandb_id.txt"
 
     @property
+    def hangs(self) -> Path:
+        """Stacks of every rank when the hang watchdog fired, and NCCL's flight-recorder dumps."""
+        return self.root / "hangs"
+
+    @property
+    def records(self) -> Path:
+        """What ran, one record per start of the run (code, packages, software, hosts, SLURM job)."""
+        return self.root / "records"
+
+    @property
+    def profile(self) -> Path:
+        return self.root / "profile"
+
+    @property
     def slurm_job(self) -> Path:
         return self.root / "slurm_job.json"
 
