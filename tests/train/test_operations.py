@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from prismlab.cli import main
+
 from wandb_records import read_records
 
 REPO = Path(__file__).resolve().parents[2]
