@@ -70,7 +70,8 @@ def snapshot_code(run_dir: Path) -> Path:
 
 
 def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -> submitit.Executor:
-    """`code_dir` goes first on the job's PYTHONPATH, so the job imports prismlab from the snapshot."""
+    """`code_dir` goes first on the job's PYTHONPATH, so the job imports prismlab from the snapshot;
+    PYTHONSAFEPATH keeps `python -m` from putting the submit dir (often the checkout) before it."""
     launch = cfg.launch
     folder = run_dir / "submitit"
     if launch.executor == "debug":
@@ -78,6 +79,7 @@ def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -
     if launch.executor == "local":
         if code_dir:  # the local executor's subprocess inherits this process's environment
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code_dir), os.environ.get("PYTHONPATH")]))
+            os.environ["PYTHONSAFEPATH"] = "1"
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(
             timeout_min=launch.time_min, gpus_per_node=launch.gpus_per_node, tasks_per_node=launch.tasks, nodes=1
@@ -104,7 +106,7 @@ def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -
         signal_delay_s=launch.signal_delay_s,
         additional_parameters=additional,
         srun_args=["--kill-on-bad-exit=1"],
-        setup=[f"export PYTHONPATH={code_dir}${{PYTHONPATH:+:$PYTHONPATH}}"] if code_dir else [],
+        setup=[f"export PYTHONPATH={code_dir}${{PYTHONPATH:+:$PYTHONPATH}} PYTHONSAFEPATH=1"] if code_dir else [],
     )
     return executor
 

@@ -23,7 +23,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_facts(root: Path) -> dict:
-    """Commit and dirty diff of a checkout; for a code snapshot (no .git), the hash of its files."""
+    """Where the package was imported from; the commit and dirty diff of a checkout, or for a code
+    snapshot (no .git) the hash of its files."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30).stdout
@@ -31,11 +32,11 @@ def git_facts(root: Path) -> dict:
     commit = git("rev-parse", "HEAD").strip() if (root / ".git").exists() else ""
     if commit:
         diff = git("diff", "HEAD")
-        return {"commit": commit, "dirty": bool(diff.strip()), "diff": diff[:100_000]}
+        return {"package": str(root), "commit": commit, "dirty": bool(diff.strip()), "diff": diff[:100_000]}
     digest = hashlib.sha256()
     for path in sorted((root / "prismlab").rglob("*.py")):
         digest.update(path.read_bytes())
-    return {"snapshot_sha256": digest.hexdigest()}
+    return {"package": str(root), "snapshot_sha256": digest.hexdigest()}
 
 
 def software() -> dict:

@@ -73,6 +73,9 @@ def test_submitit_job_runs_from_its_snapshot(slurm_cluster, pattern_shards, tmp_
     sbatch = next((run_dir / "submitit").glob("*_submission.sh")).read_text()
     assert "--signal=USR2@90" in sbatch and "--kill-on-bad-exit=1" in sbatch and "#SBATCH --requeue" in sbatch
     assert f"export PYTHONPATH={run_dir / 'code'}" in sbatch
+    # The job ran the snapshot, not the checkout it was submitted from (sbatch starts it in that dir).
+    record = json.loads((run_dir / "records" / "start-1.json").read_text())
+    assert record["code"]["package"] == str(run_dir / "code"), record["code"]
 
 
 @pytest.fixture(scope="module")
