@@ -264,8 +264,18 @@ def run_report(args) -> int:
 
     rows, plot = report(args.sweep_dir, args.metric, args.mode)
     done = sum(r["status"] == "finished" for r in rows)
+    others = {
+        s: sum(r["status"] == s for r in rows)
+        for s in ("pruned", "failed", "running")
+        if any(r["status"] == s for r in rows)
+    }
     print((args.sweep_dir / "report.md").read_text(), end="")
-    print(f"{done}/{len(rows)} trials finished; written: {args.sweep_dir / 'report.md'} (.csv, .json), {plot}")
+    extra = "".join(f", {n} {s}" for s, n in others.items())
+    epochs = sum(int(r.get("epochs") or 0) for r in rows)
+    print(
+        f"{done}/{len(rows)} trials finished{extra}; {epochs} trial-epochs; written: {args.sweep_dir / 'report.md'} "
+        f"(.csv, .json), {plot}"
+    )
     return 0
 
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import warnings
 from pathlib import Path
+
+import optuna
+from optuna.importance import PedAnovaImportanceEvaluator
 
 from prismlab.analysis.tables import write_table
 from prismlab.errors import PrismlabError
-from prismlab.train.plots import plot_sweep
+from prismlab.launch.optuna_sweep import fail_stale_trials, storage
+from prismlab.train.plots import plot_sweep, save_figure
+
+logger = logging.getLogger(__name__)
 
 
 def collect(sweep_dir: Path) -> tuple[dict, list[dict]]:
@@ -16,6 +24,8 @@ def collect(sweep_dir: Path) -> tuple[dict, list[dict]]:
     if not manifest.is_file():
         raise PrismlabError(f"{sweep_dir} is not a sweep dir (no sweep.json); pass the folder `prismlab sweep` printed")
     sweep = json.loads(manifest.read_text())
+    if sweep["method"] == "optuna":
+        return sweep, optuna_rows(sweep_dir, sweep)
     rows = []
     for trial in sweep["trials"]:
         summary_path = sweep_dir / trial["name"] / "summary.json"
@@ -30,6 +40,57 @@ def collect(sweep_dir: Path) -> tuple[dict, list[dict]]:
             }
         )
     return sweep, rows
+
+
+STATUS = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+
+
+def optuna_rows(sweep_dir: Path, sweep: dict) -> list[dict]:
+    """One row per trial of the study, with its state; trials whose worker is gone are failed first."""
+    study = optuna.load_study(study_name=sweep["name"], storage=storage(sweep_dir))
+    fail_stale_trials(study)
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        settings = {name.split("|")[0]: decoded(value) for name, value in trial.params.items()}
+        last = trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else math.nan
+        rows.append(
+            {
+                "trial": trial.user_attrs.get("run", f"{sweep['name']}-{trial.number:03d}"),
+                **{k: str(v) for k, v in settings.items()},
+                sweep["metric"]: trial.value if trial.value is not None else last,
+                "epochs": trial.user_attrs.get("epochs", max(trial.intermediate_values, default=0)),
+                "status": STATUS.get(trial.state.name, trial.state.name.lower()),
+            }
+        )
+    return rows
+
+
+def decoded(value):
+    """Categorical choices are stored as JSON text (lists cannot be Optuna choices)."""
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError:
+        return value
+
+
+def optuna_extras(sweep_dir: Path, sweep: dict) -> Path | None:
+    """The optimisation-history plot, and a parameter-importance table appended to report.md."""
+    study = optuna.load_study(study_name=sweep["name"], storage=storage(sweep_dir))
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 2:
+        return None
+    with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
+        ax = optuna.visualization.matplotlib.plot_optimization_history(study)
+    history = save_figure(ax.figure, sweep_dir / "report-history.png")
+    try:
+        importance = optuna.importance.get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
+    except (RuntimeError, ValueError) as exc:  # too few or too alike trials to tell
+        importance = {}
+        logger.info("no parameter importance: %s", exc)
+    lines = ["", "| parameter | importance |", "|---|---|", *(f"| {k} | {v:.3f} |" for k, v in importance.items())]
+    with (sweep_dir / "report.md").open("a") as f:
+        f.write("\n".join(lines) + "\n")
+    return history
 
 
 def bar_label(row: dict, keys: list[str]) -> str:
@@ -47,8 +108,16 @@ def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) 
     finished = [r for r in rows if not math.isnan(r[metric])]
     finished.sort(key=lambda r: r[metric], reverse=mode == "max")
     ordered = finished + [r for r in rows if math.isnan(r[metric])]
+    if sweep["method"] == "optuna":  # finished trials by metric, then pruned, failed, running
+        order = {"finished": 0, "pruned": 1, "failed": 2}
+        ordered = sorted(ordered, key=lambda r: order.get(r["status"], 3))
+        finished = [r for r in finished if r["status"] == "finished"]
     write_table(ordered, sweep_dir / "report")
+    if sweep["method"] == "optuna":
+        optuna_extras(sweep_dir, sweep)
     keys = list(sweep["trials"][0]["settings"]) if sweep["trials"] else []
+    if sweep["method"] == "optuna":
+        keys = [k for k in ordered[0] if k not in ("trial", metric, "epochs", "status")] if ordered else []
     plot = plot_sweep(
         [bar_label(r, keys) for r in finished], [r[metric] for r in finished], metric, sweep_dir / "report.png"
     )

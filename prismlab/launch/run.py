@@ -25,7 +25,7 @@ def set_nccl_diagnostics(run: RunDir) -> None:
         os.environ.setdefault(key, value)
 
 
-def run_training(cfg, run_dir: Path | None, resume: bool) -> dict:
+def run_training(cfg, run_dir: Path | None, resume: bool, on_validation=None) -> dict:
     """Call inside `preemption.stop_signals()`. Returns the engine's summary; after a stop, the job
     has been requeued (when that is right) before the tracker is closed."""
     add_stop_signal(cfg.launch.signal)
@@ -35,4 +35,4 @@ def run_training(cfg, run_dir: Path | None, resume: bool) -> dict:
         set_nccl_diagnostics(run)
     from prismlab.train.engine import train  # torch, accelerate and wandb: seconds to import
 
-    return train(cfg, run.root, resume=resume, after_stop=requeue)
+    return train(cfg, run.root, resume=resume, after_stop=requeue, on_validation=on_validation)

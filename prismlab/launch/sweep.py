@@ -4,7 +4,7 @@ A sweep file names a base experiment, the keys to vary and how:
 
     base: configs/mnist_mlp_grid.yaml
     name: mnist-mlp-grid          # sweep dir: <run.out_dir>/<name>; one run dir per trial inside
-    method: grid                  # or random (then `trials: N` and `seed`)
+    method: grid                  # or random (then `trials: N` and `seed`), or optuna (see optuna_sweep.py)
     parallelism: 4                # array tasks running at once
     metric: accuracy              # summary key `prismlab report` sorts by (mode: max or min)
     overrides: [train.epochs=3]   # applied to every trial
@@ -19,6 +19,7 @@ requeued array task resumes its own trial.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -26,10 +27,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import optuna
 
 from prismlab.config import from_dict, load_config, read_yaml
 from prismlab.errors import ConfigError
 from prismlab.io import atomic_write_json
+from prismlab.launch.optuna_sweep import OptunaTrialJob, check_space, create_study, suggest
 from prismlab.launch.preflight import preflight
 from prismlab.launch.submit import TrainJob, make_executor, snapshot_code
 from prismlab.train.config import ExperimentConfig
@@ -42,11 +45,17 @@ class SweepConfig:
     base: str
     """The experiment YAML every trial starts from."""
     name: str
-    method: Literal["grid", "random"] = "grid"
+    method: Literal["grid", "random", "optuna"] = "grid"
     trials: int = 10
-    """random: number of trials."""
+    """random and optuna: number of trials."""
     seed: int = 0
-    """random: seeds the draws."""
+    """random and optuna: seeds the draws (the sampler)."""
+    sampler: str = "TPESampler"
+    """optuna: any class of optuna.samplers, with `sampler_args`."""
+    sampler_args: dict[str, Any] = field(default_factory=dict)
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    """optuna: stops trials that are clearly behind, judged on the metric after each epoch."""
+    pruner_args: dict[str, Any] = field(default_factory=dict)
     parallelism: int = 4
     metric: str = "accuracy"
     mode: Literal["max", "min"] = "max"
@@ -56,14 +65,17 @@ class SweepConfig:
     def __post_init__(self):
         if not self.parameters:
             raise ValueError("a sweep needs `parameters`: config keys with the values to try")
+        if self.parallelism < 1 or self.trials < 1:
+            raise ValueError("parallelism and trials must be >= 1")
+        if self.method == "optuna":
+            check_space(self.parameters)
+            return
         for key, values in self.parameters.items():
             ranged = isinstance(values, dict)
             if ranged and self.method == "grid":
                 raise ValueError(f"parameters.{key} is a range; a grid needs a list of values (or use method: random)")
             if not ranged and (not isinstance(values, list) or not values):
                 raise ValueError(f"parameters.{key} must be a non-empty list of values or a {{min, max}} range")
-        if self.parallelism < 1 or self.trials < 1:
-            raise ValueError("parallelism and trials must be >= 1")
 
 
 def format_value(value: Any) -> str:
@@ -117,8 +129,56 @@ def plan_sweep(path: Path, extra_overrides: list[str]) -> tuple[SweepConfig, Pat
     return sweep, sweep_dir, trials
 
 
+def plan_optuna(path: Path, extra_overrides: list[str]) -> tuple[SweepConfig, Path, Path, list[str]]:
+    """The sweep, its dir, its base config and the overrides every trial shares; a few settings drawn
+    in memory are validated as full configs first, so a bad key fails here and not in the queue."""
+    sweep = load_sweep(path)
+    base = Path(sweep.base) if Path(sweep.base).exists() else Path(path).parent / sweep.base
+    common = [*sweep.overrides, *extra_overrides]
+    cfg = load_config(ExperimentConfig, base, common)
+    if cfg.launch.nodes * cfg.launch.tasks > 1:
+        raise ConfigError("an optuna sweep runs each trial as one process; set launch.nodes=1 and one task per node")
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=sweep.seed))
+    for _ in range(4):
+        settings = suggest(probe.ask(), sweep.parameters)
+        try:
+            load_config(ExperimentConfig, base, [*common, *(f"{k}={json.dumps(v)}" for k, v in settings.items())])
+        except ConfigError as exc:
+            raise ConfigError(f"sweep setting {settings}: {exc}") from None
+    return sweep, (Path(cfg.run.out_dir) / sweep.name).resolve(), base.resolve(), common
+
+
+def submit_optuna(path: Path, extra_overrides: list[str]) -> tuple[Path, list]:
+    sweep, sweep_dir, base, common = plan_optuna(path, extra_overrides)
+    cfg = load_config(ExperimentConfig, base, common)
+    preflight(cfg, sweep_dir)
+    code_dir = snapshot_code(sweep_dir) if cfg.launch.snapshot and cfg.launch.executor != "debug" else None
+    create_study(sweep, sweep_dir)  # before the workers, so none of them races to create it
+    atomic_write_json(
+        sweep_dir / "sweep.json",
+        {
+            "name": sweep.name,
+            "metric": sweep.metric,
+            "mode": sweep.mode,
+            "method": "optuna",
+            "trials": [],
+            "n_trials": sweep.trials,
+            "sweep_file": str(Path(path).resolve()),
+        },
+    )
+    executor = make_executor(cfg, sweep_dir, code_dir)
+    executor.update_parameters(**({"array_parallelism": sweep.parallelism} if cfg.launch.executor == "slurm" else {}))
+    jobs = executor.submit_array(
+        [OptunaTrialJob(str(Path(path).resolve()), str(sweep_dir), i, str(base), common) for i in range(sweep.trials)]
+    )
+    logger.info("submitted %d optuna trials of sweep %s", len(jobs), sweep.name)
+    return sweep_dir, jobs
+
+
 def submit_sweep(path: Path, extra_overrides: list[str]) -> tuple[Path, list]:
     """Check once, snapshot once, submit every trial as one job array; returns (sweep dir, jobs)."""
+    if load_sweep(path).method == "optuna":
+        return submit_optuna(path, extra_overrides)
     sweep, sweep_dir, trials = plan_sweep(path, extra_overrides)
     cfg = load_config(ExperimentConfig, trials[0]["config"], trials[0]["overrides"])
     preflight(cfg, sweep_dir)

@@ -60,6 +60,9 @@ class TrainState:
     epoch: int = 0
     best_metric: float | None = None
     epochs_without_improvement: int = 0
+    stopped_by: str | None = None
+    """Why the run ended before its last epoch (early stopping, a sweep's pruner); kept in checkpoints,
+    so a requeued run that had stopped does not train on."""
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -120,16 +123,14 @@ class Trainer:
         self.metrics = MetricLog(self.run.metrics, self.accelerator)
         self.wandb_run_id = self.shared_wandb_id()
         self.record = self.write_record() if self.accelerator.is_main_process else {}
+        self.on_validation: Callable[[int, dict], str | None] | None = None
 
     def count_flops(self, model: torch.nn.Module) -> float | None:
         """Training FLOPs per image, once, on a copy of the model with a 2-image batch of zeros."""
         channels, (height, width) = self.info.channels, self.info.image_size
         images = torch.zeros(2, len(channels), height, width)
-        labels = torch.zeros(2, dtype=torch.int64)
         try:
-            flops = training_flops_per_image(
-                model, lambda m, x: self.task.loss(model_for_batch(m, channels), x, labels), images
-            )
+            flops = training_flops_per_image(lambda m, x: model_for_batch(m, channels)(x), model, images)
         except Exception as exc:  # a model FlopCounterMode cannot trace: throughput metrics go without FLOPs
             logger.warning("FLOP count failed (%s: %s); no sys/gflops_per_s or sys/mfu", type(exc).__name__, exc)
             return None
@@ -351,7 +352,8 @@ class Trainer:
             self.saver.save_last(payload)
 
     def end_epoch(self, val: dict[str, float]) -> bool:
-        """Rank the epoch's validation metric, checkpoint, and say whether to stop early."""
+        """Rank the epoch's validation metric, decide whether to stop early, checkpoint (with that
+        decision), and say whether to stop."""
         metric = val[self.task.monitor]
         best = self.state.best_metric
         improved = best is None or (metric > best if self.task.higher_is_better else metric < best)
@@ -360,14 +362,18 @@ class Trainer:
             self.state.best_metric, self.state.epochs_without_improvement = metric, 0
         else:
             self.state.epochs_without_improvement += 1
-        payload = self.checkpoint_payload()
-        if self.accelerator.is_main_process:
-            self.saver.save_ranked(payload, metric)
         patience = self.cfg.train.early_stopping_patience
         if patience is not None and self.state.epochs_without_improvement >= patience:
             logger.info("early stopping: no better val/%s for %d epochs", self.task.monitor, patience)
-            return True
-        return False
+            self.state.stopped_by = "early stopping"
+        elif self.state.epoch < self.cfg.train.epochs and self.on_validation is not None:
+            # Rank 0 asks (a sweep's pruner); every rank takes its answer.
+            verdict = self.on_validation(self.state.epoch, val) if self.accelerator.is_main_process else None
+            self.state.stopped_by = gather_object([verdict])[0]
+        payload = self.checkpoint_payload()
+        if self.accelerator.is_main_process:
+            self.saver.save_ranked(payload, metric)
+        return self.state.stopped_by is not None
 
     def validate(self) -> tuple[dict[str, float], Evaluation]:
         result = evaluate(
@@ -382,7 +388,7 @@ class Trainer:
 
     def fit(self) -> dict:
         val = result = None
-        while self.state.epoch < self.cfg.train.epochs:
+        while self.state.epoch < self.cfg.train.epochs and self.state.stopped_by is None:
             self.train_epoch()
             val, result = self.validate()
             self.metrics.log({f"val/{k}": v for k, v in val.items()}, step=self.state.step)
@@ -403,6 +409,7 @@ class Trainer:
             "parameters": self.total_params,
             "trainable_parameters": self.trainable_params,
             "headline": self.task.headline(val),
+            **({"stopped_by": self.state.stopped_by} if self.state.stopped_by else {}),
         }
         if self.accelerator.is_main_process:
             plots = {
@@ -469,15 +476,19 @@ def train(
     run_dir: Path | None = None,
     resume: bool = False,
     after_stop: Callable[[], None] = lambda: None,
+    on_validation: Callable[[int, dict], str | None] | None = None,
 ) -> dict:
     """Train (resuming from the run dir's newest checkpoint if `resume`); returns the summary, or
     {"preempted": True, "step": ...} when a stop was requested (see `train.stop`). `after_stop`
-    runs once the stop's checkpoint is saved and before the tracker is closed (a requeue)."""
+    runs once the stop's checkpoint is saved and before the tracker is closed (a requeue).
+    `on_validation(epochs done, val metrics)` (rank 0, after each epoch but the last) may end the
+    run early by returning why (a sweep's pruner: "pruned")."""
     run = RunDir.of(cfg.run, run_dir)
     start = check_run(cfg, run, resume)  # before anything is created or written
     if not resume and global_rank() == 0:
         clear_outputs(run)
     trainer = Trainer(cfg, run.root, start)
+    trainer.on_validation = on_validation
     try:
         if not (resume and trainer.resume()):
             trainer.metrics.start_at(0)

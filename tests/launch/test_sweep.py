@@ -1,6 +1,7 @@
 """Sweeps: grid and random expansion, a 4-trial job array on the local cluster, and its report."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,79 @@ def test_preempting_the_task_that_carries_the_array_id_requeues_only_that_task(
     assert "3/3 trials finished" in capsys.readouterr().out
     steps = {r["trial"]: r["epochs"] for r in json.loads((sweep_dir / "report.json").read_text())}
     assert steps == {"arr-000": 1, "arr-001": 1, "arr-002": 1}
+
+
+def test_optuna_sweep_prunes_resumes_a_preempted_trial_and_reports_failures(
+    slurm_cluster, pattern_shards, tmp_path, monkeypatch, capsys
+):
+    """8 trials, 2 at a time, with a median pruner; one worker preempted mid-trial resumes its own trial,
+    one worker killed outright leaves its trial failed; each trial is in the journal once."""
+    import optuna
+
+    from prismlab.launch.optuna_sweep import storage
+
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+    sweep = tmp_path / "optuna.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(REPO / "configs" / "clock_demo.yaml"),
+                "name": "opt",
+                "method": "optuna",
+                "trials": 8,
+                "parallelism": 2,
+                "metric": "accuracy",
+                "sampler": "RandomSampler",
+                "pruner": "median",
+                "pruner_args": {"n_startup_trials": 1, "n_warmup_steps": 0},
+                "overrides": [
+                    "task.name=classify",
+                    f"data.shards={pattern_shards}",
+                    f"run.out_dir={tmp_path}",
+                    "wandb.mode=offline",
+                    "data.num_workers=0",
+                    "data.batch_size=16",
+                    "train.epochs=3",
+                    "train.steps_per_epoch=150",
+                    "model.name=mlp",
+                    "model.hidden=[32]",
+                    "optim.warmup_steps=0",
+                    "optim.schedule=constant",
+                    "launch.partition=low",
+                    "launch.cpus_per_task=1",
+                    "launch.time_min=10",
+                ],
+                "parameters": {
+                    "optim.name": ["sgd", "adam"],
+                    "optim.lr": {"when": "optim.name", "cases": {"sgd": [1.0e-6, 0.1], "adam": [1.0e-7, 0.003]}},
+                },
+            }
+        )
+    )
+    assert main(["sweep", str(sweep)]) == 0
+    array = capsys.readouterr().out.split("trials (")[1].split(")")[0]
+    sweep_dir = tmp_path / "opt"
+    preempted = f"{array}_0"
+    wait_for(lambda: (sweep_dir / "workers" / "task-0.json").exists(), 240, "worker 0 to ask for its trial")
+    first = sweep_dir / json.loads((sweep_dir / "workers" / "task-0.json").read_text())["name"]
+    wait_for(lambda: last_step(first) >= 40, 240, "worker 0's trial to train")
+    preempt(preempted, tmp_path)
+    wait_for(lambda: job_field(preempted, "Restarts") == "1", 180, "the preempted worker to be requeued")
+    killed = f"{array}_1"
+    wait_for(lambda: job_field(killed, "JobState") == "RUNNING", 240, "worker 1 to run")
+    wait_for(lambda: (sweep_dir / "workers" / "task-1.json").exists(), 120, "worker 1 to ask for its trial")
+    subprocess.run(["scancel", "--signal=KILL", killed], check=True)  # dies without telling the study
+    for task in range(8):
+        wait_until_ended(f"{array}_{task}", 900)
+    assert main(["report", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads((sweep_dir / "report.json").read_text())
+    statuses = [r["status"] for r in rows]
+    assert len(rows) == 8 and "failed" in statuses and "pruned" in statuses and "finished" in statuses, statuses
+    assert "trials finished" in out and "pruned" in out and "failed" in out and "trial-epochs" in out
+    study = optuna.load_study(study_name="opt", storage=storage(sweep_dir))
+    runs = [t.user_attrs["run"] for t in study.get_trials()]
+    assert len(runs) == 8 and len(set(runs)) == 8  # each trial once: the requeued worker resumed its own
+    log = "".join(p.read_text() for p in (sweep_dir / "submitit").glob(f"{array}_0_*log.err"))
+    assert "resuming trial" in log and "resumed from step" in log
+    assert (sweep_dir / "report-history.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,231 @@
+"""Adaptive sweeps: `method: optuna` in a sweep file. One job array of `trials` tasks, each a worker
+that asks Optuna for a trial, trains it as an ordinary prismlab run (its own run dir, requeue and
+resume as ever), reports the validation metric after every epoch and stops when the pruner says so.
+
+    method: optuna
+    sampler: TPESampler              # any optuna.samplers class (sampler_args: {seed: 0})
+    pruner: median                   # median | hyperband | none (pruner_args: {n_warmup_steps: 1})
+    trials: 27
+    parameters:
+      optim.name: [sgd, adam, rmsprop]                       # categorical
+      model.hidden: [[256, 128], [512]]
+      optim.l1: {min: 1.0e-6, max: 1.0e-3, log: true}         # float (log scale); `integer: true` for ints
+      optim.lr:                                               # conditional: a range per optimiser
+        when: optim.name
+        cases: {sgd: {min: 0.01, max: 0.5, log: true}, adam: {min: 1.0e-4, max: 1.0e-2, log: true}}
+
+The study lives in `<sweep dir>/optuna.journal` (Optuna's journal file storage: no database server,
+and safe on a shared file system). A requeued worker finds its trial in `workers/task-<i>.json` and
+resumes it; a trial whose worker's job ended without telling the study is marked failed by the
+next worker or by `prismlab report`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+from prismlab.config import load_config
+from prismlab.dist_env import slurm_job_ref
+from prismlab.errors import ConfigError
+from prismlab.io import atomic_write_json
+from prismlab.launch.env import export_torch_env
+from prismlab.launch.preemption import stop_signals
+from prismlab.launch.run import run_training
+from prismlab.launch.slurm_job import job_state
+from prismlab.train.config import ExperimentConfig
+
+logger = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+PRUNERS = {
+    "median": optuna.pruners.MedianPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "none": optuna.pruners.NopPruner,
+}
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+
+def check_space(parameters: dict[str, Any]) -> None:
+    """Categorical lists, {min, max[, log][, integer]} ranges, and {when, cases} on a categorical key."""
+    for key, spec in parameters.items():
+        if isinstance(spec, dict) and "when" in spec:
+            if not isinstance(parameters.get(spec["when"]), list):
+                raise ConfigError(f"parameters.{key}: when: {spec['when']} must name a parameter with a list of values")
+            missing = [c for c in parameters[spec["when"]] if str(c) not in map(str, spec.get("cases", {}))]
+            if missing:
+                raise ConfigError(f"parameters.{key}: cases lacks {missing}, values of {spec['when']}")
+            for case in spec["cases"].values():
+                check_range(key, case)
+        elif isinstance(spec, dict):
+            check_range(key, spec)
+        elif not isinstance(spec, list) or not spec:
+            raise ConfigError(f"parameters.{key} must be a list of values, a {{min, max}} range or {{when, cases}}")
+
+
+def check_range(key: str, spec: Any) -> None:
+    if not isinstance(spec, dict) and not isinstance(spec, list):
+        raise ConfigError(f"parameters.{key}: {spec!r} is neither a list of values nor a {{min, max}} range")
+    if isinstance(spec, dict) and not ("min" in spec and "max" in spec and float(spec["min"]) < float(spec["max"])):
+        raise ConfigError(f"parameters.{key}: a range needs min < max, e.g. {{min: 1.0e-4, max: 1.0e-1, log: true}}")
+    if isinstance(spec, dict) and spec.get("log") and float(spec["min"]) <= 0:
+        raise ConfigError(f"parameters.{key}: a log-scale range needs min > 0")
+
+
+def suggest(trial: optuna.Trial, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The trial's settings: unconditional parameters first, then each {when, cases} on its choice."""
+    settings: dict[str, Any] = {}
+    conditional = {k: isinstance(v, dict) and "when" in v for k, v in parameters.items()}
+    for key in sorted(parameters, key=conditional.get):
+        spec = parameters[key]
+        name = key
+        if isinstance(spec, dict) and "when" in spec:
+            chosen = str(settings[spec["when"]])
+            spec = next(case for value, case in spec["cases"].items() if str(value) == chosen)
+            name = f"{key}|{spec_owner(chosen)}"  # one distribution per case, as TPE needs
+        settings[key] = draw(trial, name, spec)
+    return settings
+
+
+def spec_owner(value: str) -> str:
+    return value.replace("|", "_")
+
+
+def draw(trial: optuna.Trial, name: str, spec: Any) -> Any:
+    if isinstance(spec, list):
+        # Optuna stores plain scalars; lists (widths, say) are chosen by their text.
+        texts = [json.dumps(v) for v in spec]
+        return json.loads(trial.suggest_categorical(name, texts))
+    low, high = float(spec["min"]), float(spec["max"])
+    if spec.get("integer"):
+        return trial.suggest_int(name, int(low), int(high), log=bool(spec.get("log")))
+    return trial.suggest_float(name, low, high, log=bool(spec.get("log")))
+
+
+def storage(sweep_dir: Path) -> JournalStorage:
+    path = str(sweep_dir / "optuna.journal")
+    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+
+
+def create_study(sweep, sweep_dir: Path, worker: int = 0) -> optuna.Study:
+    """The sweep's study; each worker's sampler gets its own seed (with one seed, every worker would
+    draw the same first settings)."""
+    sampler_class = getattr(optuna.samplers, sweep.sampler, None)
+    if sampler_class is None:
+        raise ConfigError(f"sampler: {sweep.sampler} is not an Optuna sampler; e.g. TPESampler, RandomSampler")
+    sampler = sampler_class(**({"seed": sweep.seed * 100_003 + worker} | sweep.sampler_args))
+    pruner = PRUNERS[sweep.pruner](**sweep.pruner_args)
+    return optuna.create_study(
+        study_name=sweep.name,
+        storage=storage(sweep_dir),
+        sampler=sampler,
+        pruner=pruner,
+        direction="maximize" if sweep.mode == "max" else "minimize",
+        load_if_exists=True,
+    )
+
+
+def fail_stale_trials(study: optuna.Study, mine: str | None = None) -> list[int]:
+    """Trials still RUNNING whose worker's job has ended (or whose local process is gone): failed."""
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker", "")
+        if not worker or worker == mine:
+            continue
+        kind, _, ident = worker.partition(":")
+        gone = job_state(ident).split()[0] in ENDED if kind == "slurm" else not pid_alive(ident)
+        if gone:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            failed.append(trial.number)
+    return failed
+
+
+def pid_alive(ident: str) -> bool:
+    host, _, pid = ident.partition("/")
+    if host != os.uname().nodename:
+        return True  # another machine's process: it cannot be checked from here
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def worker_id() -> str:
+    job = slurm_job_ref()
+    return f"slurm:{job}" if job else f"local:{os.uname().nodename}/{os.getpid()}"
+
+
+@dataclass
+class OptunaTrialJob:
+    """Array task `task` of an Optuna sweep: one trial, resumed after a requeue."""
+
+    sweep_file: str
+    sweep_dir: str
+    task: int
+    config: str
+    overrides: list[str]
+
+    def __call__(self) -> dict:
+        with stop_signals():
+            export_torch_env()
+            from prismlab.launch.sweep import load_sweep  # noqa: PLC0415 (sweep imports this module)
+            from prismlab.logs import setup_logging  # noqa: PLC0415
+
+            setup_logging()
+            sweep, sweep_dir = load_sweep(Path(self.sweep_file)), Path(self.sweep_dir)
+            study = create_study(sweep, sweep_dir, worker=self.task + 1)
+            trial, settings, name = self.trial(study, sweep)
+            overrides = [
+                *self.overrides,
+                *(f"{k}={json.dumps(v)}" for k, v in settings.items()),
+                f"run.name={name}",
+                f"run.out_dir={sweep_dir}",
+                f"wandb.group={sweep.name}",
+            ]
+            cfg = load_config(ExperimentConfig, self.config, overrides)
+
+            def report(epochs: int, val: dict) -> str | None:
+                trial.report(val[sweep.metric], step=epochs)
+                trial.set_user_attr("epochs", epochs)
+                return "pruned" if trial.should_prune() else None
+
+            summary = run_training(cfg, sweep_dir / name, resume=True, on_validation=report)
+        if summary.get("preempted"):
+            raise SystemExit(0)  # requeued: this task resumes the same trial
+        trial.set_user_attr("epochs", summary["epochs"])
+        if summary.get("stopped_by") == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, summary[sweep.metric])
+        return summary
+
+    def trial(self, study: optuna.Study, sweep) -> tuple[optuna.Trial, dict, str]:
+        """This task's trial: the one it started before a requeue, or a new one."""
+        record = Path(self.sweep_dir) / "workers" / f"task-{self.task}.json"
+        fail_stale_trials(study, mine=worker_id())
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            frozen = study.get_trials(deepcopy=False)[saved["trial"]]
+            if frozen.state == optuna.trial.TrialState.RUNNING:
+                logger.info("resuming trial %d (%s)", frozen.number, saved["name"])
+                return optuna.Trial(study, frozen._trial_id), saved["settings"], saved["name"]
+            if frozen.state.is_finished():
+                raise SystemExit(0)  # told already: a requeue after the end has nothing left to do
+        trial = study.ask()
+        settings = suggest(trial, sweep.parameters)
+        name = f"{sweep.name}-{trial.number:03d}"
+        trial.set_user_attr("worker", worker_id())
+        trial.set_user_attr("run", name)
+        atomic_write_json(record, {"trial": trial.number, "name": name, "settings": settings})
+        return trial, settings, name
