@@ -15,8 +15,9 @@ resume as ever), reports the validation metric after every epoch and stops when 
         cases: {sgd: {min: 0.01, max: 0.5, log: true}, adam: {min: 1.0e-4, max: 1.0e-2, log: true}}
 
 The study lives in `<sweep dir>/optuna.journal` (Optuna's journal file storage: no database server,
-and safe on a shared file system). A requeued worker finds its trial in `workers/task-<i>.json` and
-resumes it; a trial whose worker's job ended without telling the study is marked failed by the
+and safe on a shared file system). A requeued worker finds its trial in
+`workers/<submission>/task-<i>.json` and resumes it; submitting the sweep again adds `trials` more
+trials to the same study. A trial whose worker's job ended without telling the study is marked failed by the
 next worker or by `prismlab report`.
 """
 
@@ -72,11 +73,16 @@ def check_space(parameters: dict[str, Any]) -> None:
 
 
 def check_range(key: str, spec: Any) -> None:
-    if not isinstance(spec, dict) and not isinstance(spec, list):
+    if isinstance(spec, list):
+        return
+    if not isinstance(spec, dict):
         raise ConfigError(f"parameters.{key}: {spec!r} is neither a list of values nor a {{min, max}} range")
-    if isinstance(spec, dict) and not ("min" in spec and "max" in spec and float(spec["min"]) < float(spec["max"])):
+    low, high = spec.get("min"), spec.get("max")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+        raise ConfigError(f"parameters.{key}: min and max must be numbers, e.g. {{min: 1.0e-4, max: 1.0e-1}}")
+    if not low < high:
         raise ConfigError(f"parameters.{key}: a range needs min < max, e.g. {{min: 1.0e-4, max: 1.0e-1, log: true}}")
-    if isinstance(spec, dict) and spec.get("log") and float(spec["min"]) <= 0:
+    if spec.get("log") and low <= 0:
         raise ConfigError(f"parameters.{key}: a log-scale range needs min > 0")
 
 
@@ -115,14 +121,25 @@ def storage(sweep_dir: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
 
 
-def create_study(sweep, sweep_dir: Path, worker: int = 0) -> optuna.Study:
-    """The sweep's study; each worker's sampler gets its own seed (with one seed, every worker would
-    draw the same first settings)."""
+def search_parts(sweep, worker: int = 0) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+    """The sampler and pruner the sweep names; each worker's sampler gets its own seed (with one seed,
+    every worker would draw the same first settings)."""
     sampler_class = getattr(optuna.samplers, sweep.sampler, None)
-    if sampler_class is None:
+    if not (isinstance(sampler_class, type) and issubclass(sampler_class, optuna.samplers.BaseSampler)):
         raise ConfigError(f"sampler: {sweep.sampler} is not an Optuna sampler; e.g. TPESampler, RandomSampler")
-    sampler = sampler_class(**({"seed": sweep.seed * 100_003 + worker} | sweep.sampler_args))
-    pruner = PRUNERS[sweep.pruner](**sweep.pruner_args)
+    try:
+        sampler = sampler_class(**({"seed": sweep.seed * 100_003 + worker} | sweep.sampler_args))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"sampler_args {sweep.sampler_args} do not fit {sweep.sampler}: {exc}") from None
+    try:
+        pruner = PRUNERS[sweep.pruner](**sweep.pruner_args)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"pruner_args {sweep.pruner_args} do not fit the {sweep.pruner} pruner: {exc}") from None
+    return sampler, pruner
+
+
+def create_study(sweep, sweep_dir: Path, worker: int = 0) -> optuna.Study:
+    sampler, pruner = search_parts(sweep, worker)
     return optuna.create_study(
         study_name=sweep.name,
         storage=storage(sweep_dir),
@@ -166,12 +183,24 @@ def worker_id() -> str:
     return f"slurm:{job}" if job else f"local:{os.uname().nodename}/{os.getpid()}"
 
 
+def worker_record(sweep_dir: Path, submission: int, task: int) -> Path:
+    """Which trial a worker took. Per submission: submitting the sweep again adds trials to the study."""
+    return sweep_dir / "workers" / str(submission) / f"task-{task}.json"
+
+
+def next_submission(sweep_dir: Path) -> int:
+    workers = sweep_dir / "workers"
+    return 1 + (sum(1 for _ in workers.iterdir()) if workers.is_dir() else 0)
+
+
 @dataclass
 class OptunaTrialJob:
-    """Array task `task` of an Optuna sweep: one trial, resumed after a requeue."""
+    """Array task `task` of submission `submission` of an Optuna sweep: one trial, resumed after a
+    requeue. The sweep travels with the job, so edits to its file do not reach queued workers."""
 
-    sweep_file: str
+    sweep: Any  # a SweepConfig
     sweep_dir: str
+    submission: int
     task: int
     config: str
     overrides: list[str]
@@ -179,11 +208,10 @@ class OptunaTrialJob:
     def __call__(self) -> dict:
         with stop_signals():
             export_torch_env()
-            from prismlab.launch.sweep import load_sweep  # noqa: PLC0415 (sweep imports this module)
             from prismlab.logs import setup_logging  # noqa: PLC0415
 
             setup_logging()
-            sweep, sweep_dir = load_sweep(Path(self.sweep_file)), Path(self.sweep_dir)
+            sweep, sweep_dir = self.sweep, Path(self.sweep_dir)
             study = create_study(sweep, sweep_dir, worker=self.task + 1)
             trial, settings, name = self.trial(study, sweep)
             overrides = [
@@ -212,7 +240,7 @@ class OptunaTrialJob:
 
     def trial(self, study: optuna.Study, sweep) -> tuple[optuna.Trial, dict, str]:
         """This task's trial: the one it started before a requeue, or a new one."""
-        record = Path(self.sweep_dir) / "workers" / f"task-{self.task}.json"
+        record = worker_record(Path(self.sweep_dir), self.submission, self.task)
         fail_stale_trials(study, mine=worker_id())
         if record.is_file():
             saved = json.loads(record.read_text())

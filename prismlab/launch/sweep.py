@@ -32,7 +32,14 @@ import optuna
 from prismlab.config import from_dict, load_config, read_yaml
 from prismlab.errors import ConfigError
 from prismlab.io import atomic_write_json
-from prismlab.launch.optuna_sweep import OptunaTrialJob, check_space, create_study, suggest
+from prismlab.launch.optuna_sweep import (
+    OptunaTrialJob,
+    check_space,
+    create_study,
+    next_submission,
+    search_parts,
+    suggest,
+)
 from prismlab.launch.preflight import preflight
 from prismlab.launch.submit import TrainJob, make_executor, snapshot_code
 from prismlab.train.config import ExperimentConfig
@@ -138,6 +145,7 @@ def plan_optuna(path: Path, extra_overrides: list[str]) -> tuple[SweepConfig, Pa
     cfg = load_config(ExperimentConfig, base, common)
     if cfg.launch.nodes * cfg.launch.tasks > 1:
         raise ConfigError("an optuna sweep runs each trial as one process; set launch.nodes=1 and one task per node")
+    search_parts(sweep)  # a bad sampler or pruner fails here, not in every worker
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=sweep.seed))
     for _ in range(4):
         settings = suggest(probe.ask(), sweep.parameters)
@@ -162,14 +170,14 @@ def submit_optuna(path: Path, extra_overrides: list[str]) -> tuple[Path, list]:
             "mode": sweep.mode,
             "method": "optuna",
             "trials": [],
-            "n_trials": sweep.trials,
-            "sweep_file": str(Path(path).resolve()),
         },
     )
     executor = make_executor(cfg, sweep_dir, code_dir)
     executor.update_parameters(**({"array_parallelism": sweep.parallelism} if cfg.launch.executor == "slurm" else {}))
+    submission = next_submission(sweep_dir)
+    (sweep_dir / "workers" / str(submission)).mkdir(parents=True)  # claimed before any worker starts
     jobs = executor.submit_array(
-        [OptunaTrialJob(str(Path(path).resolve()), str(sweep_dir), i, str(base), common) for i in range(sweep.trials)]
+        [OptunaTrialJob(sweep, str(sweep_dir), submission, i, str(base), common) for i in range(sweep.trials)]
     )
     logger.info("submitted %d optuna trials of sweep %s", len(jobs), sweep.name)
     return sweep_dir, jobs

@@ -21,6 +21,20 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs" / "clock_demo.yaml")
 
 
+LR = {"optim.name": ["sgd", "adam"]}
+OPTUNA_SWEEPS = {
+    "sampler": {"sampler": "TPE", "parameters": LR},
+    "sampler-args": {"sampler_args": {"n_startup": 3}, "parameters": LR},
+    "pruner-args": {"pruner": "median", "pruner_args": {"warmup": 1}, "parameters": LR},
+    "when-range": {"parameters": {"optim.lr": {"min": 0.1, "max": 1}, "optim.momentum": {"when": "optim.lr"}}},
+    "missing-case": {"parameters": LR | {"optim.lr": {"when": "optim.name", "cases": {"sgd": [0.1]}}}},
+    "log-from-zero": {"parameters": {"optim.lr": {"min": 0, "max": 0.1, "log": True}}},
+    "min-over-max": {"parameters": {"optim.lr": {"min": 0.1, "max": 0.01}}},
+    "text-range": {"parameters": {"optim.lr": {"min": "small", "max": "large"}}},
+    "bad-key": {"parameters": {"optim.lrate": {"min": 0.01, "max": 0.1}}},
+}
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     """Shards of several kinds, a finished run, and files in the way, written once."""
@@ -51,6 +65,9 @@ def world(tmp_path_factory) -> Path:
     (root / "notes.pt").write_text("not a checkpoint")
     (root / "list.yaml").write_text("- a\n- b\n")
     (root / "bad.yaml").write_text("optim: {lr: [1,\n")
+    for name, fields in OPTUNA_SWEEPS.items():
+        base = {"base": DEMO, "name": name, "method": "optuna", "overrides": [f"data.shards={root / 'rgb'}"]}
+        (root / f"optuna-{name}.yaml").write_text(yaml.safe_dump(base | fields, sort_keys=False))
     foreign = root / "runs" / "gray-eval"  # a copy of the finished run, pointed at gray shards
     shutil.copytree(root / "runs" / "done", foreign)
     config = yaml.safe_load((foreign / "config.yaml").read_text())
@@ -304,6 +321,15 @@ COMMAND_CASES = [
     ("status of a non-run", ["status", "{w}/images"], 1, ["is not a run dir"]),
     ("report of a non-sweep", ["report", "{w}/runs/done"], 1, ["is not a sweep dir"]),
     ("sweep file missing", ["sweep", "{w}/nope.yaml"], 2, ["not found"]),
+    ("optuna: unknown sampler", ["sweep", "{w}/optuna-sampler.yaml"], 2, ["sampler: TPE is not an Optuna sampler"]),
+    ("optuna: bad sampler args", ["sweep", "{w}/optuna-sampler-args.yaml"], 2, ["sampler_args", "n_startup"]),
+    ("optuna: bad pruner args", ["sweep", "{w}/optuna-pruner-args.yaml"], 2, ["pruner_args", "warmup"]),
+    ("optuna: when on a range", ["sweep", "{w}/optuna-when-range.yaml"], 2, ["must name a parameter with a list"]),
+    ("optuna: a case missing", ["sweep", "{w}/optuna-missing-case.yaml"], 2, ["cases lacks ['adam']"]),
+    ("optuna: log range from 0", ["sweep", "{w}/optuna-log-from-zero.yaml"], 2, ["log-scale range needs min > 0"]),
+    ("optuna: min over max", ["sweep", "{w}/optuna-min-over-max.yaml"], 2, ["a range needs min < max"]),
+    ("optuna: range of words", ["sweep", "{w}/optuna-text-range.yaml"], 2, ["optim.lr", "numbers"]),
+    ("optuna: unknown key", ["sweep", "{w}/optuna-bad-key.yaml"], 2, ["did you mean 'optim.lr'"]),
     ("launch with a bad key", ["launch", DEMO, "launch.nodez=2"], 2, ["did you mean 'launch.nodes'"]),
     ("train --resume sometimes", ["train", DEMO, "--resume", "sometimes"], 2, ["invalid choice: 'sometimes'"]),
 ]

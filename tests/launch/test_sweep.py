@@ -56,6 +56,58 @@ def test_bad_trial_key_is_named(tmp_path, capsys):
     assert "did you mean 'optim.lr'" in capsys.readouterr().err
 
 
+def optuna_sweep_file(path: Path, shards: Path, out: Path, extra: list[str], **fields) -> Path:
+    """A small MLP space on the pattern shards, with a conditional learning rate."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(REPO / "configs" / "clock_demo.yaml"),
+                "name": "opt",
+                "method": "optuna",
+                "metric": "accuracy",
+                "overrides": [
+                    "task.name=classify",
+                    f"data.shards={shards}",
+                    f"run.out_dir={out}",
+                    "wandb.mode=offline",
+                    "data.num_workers=0",
+                    "data.batch_size=16",
+                    "model.name=mlp",
+                    "model.hidden=[32]",
+                    "optim.warmup_steps=0",
+                    "optim.schedule=constant",
+                    *extra,
+                ],
+                "parameters": {
+                    "optim.name": ["sgd", "adam"],
+                    "optim.lr": {
+                        "when": "optim.name",
+                        "cases": {"sgd": {"min": 0.01, "max": 0.1, "log": True}, "adam": [0.001, 0.003]},
+                    },
+                    "model.dropout": {"min": 0.0, "max": 0.3},
+                },
+                **fields,
+            },
+            sort_keys=False,
+        )
+    )
+    return path
+
+
+def test_optuna_sweep_submitted_again_adds_trials(pattern_shards, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+    extra = ["launch.executor=debug", "train.epochs=2", "train.steps_per_epoch=3"]
+    sweep = optuna_sweep_file(tmp_path / "opt.yaml", pattern_shards, tmp_path, extra, trials=2)
+    for _ in range(2):
+        assert main(["sweep", str(sweep), "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "4/4 trials finished; 8 trial-epochs" in out
+    rows = json.loads((tmp_path / "opt" / "report.json").read_text())
+    assert sorted(r["trial"] for r in rows) == ["opt-000", "opt-001", "opt-002", "opt-003"]
+    assert all(r["optim.lr"] and r["model.dropout"] for r in rows)
+    assert sorted(p.parent.name for p in (tmp_path / "opt" / "workers").glob("*/task-*.json")) == ["1", "1", "2", "2"]
+
+
 def test_four_trial_job_array_and_report(slurm_cluster, pattern_shards, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
     sweep = tmp_path / "grid.yaml"
@@ -166,62 +218,46 @@ def test_preempting_the_task_that_carries_the_array_id_requeues_only_that_task(
 def test_optuna_sweep_prunes_resumes_a_preempted_trial_and_reports_failures(
     slurm_cluster, pattern_shards, tmp_path, monkeypatch, capsys
 ):
-    """8 trials, 2 at a time, with a median pruner; one worker preempted mid-trial resumes its own trial,
-    one worker killed outright leaves its trial failed; each trial is in the journal once."""
+    """8 trials, 2 at a time, with a median pruner; worker 0 preempted mid-trial resumes its own trial,
+    worker 7 killed outright leaves its trial failed; each trial is in the journal once."""
     import optuna
 
     from prismlab.launch.optuna_sweep import storage
 
     monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
-    sweep = tmp_path / "optuna.yaml"
-    sweep.write_text(
-        yaml.safe_dump(
-            {
-                "base": str(REPO / "configs" / "clock_demo.yaml"),
-                "name": "opt",
-                "method": "optuna",
-                "trials": 8,
-                "parallelism": 2,
-                "metric": "accuracy",
-                "sampler": "RandomSampler",
-                "pruner": "median",
-                "pruner_args": {"n_startup_trials": 1, "n_warmup_steps": 0},
-                "overrides": [
-                    "task.name=classify",
-                    f"data.shards={pattern_shards}",
-                    f"run.out_dir={tmp_path}",
-                    "wandb.mode=offline",
-                    "data.num_workers=0",
-                    "data.batch_size=16",
-                    "train.epochs=3",
-                    "train.steps_per_epoch=150",
-                    "model.name=mlp",
-                    "model.hidden=[32]",
-                    "optim.warmup_steps=0",
-                    "optim.schedule=constant",
-                    "launch.partition=low",
-                    "launch.cpus_per_task=1",
-                    "launch.time_min=10",
-                ],
-                "parameters": {
-                    "optim.name": ["sgd", "adam"],
-                    "optim.lr": {"when": "optim.name", "cases": {"sgd": [1.0e-6, 0.1], "adam": [1.0e-7, 0.003]}},
-                },
-            }
-        )
+    extra = [
+        "train.epochs=3",
+        "train.steps_per_epoch=200",
+        "data.batch_size=64",  # seconds per epoch, so a preemption lands mid-trial
+        "launch.partition=low",
+        "launch.cpus_per_task=1",
+        "launch.time_min=10",
+    ]
+    # Learning rates from useless to fine, so the median pruner has trials to stop.
+    lr = {"when": "optim.name", "cases": {"sgd": [1.0e-6, 0.1], "adam": [1.0e-7, 0.003]}}
+    sweep = optuna_sweep_file(
+        tmp_path / "opt.yaml",
+        pattern_shards,
+        tmp_path,
+        extra,
+        trials=8,
+        parallelism=2,
+        sampler="RandomSampler",
+        pruner="median",
+        pruner_args={"n_startup_trials": 1, "n_warmup_steps": 0},
+        parameters={"optim.name": ["sgd", "adam"], "optim.lr": lr},
     )
     assert main(["sweep", str(sweep)]) == 0
     array = capsys.readouterr().out.split("trials (")[1].split(")")[0]
     sweep_dir = tmp_path / "opt"
     preempted = f"{array}_0"
-    wait_for(lambda: (sweep_dir / "workers" / "task-0.json").exists(), 240, "worker 0 to ask for its trial")
-    first = sweep_dir / json.loads((sweep_dir / "workers" / "task-0.json").read_text())["name"]
+    wait_for(lambda: (sweep_dir / "workers" / "1" / "task-0.json").exists(), 240, "worker 0 to ask for its trial")
+    first = sweep_dir / json.loads((sweep_dir / "workers" / "1" / "task-0.json").read_text())["name"]
     wait_for(lambda: last_step(first) >= 40, 240, "worker 0's trial to train")
     preempt(preempted, tmp_path)
     wait_for(lambda: job_field(preempted, "Restarts") == "1", 180, "the preempted worker to be requeued")
-    killed = f"{array}_1"
-    wait_for(lambda: job_field(killed, "JobState") == "RUNNING", 240, "worker 1 to run")
-    wait_for(lambda: (sweep_dir / "workers" / "task-1.json").exists(), 120, "worker 1 to ask for its trial")
+    killed = f"{array}_7"  # the last worker to start: killed as soon as it has its trial, mid-start-up
+    wait_for(lambda: (sweep_dir / "workers" / "1" / "task-7.json").exists(), 600, "worker 7 to ask for its trial")
     subprocess.run(["scancel", "--signal=KILL", killed], check=True)  # dies without telling the study
     for task in range(8):
         wait_until_ended(f"{array}_{task}", 900)
