@@ -131,6 +131,7 @@ def add_sweep_parsers(commands) -> None:
     p.add_argument("sweep_dir", type=Path, help="the sweep dir `prismlab sweep` printed")
     p.add_argument("--metric", help="summary key to sort by (default: the sweep's)")
     p.add_argument("--mode", choices=["max", "min"], help="higher or lower is better (default: the sweep's)")
+    p.add_argument("--split", help="evaluate each trial's best.pt on this split (e.g. test) and rank by it")
     p.set_defaults(run=run_report)
 
 
@@ -252,7 +253,7 @@ def run_sweep(args) -> int:
             except Exception as exc:  # a failed trial is reported, the others still count
                 failed += 1
                 logger.warning("trial %s failed: %s", job.job_id, str(exc).strip().splitlines()[-1])
-        args.sweep_dir, args.metric, args.mode = sweep_dir, None, None
+        args.sweep_dir, args.metric, args.mode, args.split = sweep_dir, None, None, None
         run_report(args)
         if failed:
             raise PrismlabError(f"{failed} of {len(jobs)} trials failed; their logs are in {sweep_dir}/submitit")
@@ -262,7 +263,7 @@ def run_sweep(args) -> int:
 def run_report(args) -> int:
     from prismlab.launch.report import report
 
-    rows, plot = report(args.sweep_dir, args.metric, args.mode)
+    rows, plot = report(args.sweep_dir, args.metric, args.mode, args.split)
     done = sum(r["status"] == "finished" for r in rows)
     others = {
         s: sum(r["status"] == s for r in rows)
@@ -270,6 +271,9 @@ def run_report(args) -> int:
         if any(r["status"] == s for r in rows)
     }
     print((args.sweep_dir / "report.md").read_text(), end="")
+    seeds = args.sweep_dir / "report-seeds.md"
+    if seeds.is_file():
+        print(f"\nover seeds:\n{seeds.read_text()}", end="")
     extra = "".join(f", {n} {s}" for s, n in others.items())
     epochs = sum(int(r.get("epochs") or 0) for r in rows)
     print(

@@ -14,6 +14,10 @@ resume as ever), reports the validation metric after every epoch and stops when 
         when: optim.name
         cases: {sgd: {min: 0.01, max: 0.5, log: true}, adam: {min: 1.0e-4, max: 1.0e-2, log: true}}
 
+`max_trial_epochs` caps the epochs all trials may spend together: a worker takes no new trial
+once the ended trials' epochs plus a full budget for each running one would pass it (workers that
+ask at the same moment can each take one; set it with that slack in mind).
+
 The study lives in `<sweep dir>/optuna.journal` (Optuna's journal file storage: no database server,
 and safe on a shared file system). A requeued worker finds its trial in
 `workers/<submission>/task-<i>.json` and resumes it; submitting the sweep again adds `trials` more
@@ -183,6 +187,15 @@ def worker_id() -> str:
     return f"slurm:{job}" if job else f"local:{os.uname().nodename}/{os.getpid()}"
 
 
+def trial_epochs(study: optuna.Study, epochs_per_trial: int) -> int:
+    """Epochs trained by ended trials, plus the full budget of each running one (taken, not yet spent)."""
+    total = 0
+    for trial in study.get_trials(deepcopy=False):
+        ran = trial.user_attrs.get("epochs", max(trial.intermediate_values, default=0))
+        total += epochs_per_trial if trial.state == optuna.trial.TrialState.RUNNING else ran
+    return total
+
+
 def worker_record(sweep_dir: Path, submission: int, task: int) -> Path:
     """Which trial a worker took. Per submission: submitting the sweep again adds trials to the study."""
     return sweep_dir / "workers" / str(submission) / f"task-{task}.json"
@@ -213,7 +226,12 @@ class OptunaTrialJob:
             setup_logging()
             sweep, sweep_dir = self.sweep, Path(self.sweep_dir)
             study = create_study(sweep, sweep_dir, worker=self.task + 1)
-            trial, settings, name = self.trial(study, sweep)
+            epochs = load_config(ExperimentConfig, self.config, self.overrides).train.epochs
+            taken = self.trial(study, sweep, epochs)
+            if isinstance(taken, str):
+                logger.info("no trial for this worker: %s", taken)
+                return {"worker": self.task, "no_trial": taken}
+            trial, settings, name = taken
             overrides = [
                 *self.overrides,
                 *(f"{k}={json.dumps(v)}" for k, v in settings.items()),
@@ -238,18 +256,20 @@ class OptunaTrialJob:
             study.tell(trial, summary[sweep.metric])
         return summary
 
-    def trial(self, study: optuna.Study, sweep) -> tuple[optuna.Trial, dict, str]:
-        """This task's trial: the one it started before a requeue, or a new one."""
+    def trial(self, study: optuna.Study, sweep, epochs: int) -> tuple[optuna.Trial, dict, str] | str:
+        """This task's trial: the one it started before a requeue, or a new one; or why there is none."""
         record = worker_record(Path(self.sweep_dir), self.submission, self.task)
         fail_stale_trials(study, mine=worker_id())
         if record.is_file():
             saved = json.loads(record.read_text())
             frozen = study.get_trials(deepcopy=False)[saved["trial"]]
-            if frozen.state == optuna.trial.TrialState.RUNNING:
-                logger.info("resuming trial %d (%s)", frozen.number, saved["name"])
-                return optuna.Trial(study, frozen._trial_id), saved["settings"], saved["name"]
-            if frozen.state.is_finished():
-                raise SystemExit(0)  # told already: a requeue after the end has nothing left to do
+            if frozen.state.is_finished():  # a requeue after the end: nothing left to do
+                return f"trial {frozen.number} has ended ({frozen.state.name.lower()})"
+            logger.info("resuming trial %d (%s)", frozen.number, saved["name"])
+            return optuna.Trial(study, frozen._trial_id), saved["settings"], saved["name"]
+        spent = trial_epochs(study, epochs)
+        if sweep.max_trial_epochs is not None and spent + epochs > sweep.max_trial_epochs:
+            return f"{spent} of the sweep's {sweep.max_trial_epochs} trial-epochs are spent or taken"
         trial = study.ask()
         settings = suggest(trial, sweep.parameters)
         name = f"{sweep.name}-{trial.number:03d}"

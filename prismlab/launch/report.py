@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 import warnings
 from pathlib import Path
 
@@ -99,12 +100,57 @@ def bar_label(row: dict, keys: list[str]) -> str:
     return f"{row['trial']}: {settings}"
 
 
-def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> tuple[list[dict], Path]:
-    """Writes report.md, report.csv, report.json and report.png in the sweep dir; returns rows, best first."""
+def add_split_metric(sweep_dir: Path, rows: list[dict], metric: str, split: str) -> str:
+    """Each finished trial's `metric` on `split` (best.pt, evaluated once: eval_<split>.json is kept);
+    returns the column's name."""
+    from prismlab.analysis.trained_run import evaluate_run  # noqa: PLC0415 (torch: only when asked)
+
+    column = f"{split}_{metric}"
+    for row in rows:
+        run_dir = sweep_dir / row["trial"]
+        if row["status"] != "finished":
+            row[column] = math.nan
+            continue
+        saved = run_dir / f"eval_{split}.json"
+        values = json.loads(saved.read_text()) if saved.is_file() else evaluate_run(run_dir, split)
+        row[column] = values[metric]
+    return column
+
+
+def seed_spread(rows: list[dict], keys: list[str], metric: str) -> list[dict]:
+    """Mean, sample standard deviation, min and max of `metric` over the seeds of each setting of the
+    varied `keys` (rows that differ only in run.seed); a status is judged on the min."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple((k, row[k]) for k in keys if k != "run.seed"), []).append(row)
+    spread = []
+    for settings, members in groups.items():
+        values = [r[metric] for r in members]
+        spread.append(
+            {
+                **dict(settings),
+                "seeds": " ".join(r["run.seed"] for r in members),
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else math.nan,
+                "min": min(values),
+                "max": max(values),
+            }
+        )
+    return spread
+
+
+def report(
+    sweep_dir: Path, metric: str | None = None, mode: str | None = None, split: str | None = None
+) -> tuple[list[dict], Path]:
+    """Writes report.md, report.csv, report.json and report.png in the sweep dir; returns rows, best first.
+    With `split`, the trials' best checkpoints are evaluated on it and ranked by that; when the sweep
+    varies run.seed, report-seeds.md (.csv, .json) gives each setting's spread over its seeds."""
     sweep, rows = collect(sweep_dir)
     metric, mode = metric or sweep["metric"], mode or sweep["mode"]
     if metric != sweep["metric"]:
         raise PrismlabError(f"--metric {metric}: this sweep records {sweep['metric']}")
+    if split is not None:
+        metric = add_split_metric(sweep_dir, rows, metric, split)
     finished = [r for r in rows if not math.isnan(r[metric])]
     finished.sort(key=lambda r: r[metric], reverse=mode == "max")
     ordered = finished + [r for r in rows if math.isnan(r[metric])]
@@ -115,9 +161,11 @@ def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) 
     write_table(ordered, sweep_dir / "report")
     if sweep["method"] == "optuna":
         optuna_extras(sweep_dir, sweep)
-    keys = list(sweep["trials"][0]["settings"]) if sweep["trials"] else []
-    if sweep["method"] == "optuna":
-        keys = [k for k in ordered[0] if k not in ("trial", metric, "epochs", "status")] if ordered else []
+        keys = [k for k in (ordered or [{}])[0] if k not in ("trial", sweep["metric"], metric, "epochs", "status")]
+    else:
+        keys = list(sweep["trials"][0]["settings"]) if sweep["trials"] else []
+    if finished and "run.seed" in keys:
+        write_table(seed_spread(finished, keys, metric), sweep_dir / "report-seeds")
     plot = plot_sweep(
         [bar_label(r, keys) for r in finished], [r[metric] for r in finished], metric, sweep_dir / "report.png"
     )

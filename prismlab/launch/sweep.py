@@ -63,6 +63,8 @@ class SweepConfig:
     pruner: Literal["median", "hyperband", "none"] = "median"
     """optuna: stops trials that are clearly behind, judged on the metric after each epoch."""
     pruner_args: dict[str, Any] = field(default_factory=dict)
+    max_trial_epochs: int | None = None
+    """optuna: the epochs all trials may spend together; workers take no new trial past it."""
     parallelism: int = 4
     metric: str = "accuracy"
     mode: Literal["max", "min"] = "max"
@@ -74,6 +76,8 @@ class SweepConfig:
             raise ValueError("a sweep needs `parameters`: config keys with the values to try")
         if self.parallelism < 1 or self.trials < 1:
             raise ValueError("parallelism and trials must be >= 1")
+        if self.max_trial_epochs is not None and (self.method != "optuna" or self.max_trial_epochs < 1):
+            raise ValueError("max_trial_epochs must be >= 1, and only an optuna sweep takes it")
         if self.method == "optuna":
             check_space(self.parameters)
             return

@@ -108,6 +108,41 @@ def test_optuna_sweep_submitted_again_adds_trials(pattern_shards, tmp_path, monk
     assert sorted(p.parent.name for p in (tmp_path / "opt" / "workers").glob("*/task-*.json")) == ["1", "1", "2", "2"]
 
 
+def test_optuna_workers_stop_taking_trials_at_the_trial_epoch_budget(pattern_shards, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+    extra = ["launch.executor=debug", "train.epochs=2", "train.steps_per_epoch=3"]
+    sweep = optuna_sweep_file(tmp_path / "opt.yaml", pattern_shards, tmp_path, extra, trials=4, max_trial_epochs=5)
+    assert main(["sweep", str(sweep), "--wait"]) == 0
+    assert "2/2 trials finished; 4 trial-epochs" in capsys.readouterr().out  # a third would spend 6
+
+
+def test_seeds_sweep_reports_test_spread_per_setting(pattern_shards, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+    sweep = tmp_path / "seeds.yaml"
+    common = [f"data.shards={pattern_shards}", f"run.out_dir={tmp_path}", "wandb.mode=offline", "task.name=classify"]
+    fields = {
+        "base": str(REPO / "configs" / "clock_demo.yaml"),
+        "name": "seeds",
+        "overrides": [*common, "launch.executor=debug", "train.epochs=1", "train.steps_per_epoch=3"],
+        "parameters": {"model.hidden": [[8], [16]], "run.seed": [0, 1, 2]},
+    }
+    sweep.write_text(yaml.safe_dump(fields))
+    assert main(["sweep", str(sweep), "--wait"]) == 0
+    assert main(["report", str(tmp_path / "seeds"), "--split", "test"]) == 0
+    assert "over seeds:" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "seeds" / "report.json").read_text())
+    for row in rows:  # each trial's best checkpoint, evaluated on the test split
+        saved = json.loads((tmp_path / "seeds" / row["trial"] / "eval_test.json").read_text())
+        assert row["test_accuracy"] == saved["accuracy"]
+    spread = json.loads((tmp_path / "seeds" / "report-seeds.json").read_text())
+    assert sorted(s["model.hidden"] for s in spread) == ["[16]", "[8]"]
+    for setting in spread:
+        values = [r["test_accuracy"] for r in rows if r["model.hidden"] == setting["model.hidden"]]
+        assert sorted(setting["seeds"].split()) == ["0", "1", "2"]
+        assert setting["min"] == min(values) and setting["max"] == max(values)
+        assert setting["mean"] == pytest.approx(sum(values) / 3)
+
+
 def test_four_trial_job_array_and_report(slurm_cluster, pattern_shards, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
     sweep = tmp_path / "grid.yaml"
