@@ -7,15 +7,37 @@ in the image (e.g. where a clock hand points) is positional information that ave
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from prismlab.models.layers import activation
 from prismlab.models.mlp import MLP
+from prismlab.models.whitening import PatchWhitening
+
+
+@dataclass(frozen=True)
+class BatchNormSpec:
+    """BatchNorm after each conv: its running-statistics momentum (PyTorch's convention), and whether
+    it learns a scale (airbench fixes it at 1: the next conv can scale anyway)."""
+
+    momentum: float = 0.1
+    scale: bool = True
+
+    def layer(self, channels: int) -> nn.BatchNorm2d:
+        norm = nn.BatchNorm2d(channels, momentum=self.momentum)
+        norm.weight.requires_grad_(self.scale)
+        return norm
 
 
 def conv_stage(
-    in_channels: int, out_channels: int, convs: int, batch_norm: bool, act: str, pool_first: bool = False
+    in_channels: int,
+    out_channels: int,
+    convs: int,
+    batch_norm: BatchNormSpec | None,
+    act: str,
+    pool_first: bool = False,
 ) -> nn.Sequential:
     """`convs` 3x3 conv (+ BatchNorm) + activation layers and a 2x2 max-pool: after the last of them,
     or with `pool_first` right after the first conv (airbench's block: the rest of the stage runs at a
@@ -23,12 +45,12 @@ def conv_stage(
     layers: list[nn.Module] = []
     for i in range(convs):
         layers.append(
-            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=not batch_norm)
+            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=batch_norm is None)
         )
         if pool_first and i == 0:
             layers.append(nn.MaxPool2d(2))
-        if batch_norm:
-            layers.append(nn.BatchNorm2d(out_channels))
+        if batch_norm is not None:
+            layers.append(batch_norm.layer(out_channels))
         layers.append(activation(act))
     return nn.Sequential(*layers) if pool_first else nn.Sequential(*layers, nn.MaxPool2d(2))
 
@@ -43,14 +65,18 @@ class CNN(nn.Module):
         hidden: list[int],
         dropout: float,
         num_outputs: int,
-        batch_norm: bool = True,
+        batch_norm: BatchNormSpec | None = BatchNormSpec(),
         act: str = "relu",
         global_pool: bool = False,
         pool_first: bool = False,
+        whiten: bool = False,
     ):
         super().__init__()
         height, width_px = (image_size, image_size) if isinstance(image_size, int) else image_size
         stages, channels, h, w = [], in_channels, height, width_px
+        if whiten:  # fitted to the training images by the engine before the first step (see whitening.py)
+            stages.append(nn.Sequential(PatchWhitening(in_channels), activation(act)))
+            channels, h, w = stages[0][0].out_channels, h - 1, w - 1
         for width in widths:
             stages.append(conv_stage(channels, width, convs_per_stage, batch_norm, act, pool_first))
             channels, h, w = width, h // 2, w // 2

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from prismlab.models.any_channel_cnn import AnyChannelCNN
-from prismlab.models.cnn import CNN
+from prismlab.models.cnn import CNN, BatchNormSpec
 from prismlab.models.generative import GAN, VAE, ConvAutoencoder
 from prismlab.models.layers import initialise
 from prismlab.models.mlp import MLP
@@ -42,10 +42,11 @@ def build_model(cfg, channels: list[str], image_size: int | Sequence[int], num_o
             cfg.hidden,
             cfg.dropout,
             num_outputs,
-            cfg.batch_norm,
+            BatchNormSpec(cfg.batch_norm_momentum, cfg.batch_norm_scale) if cfg.batch_norm else None,
             cfg.activation,
             cfg.global_pool,
             cfg.pool_first,
+            cfg.whiten,
         )
     elif cfg.name == "gan":
         model = GAN(

@@ -19,6 +19,7 @@ from prismlab.datasets.transforms import TransformSpec
 from prismlab.dist_env import in_slurm_step, launcher_rank_and_world, local_world_size, slurm_tasks, under_slurm
 from prismlab.errors import ConfigError, PrismlabError
 from prismlab.models.factory import build_model
+from prismlab.models.whitening import PatchWhitening
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.run_dir import RunDir
 from prismlab.train.tasks import Task, make_task
@@ -95,6 +96,32 @@ def build_task_model(cfg: ExperimentConfig, info: ModelInputs) -> tuple[Task, to
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return task, model
+
+
+WHITENING_IMAGES = 5000
+"""Training images the whitening layers are fitted on (airbench's count: the covariance of their
+2x2 patches is settled well before that)."""
+
+
+def fit_to_data(model: torch.nn.Module, cfg: ExperimentConfig) -> None:
+    """Fit the layers set from data rather than trained (a cnn's `model.whiten`) on the first
+    training images, unaugmented: the shards are shuffled when written, so these are a fair sample.
+    Each rank computes the same; a resumed run then loads its checkpoint over them."""
+    layers = [m for m in model.modules() if isinstance(m, PatchWhitening)]
+    if not layers:
+        return
+    d = cfg.data
+    stream = eval_stream(d.shards, d.train_split, batch_size=500, num_workers=0, transform=transform_spec(cfg))
+    batches, count = [], 0
+    for batch in stream:
+        batches.append(batch.images[batch.valid])
+        count += len(batches[-1])
+        if count >= WHITENING_IMAGES:
+            break
+    images = torch.cat(batches)[:WHITENING_IMAGES]
+    for layer in layers:
+        layer.fit(images)
+    logger.info("whitening layer fitted on %d training images", len(images))
 
 
 def make_accelerator(cfg: ExperimentConfig, run: RunDir, tracking: bool) -> Accelerator:

@@ -144,6 +144,12 @@ class ModelConfig:
     """any_channel_cnn: the channels it can take (default: the training shards' channels)."""
     batch_norm: bool = True
     """cnn: BatchNorm after each convolution."""
+    batch_norm_momentum: float = 0.1
+    """cnn: momentum of BatchNorm's running statistics (PyTorch's convention: the new batch's weight)."""
+    batch_norm_scale: bool = True
+    """cnn: BatchNorm learns a scale (false: fixed at 1, as airbench)."""
+    whiten: bool = False
+    """cnn: a first 2x2 conv fitted to whiten the training images' patches, frozen (airbench)."""
     global_pool: bool = False
     """cnn: average the last feature map instead of flattening it (position-free features)."""
     pool_first: bool = False
@@ -177,6 +183,10 @@ class ModelConfig:
             raise ValueError(
                 f"model.latent={self.latent} must be >= 2 (the 2-D interpolation grid varies two coordinates)"
             )
+        if not 0.0 < self.batch_norm_momentum <= 1.0:
+            raise ValueError(f"model.batch_norm_momentum={self.batch_norm_momentum} must be in (0, 1]")
+        if self.whiten and self.name != "cnn":
+            raise ValueError(f"model.whiten applies to model.name=cnn, not {self.name}")
         if self.spectral_norm and self.name != "gan":
             raise ValueError(f"model.spectral_norm applies to the gan's discriminator only, not model.name={self.name}")
         if any(h < 1 for h in self.hidden):
@@ -277,6 +287,9 @@ class TrainConfig:
     """Stop after this many epochs without a better validation metric (null: never)."""
     ema_decay: float | None = None
     """Keep an exponential moving average of the weights with this decay and evaluate it."""
+    lookahead_every: int | None = None
+    """airbench's lookahead: every this many optimiser steps, slow weights move toward the trained ones
+    and the trained ones are reset to them; the run ends on the slow weights (see train/lookahead.py)."""
     grad_accum_steps: int = 1
     """Batches whose gradients are summed before each optimiser step."""
     device: Literal["auto", "cpu"] = "auto"
@@ -304,6 +317,7 @@ class TrainConfig:
             "train.early_stopping_patience", self.early_stopping_patience, 1, " epochs (or null: never stop early)"
         )
         at_least("train.max_eval_batches", self.max_eval_batches, 1, " (or null: the whole split)")
+        at_least("train.lookahead_every", self.lookahead_every, 1, " optimiser steps (or null: no lookahead)")
         at_least("train.hang_timeout_s", self.hang_timeout_s, 1.0, " seconds (or null: no hang watchdog)")
         if self.profile_steps is not None:
             first, _, last = str(self.profile_steps).partition(":")

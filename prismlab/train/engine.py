@@ -33,6 +33,7 @@ from prismlab.train.build import (
     build_loaders,
     build_task_model,
     configure_cpu_threads,
+    fit_to_data,
     join_process_group,
     make_accelerator,
     model_inputs,
@@ -40,6 +41,7 @@ from prismlab.train.build import (
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.evaluate import Evaluation, evaluate, model_for_batch
 from prismlab.train.finetune import parameter_counts, prepare_finetune
+from prismlab.train.lookahead import Lookahead
 from prismlab.train.metric_log import MetricLog, read_metrics
 from prismlab.train.optim import build_optimizer, build_scheduler, l1_penalty
 from prismlab.train.plots import plot_learning_curve
@@ -97,6 +99,7 @@ class Trainer:
         self.train_loader, self.val_loader = build_loaders(cfg, self.accelerator.device)
         self.info = model_inputs(cfg, self.train_loader.manifest)
         self.task, model = build_task_model(cfg, self.info)
+        fit_to_data(model, cfg)
         prepare_finetune(model, cfg.finetune)
         self.trainable_params, self.total_params = parameter_counts(model)
         flops = self.count_flops(model) if self.accelerator.is_main_process else None
@@ -116,6 +119,11 @@ class Trainer:
                 use_buffers=True,
             )
             if t.ema_decay
+            else None
+        )
+        self.lookahead = (
+            Lookahead(self.accelerator.unwrap_model(self.model), t.lookahead_every, t.epochs * steps_per_epoch)
+            if t.lookahead_every
             else None
         )
         self.state = TrainState()
@@ -176,6 +184,8 @@ class Trainer:
             parts["scaler"] = self.accelerator.scaler
         if self.ema is not None:
             parts["ema"] = self.ema
+        if self.lookahead is not None:
+            parts["lookahead"] = self.lookahead
         return parts
 
     def checkpoint_payload(self) -> dict:
@@ -283,6 +293,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         if self.accelerator.sync_gradients:
             self.scheduler.step()
+            if self.lookahead is not None:
+                self.lookahead.after_optimizer_step()
             if self.ema is not None:
                 self.ema.update_parameters(self.accelerator.unwrap_model(self.model))
         return loss.item(), grad_norm

@@ -207,7 +207,16 @@ class Crash(Exception):
     pass
 
 
-def test_resume_mid_epoch_is_bitwise_identical(pattern_shards, tmp_path, monkeypatch):
+AIRBENCH = [
+    "model.whiten=true",
+    "model.batch_norm_scale=false",
+    "model.batch_norm_momentum=0.4",
+    "train.lookahead_every=2",
+]
+
+
+@pytest.mark.parametrize("options", [[], AIRBENCH], ids=["plain", "airbench"])
+def test_resume_mid_epoch_is_bitwise_identical(pattern_shards, tmp_path, monkeypatch, options):
     common = [
         "task.name=classify",
         "model.dropout=0.3",
@@ -215,6 +224,7 @@ def test_resume_mid_epoch_is_bitwise_identical(pattern_shards, tmp_path, monkeyp
         "train.checkpoint_every=3",
         "train.epochs=2",
         "data.flip=true",
+        *options,
     ]
     train(config(pattern_shards, tmp_path / "straight", *common))
 
@@ -240,6 +250,24 @@ def test_resume_mid_epoch_is_bitwise_identical(pattern_shards, tmp_path, monkeyp
         json.loads(line)["step"] for line in (tmp_path / "resumed" / "t" / "metrics.jsonl").read_text().splitlines()
     ]
     assert max(steps) == 16
+
+
+def test_airbench_options_whiten_fix_the_batchnorm_scale_and_end_on_the_lookahead_weights(pattern_shards, tmp_path):
+    cfg = config(pattern_shards, tmp_path, "task.name=classify", *AIRBENCH)
+    trainer = Trainer(cfg)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    whitening = model.features[0][0]
+    fitted = whitening.weight.clone()
+    assert not whitening.weight.requires_grad and whitening.bias.requires_grad
+    assert fitted.abs().sum() > 0 and torch.equal(fitted[:12], -fitted[12:])  # each filter and its negation
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not m.weight.requires_grad and m.momentum == 0.4 for m in norms)
+    trainer.fit()
+    assert torch.equal(whitening.weight, fitted)  # frozen
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+    slow = trainer.lookahead.slow
+    assert trainer.lookahead.steps == 16
+    assert all(torch.equal(v, slow[k]) for k, v in model.state_dict().items() if k in slow)
 
 
 def test_corrupt_checkpoint_is_skipped(pattern_shards, tmp_path, caplog):
