@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -58,13 +59,15 @@ def assert_same_model(run_dir: Path, reference: dict) -> None:
 def test_disk_full_during_a_save_then_a_rerun_resumes(pattern_shards, reference, tmp_path, capsys, monkeypatch):
     real_fsync, saves = io.os.fsync, []
 
-    def full_disk_on_the_fourth_checkpoint(fd):
-        saves.append(fd)
-        if len(saves) == 4:
-            raise OSError(errno.ENOSPC, "No space left on device")
+    def full_disk_on_the_second_last_pt(fd):
+        # Count only writes of last.pt: other files (run record, plots) are written atomically too.
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name.startswith(".last.pt."):
+            saves.append(fd)
+            if len(saves) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(io.os, "fsync", full_disk_on_the_fourth_checkpoint)
+    monkeypatch.setattr(io.os, "fsync", full_disk_on_the_second_last_pt)
     assert main(args(pattern_shards, tmp_path, "train.epochs=3")) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("prismlab: error: could not write") and "No space left on device" in err[-1]
