@@ -21,27 +21,28 @@ from prismlab.train.optim import build_optimizer
 from prismlab.train.tasks.classify import ClassifyTask
 
 
+def tiny_overrides(shards: Path, out: Path, *overrides: str) -> list[str]:
+    """A two-epoch, eight-step run of a tiny net on the CPU, as command-line overrides."""
+    return [
+        f"data.shards={shards}",
+        f"run.out_dir={out}",
+        "run.name=t",
+        "wandb.mode=disabled",
+        "data.num_workers=0",
+        "data.batch_size=16",
+        "train.epochs=2",
+        "train.steps_per_epoch=8",
+        "train.log_every=2",
+        "train.device=cpu",
+        "optim.warmup_steps=0",
+        "model.widths=[8,16]",
+        "model.hidden=[32]",
+        *overrides,
+    ]
+
+
 def config(shards: Path, out: Path, *overrides: str) -> ExperimentConfig:
-    return load_config(
-        ExperimentConfig,
-        None,
-        [
-            f"data.shards={shards}",
-            f"run.out_dir={out}",
-            "run.name=t",
-            "wandb.mode=disabled",
-            "data.num_workers=0",
-            "data.batch_size=16",
-            "train.epochs=2",
-            "train.steps_per_epoch=8",
-            "train.log_every=2",
-            "train.device=cpu",
-            "optim.warmup_steps=0",
-            "model.widths=[8,16]",
-            "model.hidden=[32]",
-            *overrides,
-        ],
-    )
+    return load_config(ExperimentConfig, None, tiny_overrides(shards, out, *overrides))
 
 
 def train_losses(run_dir: Path) -> list[float]:
@@ -326,27 +327,11 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(pattern_shards, t
     monkeypatch.setattr(ClassifyTask, "loss", loss_turning_nan)
     cfg_path = tmp_path / "exp.yaml"
     cfg_path.write_text("task:\n  name: classify\n")
-    args = ["train", str(cfg_path), *[o for o in config_overrides(pattern_shards, tmp_path)]]
+    args = ["train", str(cfg_path), *tiny_overrides(pattern_shards, tmp_path)]
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "loss is nan at step 10" in err[0] and "lower optim.lr" in err[0]
     assert checkpoint.load_checkpoint(tmp_path / "t" / "checkpoints" / "last.pt")["state"]["step"] == 8
-
-
-def config_overrides(shards: Path, out: Path) -> list[str]:
-    return [
-        f"data.shards={shards}",
-        f"run.out_dir={out}",
-        "run.name=t",
-        "wandb.mode=disabled",
-        "data.num_workers=0",
-        "data.batch_size=16",
-        "train.epochs=2",
-        "train.steps_per_epoch=8",
-        "train.device=cpu",
-        "model.widths=[8]",
-        "model.hidden=[16]",
-    ]
 
 
 def test_bad_data_for_task(clock_shards, tmp_path):
