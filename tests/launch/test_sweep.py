@@ -56,6 +56,20 @@ def test_bad_trial_key_is_named(tmp_path, capsys):
     assert "did you mean 'optim.lr'" in capsys.readouterr().err
 
 
+def tiny_mlp_overrides(shards: Path, out: Path) -> list[str]:
+    """Every trial of these sweeps: a small MLP classifying the pattern shards, logged offline."""
+    return [
+        "task.name=classify",
+        f"data.shards={shards}",
+        f"run.out_dir={out}",
+        "wandb.mode=offline",
+        "data.num_workers=0",
+        "data.batch_size=16",
+        "model.name=mlp",
+        "model.hidden=[32]",
+    ]
+
+
 def optuna_sweep_file(path: Path, shards: Path, out: Path, extra: list[str], **fields) -> Path:
     """A small MLP space on the pattern shards, with a conditional learning rate."""
     path.write_text(
@@ -66,14 +80,7 @@ def optuna_sweep_file(path: Path, shards: Path, out: Path, extra: list[str], **f
                 "method": "optuna",
                 "metric": "accuracy",
                 "overrides": [
-                    "task.name=classify",
-                    f"data.shards={shards}",
-                    f"run.out_dir={out}",
-                    "wandb.mode=offline",
-                    "data.num_workers=0",
-                    "data.batch_size=16",
-                    "model.name=mlp",
-                    "model.hidden=[32]",
+                    *tiny_mlp_overrides(shards, out),
                     "optim.warmup_steps=0",
                     "optim.schedule=constant",
                     *extra,
@@ -154,16 +161,9 @@ def test_four_trial_job_array_and_report(slurm_cluster, pattern_shards, tmp_path
                 "parallelism": 2,
                 "metric": "accuracy",
                 "overrides": [
-                    "task.name=classify",
-                    f"data.shards={pattern_shards}",
-                    f"run.out_dir={tmp_path}",
-                    "wandb.mode=offline",
-                    "data.num_workers=0",
-                    "data.batch_size=16",
+                    *tiny_mlp_overrides(pattern_shards, tmp_path),
                     "train.epochs=1",
                     "train.steps_per_epoch=6",
-                    "model.name=mlp",
-                    "model.hidden=[32]",
                     "launch.cpus_per_task=1",
                     "launch.time_min=5",
                 ],
@@ -207,16 +207,9 @@ def test_preempting_the_task_that_carries_the_array_id_requeues_only_that_task(
                 "parallelism": 3,
                 "metric": "accuracy",
                 "overrides": [
-                    "task.name=classify",
-                    f"data.shards={pattern_shards}",
-                    f"run.out_dir={tmp_path}",
-                    "wandb.mode=offline",
-                    "data.num_workers=0",
-                    "data.batch_size=16",
+                    *tiny_mlp_overrides(pattern_shards, tmp_path),
                     "train.epochs=1",
                     "train.log_every=10",
-                    "model.name=mlp",
-                    "model.hidden=[32]",
                     "launch.partition=low",
                     "launch.cpus_per_task=1",
                     "launch.time_min=10",
