@@ -11,7 +11,6 @@ callable resumes from the run dir. A stopped task leaves no result file, so a wa
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import shutil
 import sys
@@ -74,15 +73,18 @@ def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -
     PYTHONSAFEPATH keeps `python -m` from putting the submit dir (often the checkout) before it."""
     launch = cfg.launch
     folder = run_dir / "submitit"
+    # Set in the job's own shell: this process's environment (and every later job's) stays as it is.
+    setup = [f"export PYTHONPATH={code_dir}${{PYTHONPATH:+:$PYTHONPATH}} PYTHONSAFEPATH=1"] if code_dir else []
     if launch.executor == "debug":
         return submitit.DebugExecutor(folder=folder)
     if launch.executor == "local":
-        if code_dir:  # the local executor's subprocess inherits this process's environment
-            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code_dir), os.environ.get("PYTHONPATH")]))
-            os.environ["PYTHONSAFEPATH"] = "1"
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(
-            timeout_min=launch.time_min, gpus_per_node=launch.gpus_per_node, tasks_per_node=launch.tasks, nodes=1
+            timeout_min=launch.time_min,
+            gpus_per_node=launch.gpus_per_node,
+            tasks_per_node=launch.tasks,
+            nodes=1,
+            setup=setup,
         )
         return executor
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100, python=TERM_SHIELDED_PYTHON)
@@ -106,7 +108,7 @@ def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -
         signal_delay_s=launch.signal_delay_s,
         additional_parameters=additional,
         srun_args=["--kill-on-bad-exit=1"],
-        setup=[f"export PYTHONPATH={code_dir}${{PYTHONPATH:+:$PYTHONPATH}} PYTHONSAFEPATH=1"] if code_dir else [],
+        setup=setup,
     )
     return executor
 

@@ -2,6 +2,7 @@
 code snapshot, 2 nodes x 2 tasks matching one process, and the in-process debug executor."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,13 @@ def test_debug_executor_runs_in_process(pattern_shards, tmp_path):
     assert json.loads((tmp_path / "job" / "summary.json").read_text())["step"] == 6
 
 
-def test_local_executor_runs_a_subprocess(pattern_shards, tmp_path):
+def test_local_executor_runs_a_subprocess_from_the_snapshot(pattern_shards, tmp_path):
+    environment = dict(os.environ)
     assert main(args(pattern_shards, tmp_path, "launch.executor=local", "--wait")) == 0
     assert json.loads((tmp_path / "job" / "summary.json").read_text())["step"] == 6
-    assert (tmp_path / "job" / "code" / "prismlab").is_dir()
+    # The job imported prismlab from the snapshot ...
+    record = json.loads(next((tmp_path / "job" / "records").glob("start-*.json")).read_text())
+    assert record["code"]["package"] == str(tmp_path / "job" / "code")
+    # ... and the caller's environment is left as it was: a later job, a SLURM one included, must
+    # not run this run's snapshot.
+    assert dict(os.environ) == environment
