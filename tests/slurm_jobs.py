@@ -17,6 +17,13 @@ def sbatch(args: list[str], script: str | None = None, cwd: Path | None = None) 
     return result.stdout.strip().split(";")[0]
 
 
+def failure_excerpt(log: str, tail: int = 1500) -> str:
+    """What a failed job's log says: every exception line (each rank's first error is often far from
+    the end, under the other ranks' tracebacks), then the log's tail."""
+    errors = dict.fromkeys(line for line in log.splitlines() if re.search(r"(Error|Exception)\b.*:", line))
+    return "\n".join(["exception lines:", *errors, "log tail:", log[-tail:]])
+
+
 def job_fields(job: str) -> dict[str, str]:
     out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
     return dict(re.findall(r"(\w+)=(\S*)", out))

@@ -21,7 +21,16 @@ import torch
 from prismlab.launch.preflight import minimum_time_min
 from prismlab.train import checkpoint
 
-from slurm_jobs import job_field, last_step, preempt, running_allocation, sbatch, wait_for, wait_until_ended
+from slurm_jobs import (
+    failure_excerpt,
+    job_field,
+    last_step,
+    preempt,
+    running_allocation,
+    sbatch,
+    wait_for,
+    wait_until_ended,
+)
 from wandb_records import history_steps, read_records, run_ids, run_logs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,7 +140,7 @@ def test_sbatch_job_survives_five_real_preemptions(slurm_cluster, pattern_shards
     )
     run_dir = tmp_path / "pre"
     moments = preempt_repeatedly(job, run_dir, tmp_path, times=5, seed=15)
-    assert wait_until_ended(job, 600) == "COMPLETED", (tmp_path / f"slurm-{job}.out").read_text()[-3000:]
+    assert wait_until_ended(job, 600) == "COMPLETED", failure_excerpt((tmp_path / f"slurm-{job}.out").read_text())
     log = (tmp_path / f"slurm-{job}.out").read_text()
     # A preemption can land before the stop handler is in place; then the task ignores it (the
     # template starts it with SIGTERM ignored) and SLURM requeues it after the grace time.

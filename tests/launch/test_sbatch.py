@@ -12,7 +12,7 @@ import pytest
 
 from prismlab.cli import main
 
-from slurm_jobs import job_field, sbatch, wait_for, wait_until_ended
+from slurm_jobs import failure_excerpt, job_field, sbatch, wait_for, wait_until_ended
 
 REPO = Path(__file__).resolve().parents[2]
 PRISMLAB = Path(sys.executable).parent / "prismlab"
@@ -82,7 +82,7 @@ def test_templates_train_end_to_end(slurm_cluster, pattern_shards, tmp_path, tem
         train_args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=6"),
     )
     wait_for(lambda: state(job) in ("COMPLETED", "FAILED", "CANCELLED"), 240, "the job to end")
-    assert state(job) == "COMPLETED", (tmp_path / f"slurm-{job}.out").read_text()[-2000:]
+    assert state(job) == "COMPLETED", failure_excerpt((tmp_path / f"slurm-{job}.out").read_text())
     summary = json.loads((tmp_path / "sb" / "summary.json").read_text())
     assert summary["step"] == 6
     assert main(["status", str(tmp_path / "sb")]) == 0
@@ -113,7 +113,7 @@ def test_killed_rank_stops_the_job_and_a_resubmission_resumes(slurm_cluster, pat
     resumed = submit("train-multinode.sbatch", tmp_path, ["--nodes=2", "--ntasks-per-node=1"], args)
     wait_for(lambda: state(resumed) in ("COMPLETED", "FAILED", "CANCELLED"), 300, "the resubmitted job to end")
     log = (tmp_path / f"slurm-{resumed}.out").read_text()
-    assert state(resumed) == "COMPLETED", log[-2000:]
+    assert state(resumed) == "COMPLETED", failure_excerpt(log)
     assert "resumed from step" in log
     assert json.loads((tmp_path / "sb" / "summary.json").read_text())["step"] == 800
 
