@@ -25,6 +25,7 @@ and the training loop moves batches to the device itself.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import math
 import os
@@ -310,6 +311,19 @@ def prefetch_remote_shards(config: StreamConfig, batches: list[PlannedBatch]) ->
 
 
 @contextmanager
+def gc_frozen() -> Iterator[None]:
+    """Fork loader workers inside this: the objects that exist at the fork are moved out of the
+    garbage collector's reach (`gc.freeze`, as Python's docs advise before a fork), so a worker's
+    collections do not walk the parent's whole heap, writing to every page of it and copying it
+    page by page (that made a 224 px worker's first shard index 5x slower, 0.1 ms per image)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()  # in this process only; the forked workers keep their frozen copy
+
+
+@contextmanager
 def sigterm_blocked() -> Iterator[None]:
     """Start loader workers inside this: they inherit the blocked signal from the fork on, so no
     moment of their start-up is exposed (a TERM to this process meanwhile waits, it is not lost)."""
@@ -458,7 +472,7 @@ class ShardLoader:
             generator=torch.Generator().manual_seed(self.config.seed),
             pin_memory=torch.cuda.is_available() and self.device is not None and self.device.type == "cuda",
         )
-        with sigterm_blocked():
+        with sigterm_blocked(), gc_frozen():
             batches = iter(loader)  # starts the workers
         corrupt = 0
         for shipment in batches:

@@ -3,6 +3,7 @@ reproducibility, exact mid-epoch resume without re-reading, corrupt and truncate
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -411,6 +412,22 @@ def test_workers_survive_a_schedulers_sigterm_and_still_exit(shards, tmp_path):
     (tmp_path / "go").touch()
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out.strip() == "21"
+
+
+def test_workers_start_with_the_parents_objects_out_of_the_collectors_reach(shards, tmp_path, monkeypatch):
+    """A worker's garbage collections must not walk (and so copy, page by page) the parent's heap;
+    the parent's own collector is left as it was."""
+    start_worker = loader_module.ignore_scheduler_sigterm
+
+    def recording(worker_id: int) -> None:
+        (tmp_path / f"worker{worker_id}").write_text(str(gc.get_freeze_count()))
+        start_worker(worker_id)
+
+    monkeypatch.setattr(loader_module, "ignore_scheduler_sigterm", recording)
+    assert gc.get_freeze_count() == 0
+    assert run(make(shards, num_workers=2))
+    assert [int((tmp_path / f"worker{k}").read_text()) > 1000 for k in range(2)] == [True, True]
+    assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize("workers", [0, 2])
