@@ -21,7 +21,7 @@ from prismlab.datasets.loader import ShardLoader, eval_stream
 from prismlab.datasets.plan import exact_batches, resampled_batches
 from prismlab.datasets.shards import Manifest, ShardInfo, manifest_path
 from prismlab.datasets.sources import Record, Source
-from prismlab.datasets.transforms import TransformSpec
+from prismlab.datasets.transforms import BatchTransform, TransformSpec, normalize
 from prismlab.datasets.writer import write_source_shards
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
@@ -412,6 +412,21 @@ def test_workers_survive_a_schedulers_sigterm_and_still_exit(shards, tmp_path):
     (tmp_path / "go").touch()
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out.strip() == "21"
+
+
+@pytest.mark.parametrize("dtype, top", [(torch.uint8, 255), (torch.float32, 65535)])
+def test_normalising_maps_to_the_mean_and_std_and_leaves_the_pixels_as_they_are(dtype, top):
+    """uint8 batches, and float32 ones (16-bit images), whose conversion to float is no copy."""
+    transform = BatchTransform(TransformSpec(mean=(0.25, 0.5), std=(0.5, 0.25)), ["A", "B"])
+    pixels = torch.randint(0, top + 1, (3, 5, 4, 2)).to(dtype)
+    kept = pixels.clone()
+    images = normalize(pixels, *transform.normalization(["A", "B"], dtype))
+    expected = (pixels.permute(0, 3, 1, 2).double() / top - torch.tensor([0.25, 0.5]).view(1, 2, 1, 1)) / torch.tensor(
+        [0.5, 0.25]
+    ).view(1, 2, 1, 1)
+    assert images.dtype == torch.float32 and images.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(images.double(), expected, rtol=0, atol=1e-5)
+    assert torch.equal(pixels, kept)
 
 
 def test_workers_start_with_the_parents_objects_out_of_the_collectors_reach(shards, tmp_path, monkeypatch):
