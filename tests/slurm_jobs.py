@@ -18,9 +18,9 @@ def sbatch(args: list[str], script: str | None = None, cwd: Path | None = None) 
 
 
 def failure_excerpt(log: str, tail: int = 1500) -> str:
-    """What a failed job's log says: every exception line (each rank's first error is often far from
-    the end, under the other ranks' tracebacks), then the log's tail."""
-    errors = dict.fromkeys(line for line in log.splitlines() if re.search(r"(Error|Exception)\b.*:", line))
+    """What a failed job's log says: every exception and `error:` line (each rank's first error is
+    often far from the end, under the other ranks' tracebacks), then the log's tail."""
+    errors = dict.fromkeys(line for line in log.splitlines() if re.search(r"(Error|Exception)\b.*:|\berror:", line))
     return "\n".join(["exception lines:", *errors, "log tail:", log[-tail:]])
 
 
