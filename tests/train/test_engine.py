@@ -20,25 +20,12 @@ from prismlab.train.engine import Trainer, train
 from prismlab.train.optim import build_optimizer
 from prismlab.train.tasks.classify import ClassifyTask
 
+from tiny_runs import tiny_run
+
 
 def tiny_overrides(shards: Path, out: Path, *overrides: str) -> list[str]:
     """A two-epoch, eight-step run of a tiny net on the CPU, as command-line overrides."""
-    return [
-        f"data.shards={shards}",
-        f"run.out_dir={out}",
-        "run.name=t",
-        "wandb.mode=disabled",
-        "data.num_workers=0",
-        "data.batch_size=16",
-        "train.epochs=2",
-        "train.steps_per_epoch=8",
-        "train.log_every=2",
-        "train.device=cpu",
-        "optim.warmup_steps=0",
-        "model.widths=[8,16]",
-        "model.hidden=[32]",
-        *overrides,
-    ]
+    return [*tiny_run(shards, out, "t"), "model.widths=[8,16]", "model.hidden=[32]", *overrides]
 
 
 def config(shards: Path, out: Path, *overrides: str) -> ExperimentConfig:

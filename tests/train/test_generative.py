@@ -15,27 +15,19 @@ from prismlab.models.generative import GAN
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import train
 
+from tiny_runs import tiny_run
+
 
 def config(shards: Path, out: Path, *overrides: str) -> ExperimentConfig:
     return load_config(
         ExperimentConfig,
         None,
         [
-            f"data.shards={shards}",
-            f"run.out_dir={out}",
-            "run.name=g",
-            "wandb.mode=disabled",
-            "data.num_workers=0",
-            "data.batch_size=16",
-            "train.epochs=2",
-            "train.steps_per_epoch=8",
-            "train.log_every=2",
-            "train.device=cpu",
+            *tiny_run(shards, out, "g"),
             "task.name=generative",
             "model.latent=4",
             "optim.lr=2e-3",
             "optim.schedule=constant",
-            "optim.warmup_steps=0",
             *overrides,
         ],
     )
