@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import socket
 import time
@@ -244,6 +245,11 @@ class Trainer:
             return
         w = self.cfg.wandb
         record = {k: v for k, v in self.record.items() if k != "packages"}  # the full list is in records/
+        # wandb leaves its service's address in WANDB_SERVICE for its child processes, and sbatch,
+        # submitit and `!sbatch` in a notebook pass the submitter's environment on: a job would join
+        # the submitter's service (a socket on the login node; on one node, a service still holding
+        # this run's id from a killed attempt, "run ID is in use"). A training run starts its own.
+        os.environ.pop(wandb.env.SERVICE, None)
         self.accelerator.init_trackers(
             w.project,
             config={**to_dict(self.cfg), "world": self.world, "record": record},

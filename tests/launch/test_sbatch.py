@@ -118,6 +118,21 @@ def test_killed_rank_stops_the_job_and_a_resubmission_resumes(slurm_cluster, pat
     assert json.loads((tmp_path / "sb" / "summary.json").read_text())["step"] == 800
 
 
+def test_a_job_submitted_from_a_process_running_wandb_starts_its_own_wandb_service(
+    slurm_cluster, pattern_shards, tmp_path, monkeypatch
+):
+    """wandb puts its service's address in WANDB_SERVICE for its child processes; sbatch exports the
+    submitter's environment, so a job submitted from a notebook that ran wandb got the login node's
+    socket (not there on the compute node) or, on the same node, a service that still held the run
+    id of the attempt killed before ("run ID ... is in use")."""
+    monkeypatch.setenv("WANDB_SERVICE", f"3-{os.getpid()}-unix-{tmp_path}/login-node-wandb.sock")
+    job = submit(
+        "train.sbatch", tmp_path, [], train_args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=3")
+    )
+    assert wait_until_ended(job, 180) == "COMPLETED", failure_excerpt((tmp_path / f"slurm-{job}.out").read_text())
+    assert list((tmp_path / "sb" / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
 def test_tasks_started_without_srun_are_refused(slurm_cluster, pattern_shards, tmp_path):
     """`sbatch --ntasks=2` around a bare `prismlab train` runs one process where two were asked for:
     refused in one line instead of training alone on half the allocation."""
