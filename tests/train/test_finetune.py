@@ -11,25 +11,20 @@ from prismlab.train import checkpoint
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import Trainer, train
 
+from tiny_runs import tiny_run
+
 
 def config(shards: Path, out: Path, name: str, *overrides: str) -> ExperimentConfig:
     return load_config(
         ExperimentConfig,
         None,
         [
-            f"data.shards={shards}",
-            f"run.out_dir={out}",
-            f"run.name={name}",
-            "wandb.mode=disabled",
-            "data.num_workers=0",
-            "data.batch_size=16",
+            *tiny_run(shards, out, name),
             "train.epochs=1",
             "train.steps_per_epoch=6",
-            "train.device=cpu",
             "task.name=classify",
             "model.widths=[8,16]",
             "model.hidden=[32]",
-            "optim.warmup_steps=0",
             *overrides,
         ],
     )
