@@ -25,7 +25,14 @@ from prismlab.datasets.transforms import per_channel
 from prismlab.errors import ConfigError, PrismlabError
 from prismlab.io import atomic_write_json
 from prismlab.train import checkpoint
-from prismlab.train.build import ModelInputs, build_task_model, input_size, make_accelerator, transform_spec
+from prismlab.train.build import (
+    ModelInputs,
+    build_task_model,
+    input_size,
+    make_accelerator,
+    own_wandb_service,
+    transform_spec,
+)
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.evaluate import evaluate
 from prismlab.train.run_dir import RunDir
@@ -167,6 +174,7 @@ def log_to_run(trained: SavedModel, summary: dict) -> None:
     w = trained.cfg.wandb
     if w.mode == "disabled" or not trained.run.wandb_id.is_file():
         return
+    own_wandb_service()
     try:
         run = wandb.init(
             id=trained.run.wandb_id.read_text().strip(),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
+import wandb
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
@@ -139,6 +140,15 @@ def make_accelerator(cfg: ExperimentConfig, run: RunDir, tracking: bool) -> Acce
         project_dir=str(run.root),
         kwargs_handlers=[timeout],
     )
+
+
+def own_wandb_service() -> None:
+    """Call before wandb.init: the process then starts its own wandb service. wandb leaves its
+    service's address in WANDB_SERVICE for child processes, and sbatch, submitit and `!sbatch` in a
+    notebook pass the submitter's environment on, so a job would join the submitter's service: a
+    socket on the login node, or on one node a service still holding this run's id from a killed
+    attempt ("run ID is in use")."""
+    os.environ.pop(wandb.env.SERVICE, None)
 
 
 def check_process_group(accelerator: Accelerator) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import socket
 import time
@@ -38,6 +37,7 @@ from prismlab.train.build import (
     join_process_group,
     make_accelerator,
     model_inputs,
+    own_wandb_service,
 )
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.evaluate import Evaluation, evaluate, model_for_batch
@@ -245,11 +245,7 @@ class Trainer:
             return
         w = self.cfg.wandb
         record = {k: v for k, v in self.record.items() if k != "packages"}  # the full list is in records/
-        # wandb leaves its service's address in WANDB_SERVICE for its child processes, and sbatch,
-        # submitit and `!sbatch` in a notebook pass the submitter's environment on: a job would join
-        # the submitter's service (a socket on the login node; on one node, a service still holding
-        # this run's id from a killed attempt, "run ID is in use"). A training run starts its own.
-        os.environ.pop(wandb.env.SERVICE, None)
+        own_wandb_service()
         self.accelerator.init_trackers(
             w.project,
             config={**to_dict(self.cfg), "world": self.world, "record": record},

@@ -147,6 +147,19 @@ def test_eval_results_reach_the_runs_wandb_run(pattern_shards, tmp_path):
     assert "eval/test/accuracy" in summary
 
 
+def test_an_eval_given_the_submitters_wandb_service_still_reaches_the_run(pattern_shards, tmp_path):
+    """`sbatch --wrap "prismlab eval ..."` from a notebook that ran wandb: the job's environment
+    names the notebook's wandb service, whose socket is on the login node."""
+    assert main(args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=4")) == 0
+    before = set((tmp_path / "ops").glob("wandb/offline-run-*"))
+    env = {**os.environ, "WANDB_SERVICE": f"3-{os.getpid()}-unix-{tmp_path}/login-node-wandb.sock"}
+    command = [str(EXE / "prismlab"), "eval", str(tmp_path / "ops"), "--split", "test"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "could not log the evaluation to wandb" not in done.stderr
+    assert len(set((tmp_path / "ops").glob("wandb/offline-run-*")) - before) == 1
+
+
 @pytest.mark.parametrize("bad", ["train.profile_steps=5", "train.profile_steps=8:3", "train.hang_timeout_s=0"])
 def test_operations_settings_are_checked(pattern_shards, tmp_path, bad, capsys):
     assert main(args(pattern_shards, tmp_path, bad)) == 2
