@@ -187,7 +187,9 @@ def run_train(args) -> int:
     print(f"val:       {summary['headline']}")
     print(f"plots:     {', '.join(summary['plots'])}")
     if "wandb_run" in summary:
-        print(f"wandb run: {summary['wandb_run']} ({cfg.wandb.mode}; upload later with `wandb sync` on that folder)")
+        offline = cfg.wandb.mode == "offline"
+        upload = f"; upload all its segments with `prismlab sync {summary['run_dir']}`" if offline else ""
+        print(f"wandb run: {summary['wandb_run']} ({cfg.wandb.mode}{upload})")
     return 0
 
 

@@ -116,8 +116,9 @@ def test_what_ran_is_recorded_each_start(pattern_shards, tmp_path):
 def test_sync_lists_every_segment_of_one_run_and_refuses_without_a_key(pattern_shards, tmp_path, capsys, monkeypatch):
     for epochs in (1, 2, 3):  # three starts: three offline segments of one run
         assert main(args(pattern_shards, tmp_path, f"train.epochs={epochs}", "train.steps_per_epoch=4")) == 0
-    capsys.readouterr()
     run = tmp_path / "ops"
+    # What the run prints to upload it is the command that uploads all its segments, not the last one.
+    assert f"upload all its segments with `prismlab sync {run}`" in capsys.readouterr().out.splitlines()[-1]
     assert main(["sync", str(run), "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     run_id = (run / "wandb_id.txt").read_text().strip()
