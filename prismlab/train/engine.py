@@ -246,24 +246,33 @@ class Trainer:
         w = self.cfg.wandb
         record = {k: v for k, v in self.record.items() if k != "packages"}  # the full list is in records/
         own_wandb_service()
-        self.accelerator.init_trackers(
-            w.project,
-            config={**to_dict(self.cfg), "world": self.world, "record": record},
-            init_kwargs={
-                "wandb": {
-                    "id": self.wandb_run_id,
-                    "resume": "allow",
-                    "name": self.cfg.run.name,
-                    "group": w.group,
-                    "entity": w.entity,
-                    "tags": list(w.tags) or None,
-                    "notes": w.notes,
-                    "mode": w.mode,
-                    "dir": str(self.run.root),
-                    "settings": wandb.Settings(silent=True),
-                }
-            },
-        )
+        try:
+            self.accelerator.init_trackers(
+                w.project,
+                config={**to_dict(self.cfg), "world": self.world, "record": record},
+                init_kwargs={
+                    "wandb": {
+                        "id": self.wandb_run_id,
+                        "resume": "allow",
+                        "name": self.cfg.run.name,
+                        "group": w.group,
+                        "entity": w.entity,
+                        "tags": list(w.tags) or None,
+                        "notes": w.notes,
+                        "mode": w.mode,
+                        "dir": str(self.run.root),
+                        "settings": wandb.Settings(silent=True),
+                    }
+                },
+            )
+        except Exception as exc:  # the network, the server or wandb's service process, not the run
+            self.accelerator.trackers.clear()  # never started: nothing for close() to finish
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            if w.mode == "online":
+                way_out = f"train with wandb.mode=offline (it resumes this run), then `prismlab sync {self.run.root}`"
+            else:
+                way_out = "train with wandb.mode=disabled (metrics.jsonl keeps every metric)"
+            raise PrismlabError(f"wandb could not start the run {w.mode} ({reason}); {way_out}") from exc
 
     # --- training ----------------------------------------------------------------------------
 

@@ -113,6 +113,24 @@ def test_what_ran_is_recorded_each_start(pattern_shards, tmp_path):
     )
 
 
+def test_wandb_unreachable_online_is_one_line_and_the_run_goes_on_offline(pattern_shards, tmp_path):
+    """wandb.mode=online on a compute node without internet: a one-line error naming the way out,
+    and that way out (offline, same run dir) then trains."""
+    env = {
+        **os.environ,
+        "WANDB_BASE_URL": "http://127.0.0.1:9",  # nothing listens: connection refused
+        "WANDB_API_KEY": "x" * 40,
+        "WANDB_INIT_TIMEOUT": "5",
+    }
+    command = [str(EXE / "prismlab"), *args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=4")]
+    done = subprocess.run([*command, "wandb.mode=online"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("prismlab: error: wandb could not start the run online") and "wandb.mode=offline" in error
+    assert "WARNING" not in done.stderr  # nothing else went wrong
+    assert main([*args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=4")]) == 0
+
+
 def test_sync_lists_every_segment_of_one_run_and_refuses_without_a_key(pattern_shards, tmp_path, capsys, monkeypatch):
     for epochs in (1, 2, 3):  # three starts: three offline segments of one run
         assert main(args(pattern_shards, tmp_path, f"train.epochs={epochs}", "train.steps_per_epoch=4")) == 0
