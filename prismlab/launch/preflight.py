@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -10,6 +11,9 @@ import tempfile
 from pathlib import Path
 
 from prismlab.errors import PrismlabError
+from prismlab.launch.slurm_job import job_state
+from prismlab.train.run_checks import plan_start
+from prismlab.train.run_dir import RunDir
 
 
 class PreflightError(PrismlabError):
@@ -46,11 +50,19 @@ def partition_info(name: str | None) -> dict[str, str]:
     return partitions[0]
 
 
-def node_gpus(nodes: str) -> int:
-    """The fewest GPUs any node of the partition has."""
+def node_resources(nodes: str) -> dict[str, float]:
+    """The fewest CPUs, GB of memory and GPUs any node of the partition has."""
     out = scontrol("show", "node", nodes)
-    counts = [int(m) for m in re.findall(r"Gres=\S*gpu(?::[\w-]+)?:(\d+)", out)]
-    return min(counts) if counts else 0
+    blocks = [block for block in out.strip().split("\n\n") if block.strip()]
+
+    def fewest(pattern: str) -> float:
+        return min((int(m.group(1)) if (m := re.search(pattern, b)) else 0) for b in blocks) if blocks else 0
+
+    return {
+        "cpus": fewest(r"CPUTot=(\d+)"),
+        "mem_gb": fewest(r"RealMemory=(\d+)") / 1024,
+        "gpus": fewest(r"Gres=\S*gpu(?::[\w-]+)?:(\d+)"),
+    }
 
 
 def check_slurm_resources(launch) -> None:
@@ -73,11 +85,21 @@ def check_slurm_resources(launch) -> None:
         raise PreflightError(
             f"launch.nodes={launch.nodes} but partition '{name}' has {total_nodes} nodes; ask for fewer"
         )
-    gpus = node_gpus(info.get("Nodes", ""))
-    if launch.gpus_per_node > gpus:
+    node = node_resources(info.get("Nodes", ""))
+    if launch.gpus_per_node > node["gpus"]:
         raise PreflightError(
-            f"launch.gpus_per_node={launch.gpus_per_node} but nodes of partition '{name}' have {gpus} GPUs; "
-            f"ask for at most {gpus} (or more nodes)"
+            f"launch.gpus_per_node={launch.gpus_per_node} but nodes of partition '{name}' have {node['gpus']} GPUs; "
+            f"ask for at most {node['gpus']} (or more nodes)"
+        )
+    if launch.cpus_per_task * launch.tasks > node["cpus"]:
+        raise PreflightError(
+            f"launch.cpus_per_task={launch.cpus_per_task} x {launch.tasks} tasks per node but nodes of partition "
+            f"'{name}' have {node['cpus']} CPUs; ask for at most {node['cpus']} CPUs per node in all"
+        )
+    if launch.mem_gb and launch.mem_gb > node["mem_gb"]:
+        raise PreflightError(
+            f"launch.mem_gb={launch.mem_gb} but nodes of partition '{name}' have {node['mem_gb']:.1f} GB; "
+            f"ask for less (or leave it unset for the partition's default)"
         )
 
 
@@ -118,6 +140,25 @@ def check_run_dir_writable(run_dir: Path) -> None:
         )
 
 
+ACTIVE_JOB_STATES = {
+    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+    "RESIZING", "SIGNALING", "STAGE_OUT",
+}  # fmt: skip
+
+
+def check_no_job_active(run: RunDir) -> None:
+    """Two jobs on one run dir would both resume from its last checkpoint and interleave their steps."""
+    if not run.slurm_job.is_file():
+        return
+    job = json.loads(run.slurm_job.read_text())["job_id"]
+    state = job_state(job)
+    if state in ACTIVE_JOB_STATES:
+        raise PreflightError(
+            f"run {run.root} already has job {job} ({state}); two jobs would train it at once: wait for it "
+            f"to end (`prismlab status {run.root}`), or `scancel {job}`, then launch again"
+        )
+
+
 def check_extension_built() -> None:
     from prismlab.kernels.ops import extension_available
 
@@ -132,15 +173,18 @@ def check_wandb(mode: str) -> None:
     if mode == "online" and not (os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").is_file()):
         raise PreflightError(
             "wandb.mode=online but no WANDB_API_KEY or ~/.netrc login; `wandb login`, or use "
-            "wandb.mode=offline and `wandb sync` later"
+            "wandb.mode=offline and `prismlab sync RUN_DIR` later"
         )
 
 
 def preflight(cfg, run_dir: Path) -> None:
     launch = cfg.launch
+    run = RunDir(run_dir)
     if launch.executor == "slurm":
         check_time_limit(launch)
         check_slurm_resources(launch)
+        check_no_job_active(run)
+    plan_start(cfg, run, resume=True, overwrite=None)  # the job resumes: refuse a changed config now
     check_run_dir_writable(run_dir)
     check_extension_built()
     check_wandb(cfg.wandb.mode)

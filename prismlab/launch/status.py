@@ -13,7 +13,7 @@ from prismlab.train.run_dir import RunDir
 
 def status(run_dir: Path) -> dict:
     run = RunDir(Path(run_dir))
-    if not run.config.is_file():
+    if not run.config.is_file() and not run.slurm_job.is_file():  # launched: the job record comes first
         raise PrismlabError(f"{run_dir} is not a run dir (no config.yaml); pass a folder under run.out_dir")
     result: dict = {"run_dir": str(run.root)}
     if run.slurm_job.is_file():

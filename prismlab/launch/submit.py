@@ -20,6 +20,7 @@ from pathlib import Path
 import submitit
 
 from prismlab.config import load_config
+from prismlab.io import atomic_write_json
 from prismlab.launch.env import export_torch_env
 from prismlab.launch.preemption import stop_signals
 from prismlab.launch.preflight import preflight
@@ -125,4 +126,8 @@ def launch(config: Path, overrides: list[str]) -> submitit.Job:
         config_path = Path(shutil.copy2(config_path, code_dir / "configs" / f"launched-{config_path.name}"))
     job = make_executor(cfg, run_dir, code_dir).submit(TrainJob(str(config_path), list(overrides), str(run_dir)))
     logger.info("submitted %s job %s for run dir %s", cfg.launch.executor, job.job_id, run_dir)
+    if cfg.launch.executor == "slurm":  # `prismlab status` and the next launch know it before it starts
+        atomic_write_json(RunDir(run_dir).slurm_job, {"job_id": job.job_id, "requeue_count": 0})
+    if cfg.launch.executor == "debug":
+        job.results()  # submitit's debug jobs run only when their result is asked for
     return job

@@ -3,6 +3,7 @@ code snapshot, 2 nodes x 2 tasks matching one process, and the in-process debug 
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from prismlab.cli import main
 from prismlab.train import checkpoint
 
 from image_patterns import write_pattern_folder
+from slurm_jobs import wait_until_ended
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,6 +56,8 @@ def args(shards: Path, out: Path, *extra: str) -> list[str]:
         (["launch.gpus_per_node=2", "launch.tasks_per_node=3"], ["run one task per GPU"]),
         (["launch.time_min=4"], ["launch.time_min=4 is too short", "launch.time_min>=5"]),
         (["launch.signal=USR9"], ["launch.signal=USR9 is not a signal name"]),
+        (["launch.cpus_per_task=3"], ["launch.cpus_per_task=3 x 1 tasks per node", "have 2 CPUs"]),
+        (["launch.mem_gb=100"], ["launch.mem_gb=100", "have 7.8 GB"]),
     ],
 )
 def test_preflight_refuses_before_queueing(slurm_cluster, pattern_shards, tmp_path, capsys, extra, words):
@@ -123,8 +127,45 @@ def test_two_nodes_two_tasks_match_one_process(slurm_cluster, divisible_shards, 
     assert json.loads((tmp_path / "four" / "job" / "summary.json").read_text())["samples"] == 24
 
 
+def test_a_changed_config_is_refused_before_queueing_and_the_run_is_left_as_it_was(
+    slurm_cluster, pattern_shards, tmp_path, capsys
+):
+    assert main(args(pattern_shards, tmp_path, "--wait")) == 0
+    # --wait returns with the result, a moment before SLURM counts the job as ended.
+    wait_until_ended(json.loads((tmp_path / "job" / "slurm_job.json").read_text())["job_id"], 60)
+    before = {p: p.read_bytes() for p in (tmp_path / "job").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(args(pattern_shards, tmp_path, "optim.lr=0.01")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was started with another config: optim.lr" in err[0], err
+    assert "run.name=NEW" in err[0] and "--resume" not in err[0]  # launch has no --resume
+    assert {p: p.read_bytes() for p in (tmp_path / "job").rglob("*") if p.is_file()} == before
+
+
+def test_a_run_with_a_job_queued_or_running_is_refused_another(slurm_cluster, pattern_shards, tmp_path, capsys):
+    """Two jobs on one run dir would both resume from the same checkpoint and interleave their
+    steps in metrics.jsonl."""
+    held = args(pattern_shards, tmp_path, "launch.extra_sbatch=[--hold]")
+    assert main(held) == 0
+    job = json.loads((tmp_path / "job" / "slurm_job.json").read_text())["job_id"]
+    try:
+        assert main(["status", str(tmp_path / "job")]) == 0  # a queued run has a status before it starts
+        assert "state:          PENDING" in capsys.readouterr().out
+        assert main(args(pattern_shards, tmp_path)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"already has job {job} (PENDING)" in err[0] and f"scancel {job}" in err[0], err
+    finally:
+        subprocess.run(["scancel", job], check=True)
+
+
 def test_debug_executor_runs_in_process(pattern_shards, tmp_path):
     assert main(args(pattern_shards, tmp_path, "launch.executor=debug", "--wait")) == 0
+    assert json.loads((tmp_path / "job" / "summary.json").read_text())["step"] == 6
+
+
+def test_debug_executor_runs_even_without_wait(pattern_shards, tmp_path):
+    """submitit's DebugExecutor runs a job only when its result is asked for."""
+    assert main(args(pattern_shards, tmp_path, "launch.executor=debug")) == 0
     assert json.loads((tmp_path / "job" / "summary.json").read_text())["step"] == 6
 
 
