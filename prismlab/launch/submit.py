@@ -10,10 +10,13 @@ callable resumes from the run dir. A stopped task leaves no result file, so a wa
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import shlex
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from prismlab.config import load_config
 from prismlab.io import atomic_write_json
 from prismlab.launch.env import export_torch_env
 from prismlab.launch.preemption import stop_signals
-from prismlab.launch.preflight import preflight
+from prismlab.launch.preflight import PreflightError, preflight
 from prismlab.launch.run import run_training
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.run_dir import RunDir
@@ -114,6 +117,21 @@ def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -
     return executor
 
 
+@contextlib.contextmanager
+def sbatch_refusals() -> Iterator[None]:
+    """What only sbatch can judge (a node feature, an account, a QOS) as its own one-line reason."""
+    printed = io.StringIO()  # submitit prints sbatch's stderr before raising it
+    try:
+        with contextlib.redirect_stderr(printed):
+            yield
+        sys.stderr.write(printed.getvalue())
+    except submitit.core.utils.FailedJobError as exc:
+        reasons = [line.split("error:", 1)[1].strip() for line in str(exc).splitlines() if "error:" in line]
+        raise PreflightError(
+            f"sbatch refused the job: {'; '.join(reasons) or str(exc).strip()}; change the launch.* setting it names"
+        ) from None
+
+
 def launch(config: Path, overrides: list[str]) -> submitit.Job:
     """Check, snapshot and submit; returns the submitit job."""
     cfg = load_config(ExperimentConfig, config, overrides)
@@ -124,7 +142,8 @@ def launch(config: Path, overrides: list[str]) -> submitit.Job:
     config_path = Path(config).resolve()
     if code_dir:
         config_path = Path(shutil.copy2(config_path, code_dir / "configs" / f"launched-{config_path.name}"))
-    job = make_executor(cfg, run_dir, code_dir).submit(TrainJob(str(config_path), list(overrides), str(run_dir)))
+    with sbatch_refusals():
+        job = make_executor(cfg, run_dir, code_dir).submit(TrainJob(str(config_path), list(overrides), str(run_dir)))
     logger.info("submitted %s job %s for run dir %s", cfg.launch.executor, job.job_id, run_dir)
     if cfg.launch.executor == "slurm":  # `prismlab status` and the next launch know it before it starts
         atomic_write_json(RunDir(run_dir).slurm_job, {"job_id": job.job_id, "requeue_count": 0})

@@ -41,7 +41,7 @@ from prismlab.launch.optuna_sweep import (
     suggest,
 )
 from prismlab.launch.preflight import preflight
-from prismlab.launch.submit import TrainJob, make_executor, snapshot_code
+from prismlab.launch.submit import TrainJob, make_executor, sbatch_refusals, snapshot_code
 from prismlab.train.config import ExperimentConfig
 
 logger = logging.getLogger(__name__)
@@ -180,9 +180,10 @@ def submit_optuna(path: Path, extra_overrides: list[str]) -> tuple[Path, list]:
     executor.update_parameters(**({"array_parallelism": sweep.parallelism} if cfg.launch.executor == "slurm" else {}))
     submission = next_submission(sweep_dir)
     (sweep_dir / "workers" / str(submission)).mkdir(parents=True)  # claimed before any worker starts
-    jobs = executor.submit_array(
-        [OptunaTrialJob(sweep, str(sweep_dir), submission, i, str(base), common) for i in range(sweep.trials)]
-    )
+    with sbatch_refusals():
+        jobs = executor.submit_array(
+            [OptunaTrialJob(sweep, str(sweep_dir), submission, i, str(base), common) for i in range(sweep.trials)]
+        )
     logger.info("submitted %d optuna trials of sweep %s", len(jobs), sweep.name)
     return sweep_dir, jobs
 
@@ -201,6 +202,9 @@ def submit_sweep(path: Path, extra_overrides: list[str]) -> tuple[Path, list]:
     )
     executor = make_executor(cfg, sweep_dir, code_dir)
     executor.update_parameters(**({"array_parallelism": sweep.parallelism} if cfg.launch.executor == "slurm" else {}))
-    jobs = executor.submit_array([TrainJob(t["config"], t["overrides"], str(sweep_dir / t["name"])) for t in trials])
+    with sbatch_refusals():
+        jobs = executor.submit_array(
+            [TrainJob(t["config"], t["overrides"], str(sweep_dir / t["name"])) for t in trials]
+        )
     logger.info("submitted %d trials of sweep %s", len(jobs), sweep.name)
     return sweep_dir, jobs

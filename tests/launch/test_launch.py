@@ -69,6 +69,14 @@ def test_preflight_refuses_before_queueing(slurm_cluster, pattern_shards, tmp_pa
     assert not (tmp_path / "job" / "submitit").exists()  # nothing was submitted
 
 
+def test_what_sbatch_refuses_is_one_line(slurm_cluster, pattern_shards, tmp_path, capsys):
+    """A setting only sbatch can judge (a node feature, an account) comes back as its own reason."""
+    assert main(args(pattern_shards, tmp_path, "launch.constraint=bogus")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("prismlab: error: sbatch refused the job"), err
+    assert "Invalid feature specification" in err[0] and "launch." in err[0]
+
+
 def test_submitit_job_runs_from_its_snapshot(slurm_cluster, pattern_shards, tmp_path, capsys):
     assert main(args(pattern_shards, tmp_path, "--wait")) == 0
     assert "finished:" in capsys.readouterr().out
