@@ -188,7 +188,7 @@ def run_train(args) -> int:
     print(f"plots:     {', '.join(summary['plots'])}")
     if "wandb_run" in summary:
         offline = cfg.wandb.mode == "offline"
-        upload = f"; upload all its segments with `prismlab sync {summary['run_dir']}`" if offline else ""
+        upload = f"; upload all its segments with `prismlab sync {shlex.quote(summary['run_dir'])}`" if offline else ""
         print(f"wandb run: {summary['wandb_run']} ({cfg.wandb.mode}{upload})")
     return 0
 

@@ -72,7 +72,10 @@ class SavedModel:
             )
         path = run.checkpoints / checkpoint_name
         if not path.is_file():
-            raise PrismlabError(f"no checkpoint {path}; train the run first (or pass --checkpoint last.pt)")
+            saved = sorted(p.name for p in run.checkpoints.glob("*.pt"))
+            if not saved:
+                raise PrismlabError(f"no checkpoint {path}, nor any other; train (or resume) the run first")
+            raise PrismlabError(f"no checkpoint {path}; it has {', '.join(saved)}: pass one with --checkpoint")
         cfg = load_config(ExperimentConfig, run.config)
         try:
             payload = checkpoint.load_checkpoint(path)

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import tempfile
 from pathlib import Path
@@ -155,7 +156,7 @@ def check_no_job_active(run: RunDir) -> None:
     if state in ACTIVE_JOB_STATES:
         raise PreflightError(
             f"run {run.root} already has job {job} ({state}); two jobs would train it at once: wait for it "
-            f"to end (`prismlab status {run.root}`), or `scancel {job}`, then launch again"
+            f"to end (`prismlab status {shlex.quote(str(run.root))}`), or `scancel {job}`, then launch again"
         )
 
 

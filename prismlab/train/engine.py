@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import shutil
 import socket
 import time
@@ -269,7 +270,8 @@ class Trainer:
             self.accelerator.trackers.clear()  # never started: nothing for close() to finish
             reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             if w.mode == "online":
-                way_out = f"train with wandb.mode=offline (it resumes this run), then `prismlab sync {self.run.root}`"
+                sync = f"prismlab sync {shlex.quote(str(self.run.root))}"
+                way_out = f"train with wandb.mode=offline (it resumes this run), then `{sync}`"
             else:
                 way_out = "train with wandb.mode=disabled (metrics.jsonl keeps every metric)"
             raise PrismlabError(f"wandb could not start the run {w.mode} ({reason}); {way_out}") from exc

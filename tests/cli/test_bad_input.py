@@ -55,6 +55,8 @@ def world(tmp_path_factory) -> Path:
     assert (
         main(["train", DEMO, *RUN, f"data.shards={root / 'rgb'}", f"run.out_dir={root / 'runs'}", "run.name=done"]) == 0
     )
+    (root / "runs" / "unsaved").mkdir()  # stopped before its first checkpoint
+    shutil.copy(root / "runs" / "done" / "config.yaml", root / "runs" / "unsaved")
     broken = root / "broken"
     shutil.copytree(root / "rgb", broken)
     (broken / "train.manifest.json").write_text((root / "rgb" / "train.manifest.json").read_text()[:200])
@@ -305,7 +307,18 @@ COMMAND_CASES = [
     ),
     ("verify a folder without manifests", ["shards", "--verify", "--out", "{w}/images"], 1, ["no manifests"]),
     ("eval a non-run", ["eval", "{w}/images"], 1, ["is not a run dir"]),
-    ("eval a missing checkpoint", ["eval", "{w}/runs/done", "--checkpoint", "top-9.pt"], 1, ["no checkpoint"]),
+    (
+        "eval a run with no checkpoint yet",
+        ["eval", "{w}/runs/unsaved"],
+        1,
+        ["no checkpoint", "nor any other", "train (or resume) the run"],
+    ),
+    (
+        "eval a missing checkpoint",
+        ["eval", "{w}/runs/done", "--checkpoint", "top-9.pt"],
+        1,
+        ["no checkpoint", "it has best.pt, last.pt", "--checkpoint"],
+    ),
     (
         "eval a text file as checkpoint",
         ["eval", "{w}/runs/done", "--checkpoint", "../../../notes.pt"],
@@ -368,3 +381,16 @@ def test_bad_input_is_one_line_and_changes_nothing(world, capsys, argv, code, wo
     for word in words:
         assert word.format(w=world) in lines[0]
     assert snapshot(world) == before
+
+
+@pytest.mark.parametrize("key", ["data.mean", "data.std"])
+def test_a_refused_start_leaves_the_run_name_free_for_the_corrected_command(world, tmp_path, capsys, key):
+    """Normalisation constants that do not fit the shards' channels are refused before the run dir
+    holds a config.yaml, which would then refuse the corrected command as 'another config'."""
+    run = [DEMO, *RUN, f"data.shards={world / 'rgb'}", f"run.out_dir={tmp_path}", "run.name=fixed"]
+    capsys.readouterr()
+    assert main(["train", *run, f"{key}=[0.5,0.5]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{key}=[0.5, 0.5] has 2 values for the 3 channels" in err[0], err
+    assert not (tmp_path / "fixed" / "config.yaml").exists()
+    assert main(["train", *run, f"{key}=[0.5]"]) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -132,18 +133,20 @@ def test_wandb_unreachable_online_is_one_line_and_the_run_goes_on_offline(patter
 
 
 def test_sync_lists_every_segment_of_one_run_and_refuses_without_a_key(pattern_shards, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "my runs"  # the printed command must survive a space when pasted
     for epochs in (1, 2, 3):  # three starts: three offline segments of one run
-        assert main(args(pattern_shards, tmp_path, f"train.epochs={epochs}", "train.steps_per_epoch=4")) == 0
-    run = tmp_path / "ops"
+        assert main(args(pattern_shards, out, f"train.epochs={epochs}", "train.steps_per_epoch=4")) == 0
+    run = out / "ops"
     # What the run prints to upload it is the command that uploads all its segments, not the last one.
-    assert f"upload all its segments with `prismlab sync {run}`" in capsys.readouterr().out.splitlines()[-1]
+    assert f"upload all its segments with `prismlab sync '{run}'`" in capsys.readouterr().out.splitlines()[-1]
     assert main(["sync", str(run), "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     run_id = (run / "wandb_id.txt").read_text().strip()
     segments = sorted((run / "wandb").glob("offline-run-*"), key=lambda p: p.name)
     assert out[0] == f"wandb run {run_id}: 3 offline segments, oldest first:"
     assert [line.strip() for line in out[1:4]] == [str(p) for p in segments]
-    assert out[4].startswith("command: ") and f"sync --id {run_id}" in out[4] and out[4].endswith(str(segments[-1]))
+    assert out[4].startswith("command: ") and f"sync --id {run_id}" in out[4]
+    assert out[4].endswith(shlex.quote(str(segments[-1])))
     before = sorted(str(p) for p in run.rglob("*"))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
