@@ -41,6 +41,11 @@ def slurm_tasks() -> int:
     return int(os.environ.get("SLURM_NTASKS", "1"))
 
 
+def slurm_step_tasks() -> int:
+    """Tasks srun started in this job step (1 outside a step)."""
+    return int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
+
+
 def slurm_job_ref() -> str | None:
     """How to name this job to scontrol: `<array job id>_<task id>` for an array task (its plain
     SLURM_JOB_ID can equal SLURM_ARRAY_JOB_ID, which names the whole array), else the job id."""

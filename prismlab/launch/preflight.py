@@ -185,6 +185,11 @@ def preflight(cfg, run_dir: Path) -> None:
         check_time_limit(launch)
         check_slurm_resources(launch)
         check_no_job_active(run)
+    if launch.executor == "local" and (launch.nodes > 1 or launch.tasks > 1):
+        raise PreflightError(
+            f"the local executor runs one task, not launch.nodes={launch.nodes} x {launch.tasks} tasks per node; "
+            f"for several processes on this machine run `torchrun --nproc_per_node N -m prismlab.cli train ...`"
+        )
     plan_start(cfg, run, resume=True, overwrite=None)  # the job resumes: refuse a changed config now
     check_run_dir_writable(run_dir)
     check_extension_built()

@@ -17,7 +17,14 @@ from accelerate.utils import InitProcessGroupKwargs
 from prismlab.datasets.loader import ShardLoader, eval_stream, train_stream
 from prismlab.datasets.shards import Manifest
 from prismlab.datasets.transforms import TransformSpec
-from prismlab.dist_env import in_slurm_step, launcher_rank_and_world, local_world_size, slurm_tasks, under_slurm
+from prismlab.dist_env import (
+    in_slurm_step,
+    launcher_rank_and_world,
+    local_world_size,
+    slurm_step_tasks,
+    slurm_tasks,
+    under_slurm,
+)
 from prismlab.errors import ConfigError, PrismlabError
 from prismlab.models.factory import build_model
 from prismlab.models.whitening import PatchWhitening
@@ -165,6 +172,12 @@ def check_process_group(accelerator: Accelerator) -> None:
         raise PrismlabError(
             f"this SLURM job has {slurm_tasks()} tasks but training runs as one process in the batch "
             f"script; start it with `srun prismlab train ...` (as slurm/train.sbatch does)"
+        )
+    if in_slurm_step() and world < slurm_step_tasks():
+        raise PrismlabError(
+            f"this SLURM step has {slurm_step_tasks()} tasks but each trains as its own world of {world} "
+            f"(a launcher in every task, e.g. `srun torchrun --nproc_per_node 1`); let srun start the ranks: "
+            f"`srun prismlab train ...`, or one torchrun per node with --nnodes and a rendezvous"
         )
 
 

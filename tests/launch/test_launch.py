@@ -58,6 +58,8 @@ def args(shards: Path, out: Path, *extra: str) -> list[str]:
         (["launch.signal=USR9"], ["launch.signal=USR9 is not a signal name"]),
         (["launch.cpus_per_task=3"], ["launch.cpus_per_task=3 x 1 tasks per node", "have 2 CPUs"]),
         (["launch.mem_gb=100"], ["launch.mem_gb=100", "have 7.8 GB"]),
+        (["launch.executor=local", "launch.tasks_per_node=2"], ["the local executor runs one task", "torchrun"]),
+        (["launch.executor=local", "launch.nodes=2"], ["the local executor runs one task", "torchrun"]),
     ],
 )
 def test_preflight_refuses_before_queueing(slurm_cluster, pattern_shards, tmp_path, capsys, extra, words):

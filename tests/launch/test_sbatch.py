@@ -133,6 +133,29 @@ def test_a_job_submitted_from_a_process_running_wandb_starts_its_own_wandb_servi
     assert list((tmp_path / "sb" / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
+def test_tasks_that_each_start_their_own_world_are_refused(slurm_cluster, pattern_shards, tmp_path):
+    """`srun -n2 torchrun --nproc_per_node 1`: each task's torchrun makes a world of one, and both
+    would train alone in one run dir."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = " ".join(
+        [str(torchrun), "--nproc_per_node", "1", "-m", "prismlab.cli", "train", *train_args(pattern_shards, tmp_path)]
+    )
+    job = sbatch(
+        [
+            f"--output={tmp_path}/slurm-%j.out",
+            "--ntasks=2",
+            "--cpus-per-task=1",
+            "--time=5",
+            "--wrap",
+            f"srun {command}",
+        ]
+    )
+    assert wait_until_ended(job, 120) == "FAILED"
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert "prismlab: error: this SLURM step has 2 tasks but each trains as its own world of 1" in log, log
+    assert not (tmp_path / "sb" / "metrics.jsonl").exists()
+
+
 def test_tasks_started_without_srun_are_refused(slurm_cluster, pattern_shards, tmp_path):
     """`sbatch --ntasks=2` around a bare `prismlab train` runs one process where two were asked for:
     refused in one line instead of training alone on half the allocation."""
