@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -320,7 +321,12 @@ def main(argv: list[str] | None = None) -> int:
 
             export_torch_env()  # before logging (rank 0 logs at INFO) and before Accelerate starts
             setup_logging(args.verbose)
-            return args.run(args)
+            code = args.run(args)
+            sys.stdout.flush()  # here, so a closed pipe is met below rather than at interpreter exit
+            return code
+    except BrokenPipeError:  # `prismlab status RUN | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process killed by SIGPIPE, which Python ignores
     except PrismlabError as exc:
         print(f"prismlab: error: {exc}", file=sys.stderr)
         return exc.exit_code

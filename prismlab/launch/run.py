@@ -13,7 +13,7 @@ from prismlab.train.run_dir import RunDir
 
 NCCL_DIAGNOSTICS = {
     "TORCH_NCCL_ASYNC_ERROR_HANDLING": "3",  # a timed-out collective ends the process, not a silent hang
-    "TORCH_NCCL_TRACE_BUFFER_SIZE": "2000",  # the flight recorder: the last collectives of every rank
+    "TORCH_FR_BUFFER_SIZE": "2000",  # the flight recorder: the last collectives of every rank (torch 2.14's name)
     "TORCH_NCCL_DUMP_ON_TIMEOUT": "1",  # ... written out when a collective times out
 }
 

@@ -147,6 +147,9 @@ def test_sync_lists_every_segment_of_one_run_and_refuses_without_a_key(pattern_s
     assert [line.strip() for line in out[1:4]] == [str(p) for p in segments]
     assert out[4].startswith("command: ") and f"sync --id {run_id}" in out[4]
     assert out[4].endswith(shlex.quote(str(segments[-1])))
+    # Piped into a reader that has already gone (`| head -1` after its line): no error about it.
+    piped = subprocess.run(f"{EXE / 'prismlab'} status {shlex.quote(str(run))} | true", shell=True, capture_output=True)
+    assert piped.stderr == b"", piped.stderr
     before = sorted(str(p) for p in run.rglob("*"))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
