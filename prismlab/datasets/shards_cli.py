@@ -46,8 +46,8 @@ def add_shards_parser(commands) -> None:
         "--out", required=True, type=Path, help="output folder for <split>-NNNNNN.tar and <split>.manifest.json"
     )
     p.add_argument("--format", choices=FORMATS, help="source format (default: detected from the folder's content)")
-    p.add_argument("--val-fraction", type=float, help="carve a seeded random val split of this fraction from train")
-    p.add_argument("--test-fraction", type=float, help="carve a seeded random test split of this fraction from train")
+    p.add_argument("--val-fraction", type=float, help="carve this fraction of the whole set from train as val")
+    p.add_argument("--test-fraction", type=float, help="carve this fraction of the whole set from train as test")
     p.add_argument(
         "--classes",
         type=lambda v: v.split(","),
@@ -144,9 +144,10 @@ def run_shards(args) -> int:
         source = detect_source(Path(args.source), args.format)
         if args.classes:
             select_classes(source, args.classes)
+        whole = len(source.splits.get("train", []))
         for split, fraction in (("val", args.val_fraction), ("test", args.test_fraction)):
             if fraction is not None:
-                carve_split(source, split, fraction, args.seed)
+                carve_split(source, split, fraction, args.seed, of=whole)
         manifests = write_source_shards(
             source,
             args.out,

@@ -197,17 +197,19 @@ def write_source_shards(
     out_dir.mkdir(parents=True, exist_ok=True)
     manifests = {}
     splits = sorted(source.splits, key=lambda s: SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER))
+    planned = []  # every split checked against what the folder holds before any is written
+    for split in splits:
+        records = source.splits[split]
+        if not records:
+            continue
+        order = np.random.default_rng([seed, *split.encode()]).permutation(len(records))
+        records = [records[i] for i in order]
+        identity = fingerprint(
+            source, split, records, seed=seed, shard_size=shard_size, shard_bytes=shard_bytes, pack=pack
+        )
+        planned.append((split, records, identity, existing_manifest(out_dir, split, identity)))
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for split in splits:
-            records = source.splits[split]
-            if not records:
-                continue
-            order = np.random.default_rng([seed, *split.encode()]).permutation(len(records))
-            records = [records[i] for i in order]
-            identity = fingerprint(
-                source, split, records, seed=seed, shard_size=shard_size, shard_bytes=shard_bytes, pack=pack
-            )
-            existing = existing_manifest(out_dir, split, identity)
+        for split, records, identity, existing in planned:
             if existing is not None:
                 manifests[split] = existing
                 continue

@@ -160,6 +160,24 @@ def test_rewrite_with_other_settings_is_refused(tmp_path):
         write_source_shards(detect_source(tmp_path / "cifar"), tmp_path / "out", shard_size=9, workers=1)
 
 
+def test_a_refused_rewrite_writes_no_split(tmp_path):
+    """Following the refusal's advice for one split (delete train, keep val) and carving val anew:
+    every split is checked before any is written, so train is not rewritten beside the old val."""
+    make_image_folder(tmp_path / "src", None, classes=("a", "b", "c", "d"))
+
+    def write(fraction: float) -> None:
+        source = detect_source(tmp_path / "src")
+        carve_split(source, "val", fraction, seed=0)
+        write_source_shards(source, tmp_path / "out", shard_size=4, workers=1)
+
+    write(0.25)
+    for path in (tmp_path / "out").glob("train*"):
+        path.unlink()
+    with pytest.raises(PrismlabError, match="already holds a 'val' split"):
+        write(0.5)
+    assert not list((tmp_path / "out").glob("train*"))
+
+
 def test_verify_reports_a_damaged_shard(tmp_path):
     make_cifar(tmp_path / "cifar")
     out = tmp_path / "out"
@@ -204,6 +222,18 @@ def test_seeded_val_fraction(tmp_path):
     assert len(first.splits["val"]) == 5 and len(first.splits["train"]) == 15
     assert [r.origin for r in first.splits["val"]] == [r.origin for r in second.splits["val"]]
     assert not {r.origin for r in first.splits["val"]} & {r.origin for r in first.splits["train"]}
+
+
+def test_val_and_test_fractions_are_both_of_the_whole_set(tmp_path, capsys):
+    make_image_folder(tmp_path / "src", None, classes=("a", "b", "c", "d", "e", "f"))  # 24 images
+    argv = ["shards", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--val-fraction", "0.25"]
+    assert main([*argv, "--test-fraction", "0.25"]) == 0
+    counts = {split: read_manifest(tmp_path / "out", split).samples for split in ("train", "val", "test")}
+    assert counts == {"train": 12, "val": 6, "test": 6}
+    capsys.readouterr()
+    assert main([*argv[:-1], "0.99", "--out", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert "leaves no training samples" in err and "smaller" in err, err
 
 
 def test_class_subset_relabelled_in_the_given_order(tmp_path, capsys):

@@ -72,18 +72,24 @@ def select_classes(source: Source, names: list[str]) -> None:
     source.class_names = list(names)
 
 
-def carve_split(source: Source, split: str, fraction: float, seed: int) -> None:
-    """Move a seeded random `fraction` of the training records into a new split."""
+def carve_split(source: Source, split: str, fraction: float, seed: int, of: int | None = None) -> None:
+    """Move a seeded random `fraction` of `of` samples (default: the training records) from train into
+    a new split; carving val and test both with `of` the whole set makes both fractions of the whole."""
     if not 0 < fraction < 1:
         raise PrismlabError(f"--{split}-fraction {fraction} must be between 0 and 1 (exclusive)")
     if split in source.splits:
         raise PrismlabError(f"the source already has a '{split}' split; drop --{split}-fraction")
     train = source.splits.get("train", [])
-    count = int(round(len(train) * fraction))
-    if not 0 < count < len(train):
+    whole = len(train) if of is None else of
+    count = int(round(whole * fraction))
+    if count == 0:
         raise PrismlabError(
-            f"--{split}-fraction {fraction} of {len(train)} training samples leaves an empty split; "
-            f"use a larger source or fraction"
+            f"--{split}-fraction {fraction} of {whole} samples leaves the '{split}' split empty; "
+            f"use a larger fraction or source"
+        )
+    if count >= len(train):
+        raise PrismlabError(
+            f"--{split}-fraction {fraction} of {whole} samples leaves no training samples; use a smaller fraction"
         )
     order = np.random.default_rng([seed, *split.encode()]).permutation(len(train))
     source.splits[split] = [train[i] for i in sorted(order[:count])]
