@@ -46,6 +46,11 @@ def slurm_step_tasks() -> int:
     return int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
 
 
+def slurm_gpus_on_node() -> int:
+    """GPUs SLURM gave this job on this node (0 outside SLURM or without --gres/--gpus)."""
+    return int(os.environ.get("SLURM_GPUS_ON_NODE", "0") or 0)
+
+
 def slurm_job_ref() -> str | None:
     """How to name this job to scontrol: `<array job id>_<task id>` for an array task (its plain
     SLURM_JOB_ID can equal SLURM_ARRAY_JOB_ID, which names the whole array), else the job id."""

@@ -21,6 +21,7 @@ from prismlab.dist_env import (
     in_slurm_step,
     launcher_rank_and_world,
     local_world_size,
+    slurm_gpus_on_node,
     slurm_step_tasks,
     slurm_tasks,
     under_slurm,
@@ -132,7 +133,21 @@ def fit_to_data(model: torch.nn.Module, cfg: ExperimentConfig) -> None:
     logger.info("whitening layer fitted on %d training images", len(images))
 
 
+def check_gpus_visible(cfg: ExperimentConfig) -> None:
+    """GPUs the job was given but torch cannot use (a CPU-only torch, a missing driver) would make
+    train.device=auto train on the CPU without a word, many times slower."""
+    gpus = slurm_gpus_on_node()
+    if cfg.train.device == "auto" and gpus and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
+        raise PrismlabError(
+            f"this job was given {gpus} GPU{'s' if gpus > 1 else ''} per node but torch {torch.__version__} "
+            f"({build} build) sees none; check the node's driver (nvidia-smi) and the job's torch, "
+            f"or set train.device=cpu to train on the CPU on purpose"
+        )
+
+
 def make_accelerator(cfg: ExperimentConfig, run: RunDir, tracking: bool) -> Accelerator:
+    check_gpus_visible(cfg)
     # `auto` without a GPU is the CPU: told so, Accelerate joins the processes a launcher started
     # (torchrun, accelerate launch --multi_gpu) with gloo instead of running each one alone.
     hang = cfg.train.hang_timeout_s

@@ -156,6 +156,17 @@ def test_tasks_that_each_start_their_own_world_are_refused(slurm_cluster, patter
     assert not (tmp_path / "sb" / "metrics.jsonl").exists()
 
 
+def test_a_job_given_gpus_that_torch_cannot_see_is_refused(slurm_cluster, pattern_shards, tmp_path):
+    """A CPU-only torch or a missing driver on a GPU node would train on the CPU without a word
+    (this test cluster's GPUs are names without devices, as a broken CUDA set-up looks to torch)."""
+    args = train_args(pattern_shards, tmp_path, "train.epochs=1", "train.device=auto")
+    job = submit("train.sbatch", tmp_path, ["--gres=gpu:1"], args)
+    assert wait_until_ended(job, 120) == "FAILED"
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert "prismlab: error: this job was given 1 GPU per node but torch" in log, failure_excerpt(log)
+    assert "train.device=cpu" in log and "Traceback" not in log
+
+
 def test_tasks_started_without_srun_are_refused(slurm_cluster, pattern_shards, tmp_path):
     """`sbatch --ntasks=2` around a bare `prismlab train` runs one process where two were asked for:
     refused in one line instead of training alone on half the allocation."""
