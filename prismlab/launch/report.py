@@ -15,7 +15,9 @@ from optuna.importance import PedAnovaImportanceEvaluator
 from prismlab.analysis.tables import write_table
 from prismlab.errors import PrismlabError
 from prismlab.launch.optuna_sweep import fail_stale_trials, storage
+from prismlab.train import checkpoint
 from prismlab.train.plots import plot_sweep, save_figure
+from prismlab.train.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +113,20 @@ def add_split_metric(sweep_dir: Path, rows: list[dict], metric: str, split: str)
         if row["status"] != "finished":
             row[column] = math.nan
             continue
-        saved = run_dir / f"eval_{split}.json"
-        values = json.loads(saved.read_text()) if saved.is_file() else evaluate_run(run_dir, split)
-        row[column] = values[metric]
+        row[column] = best_checkpoint_result(RunDir(run_dir), split, evaluate_run)[metric]
     return column
+
+
+def best_checkpoint_result(run: RunDir, split: str, evaluate_run) -> dict:
+    """The kept eval_<split>.json when it is of the current best.pt, else a fresh evaluation of it
+    (the file holds whichever checkpoint `prismlab eval` was last given)."""
+    saved, best = run.eval_result(split), run.checkpoints / checkpoint.BEST
+    if saved.is_file():
+        values = json.loads(saved.read_text())
+        of_best = Path(values.get("checkpoint", "")).name == checkpoint.BEST
+        if of_best and saved.stat().st_mtime >= best.stat().st_mtime:
+            return values
+    return evaluate_run(run.root, split)
 
 
 def seed_spread(rows: list[dict], keys: list[str], metric: str) -> list[dict]:

@@ -135,12 +135,14 @@ def test_seeds_sweep_reports_test_spread_per_setting(pattern_shards, tmp_path, m
     }
     sweep.write_text(yaml.safe_dump(fields))
     assert main(["sweep", str(sweep), "--wait"]) == 0
+    # A user's own evaluation of another checkpoint is not the trial's result.
+    assert main(["eval", str(tmp_path / "seeds" / "seeds-000"), "--split", "test", "--checkpoint", "last.pt"]) == 0
     assert main(["report", str(tmp_path / "seeds"), "--split", "test"]) == 0
     assert "over seeds:" in capsys.readouterr().out
     rows = json.loads((tmp_path / "seeds" / "report.json").read_text())
     for row in rows:  # each trial's best checkpoint, evaluated on the test split
         saved = json.loads((tmp_path / "seeds" / row["trial"] / "eval_test.json").read_text())
-        assert row["test_accuracy"] == saved["accuracy"]
+        assert row["test_accuracy"] == saved["accuracy"] and Path(saved["checkpoint"]).name == "best.pt"
     spread = json.loads((tmp_path / "seeds" / "report-seeds.json").read_text())
     assert sorted(s["model.hidden"] for s in spread) == ["[16]", "[8]"]
     for setting in spread:
