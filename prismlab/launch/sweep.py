@@ -43,8 +43,11 @@ from prismlab.launch.optuna_sweep import (
 from prismlab.launch.preflight import preflight
 from prismlab.launch.submit import TrainJob, make_executor, sbatch_refusals, snapshot_code
 from prismlab.train.config import ExperimentConfig
+from prismlab.train.run_checks import plan_start
+from prismlab.train.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
+NEW_SWEEP = "give the sweep a new name (its `name:`) to run these settings as another sweep"
 
 
 @dataclass
@@ -133,7 +136,9 @@ def plan_sweep(path: Path, extra_overrides: list[str]) -> tuple[SweepConfig, Pat
             f"wandb.group={sweep.name}",
         ]
         try:
-            load_config(ExperimentConfig, base, overrides)
+            cfg = load_config(ExperimentConfig, base, overrides)
+            # Submitted again, the trials resume: one that ran with other settings is refused now.
+            plan_start(cfg, RunDir(sweep_dir / name), resume=True, overwrite=None, new_run=NEW_SWEEP)
         except ConfigError as exc:
             raise ConfigError(f"sweep trial {i} ({settings}): {exc}") from None
         trials.append({"name": name, "settings": settings, "overrides": overrides, "config": str(base.resolve())})

@@ -117,14 +117,21 @@ def flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def plan_start(cfg, run: RunDir, resume: bool, overwrite: str | None = "--resume never") -> RunStart:
-    """`overwrite`: how this entry point starts a run dir afresh (`prismlab launch` has no way)."""
+def plan_start(
+    cfg,
+    run: RunDir,
+    resume: bool,
+    overwrite: str | None = "--resume never",
+    new_run: str = "start a new run with run.name=NEW",
+) -> RunStart:
+    """`overwrite`: how this entry point starts a run dir afresh (`prismlab launch` has no way);
+    `new_run`: how it starts another run instead (a sweep names its trials itself)."""
     if not resume or not run.config.is_file():
         return RunStart(run.config, {})
     try:
         saved = flat(yaml.load(run.config.read_text(), Loader=ConfigLoader) or {})
     except yaml.YAMLError:
-        afresh = f"start afresh with {overwrite}" if overwrite else "start a new run with run.name=NEW"
+        afresh = f"start afresh with {overwrite}" if overwrite else new_run
         raise PrismlabError(f"{run.config} is not readable YAML; restore it, or {afresh}") from None
     wanted = flat(to_dict(cfg))
     # Keys the saved config lacks are fields added since it was written: they keep their defaults.
@@ -137,7 +144,7 @@ def plan_start(cfg, run: RunDir, resume: bool, overwrite: str | None = "--resume
         more = f" and {len(unsafe) - 4} more" if len(unsafe) > 4 else ""
         raise ConfigError(
             f"run {run.root} was started with another config: {shown}{more}; resume it unchanged, or "
-            f"start a new run with run.name=NEW" + (f" (or {overwrite} to overwrite this one)" if overwrite else "")
+            f"{new_run}" + (f" (or {overwrite} to overwrite this one)" if overwrite else "")
         )
     index = 1 + len(list(run.root.glob("config.resume-*.yaml")))
     return RunStart(run.root / f"config.resume-{index}.yaml", changes)

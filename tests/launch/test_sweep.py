@@ -152,6 +152,29 @@ def test_seeds_sweep_reports_test_spread_per_setting(pattern_shards, tmp_path, m
         assert setting["mean"] == pytest.approx(sum(values) / 3)
 
 
+def test_a_sweep_submitted_again_with_other_settings_is_refused_before_anything_is_written(
+    pattern_shards, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+    sweep = tmp_path / "grid.yaml"
+    common = [f"data.shards={pattern_shards}", f"run.out_dir={tmp_path}", "wandb.mode=offline", "task.name=classify"]
+    fields = {
+        "base": str(REPO / "configs" / "clock_demo.yaml"),
+        "name": "grid",
+        "overrides": [*common, "launch.executor=debug", "train.epochs=1", "train.steps_per_epoch=2"],
+        "parameters": {"model.hidden": [[8], [16]]},
+    }
+    sweep.write_text(yaml.safe_dump(fields))
+    assert main(["sweep", str(sweep), "--wait"]) == 0
+    before = (tmp_path / "grid" / "sweep.json").read_bytes()
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "optim.lr=0.5", "--wait"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was started with another config: optim.lr" in err[0], err
+    assert "new name" in err[0] and "run.name=NEW" not in err[0]  # the sweep names its trials itself
+    assert (tmp_path / "grid" / "sweep.json").read_bytes() == before
+
+
 def test_four_trial_job_array_and_report(slurm_cluster, pattern_shards, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
     sweep = tmp_path / "grid.yaml"
