@@ -64,6 +64,11 @@ class Manifest:
 
 
 def manifest_path(out_dir: Path, split: str) -> Path:
+    if not split or split in (".", "..") or Path(split).name != split:  # it would name files elsewhere
+        raise ConfigError(
+            f"split '{split}' is not a split name; give a name such as train, val or test (the folder "
+            f"that holds the splits is data.shards)"
+        )
     return Path(out_dir) / f"{split}.manifest.json"
 
 

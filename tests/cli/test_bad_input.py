@@ -307,6 +307,7 @@ COMMAND_CASES = [
     ),
     ("verify a folder without manifests", ["shards", "--verify", "--out", "{w}/images"], 1, ["no manifests"]),
     ("eval a non-run", ["eval", "{w}/images"], 1, ["is not a run dir"]),
+    ("eval a split given as a path", ["eval", "{w}/runs/done", "--split", "../rgb/val"], 2, ["split '../rgb/val'"]),
     (
         "eval a run with no checkpoint yet",
         ["eval", "{w}/runs/unsaved"],
