@@ -117,11 +117,13 @@ def minimum_time_min(signal_delay_s: int) -> int:
 def check_time_limit(launch) -> None:
     least = minimum_time_min(launch.signal_delay_s)
     if launch.time_min < least:
+        longest_delay = launch.time_min * 60 - SIGNAL_EARLY_S - MIN_WORK_S  # the most that fits this limit
+        or_delay = f" (or launch.signal_delay_s<={longest_delay})" if longest_delay >= 1 else ""
         raise PreflightError(
             f"launch.time_min={launch.time_min} is too short for launch.signal_delay_s="
             f"{launch.signal_delay_s}: the stop signal can come {launch.signal_delay_s + SIGNAL_EARLY_S} s "
-            f"before the limit, leaving almost no training per allocation; ask for launch.time_min>={least} "
-            f"(or lower launch.signal_delay_s)"
+            f"before the limit, leaving almost no training per allocation; ask for launch.time_min>={least}"
+            f"{or_delay}"
         )
 
 
