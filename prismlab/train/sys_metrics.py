@@ -98,36 +98,32 @@ class RankMetrics:
         utilisation = gpu_utilisation(self.accelerator.device)
         if utilisation is not None:
             metrics["sys/gpu_util_pct"] = utilisation
-        if len(step) > 1:
-            self.find_straggler(step, wait, metrics)
+        straggler = self.find_straggler(step, wait, metrics) if len(step) > 1 else None
+        if straggler and self.accelerator.is_main_process:  # every rank finds it: one says so
+            logger.warning("%s", straggler)
         return metrics
 
-    def find_straggler(self, step: list[float], wait: list[float], metrics: dict[str, float]) -> None:
-        """Under DDP every rank's step takes as long as the slowest one's, so a slow rank shows in what
-        it does differently: it waits for its data while the others wait for it in the all-reduce
-        (a slow node's filesystem or CPU), or, without a collective per step, in its step time."""
+    def find_straggler(self, step: list[float], wait: list[float], metrics: dict[str, float]) -> str | None:
+        """The line naming a straggler, if there is one (its rank also goes in `metrics`). Under DDP
+        every rank's step takes as long as the slowest one's, so a slow rank shows in what it does
+        differently: it waits for its data while the others wait for it in the all-reduce (a slow
+        node's filesystem or CPU), or, without a collective per step, in its step time."""
         waits_most = max(range(len(wait)), key=wait.__getitem__)
         typical = statistics.median(wait)
         if wait[waits_most] > STARVED_FRACTION and wait[waits_most] > 2 * typical:
             metrics["sys/straggler_rank"] = waits_most
-            logger.warning(
-                "straggler: rank %d on host %s waits for data %.0f%% of its time (median rank %.0f%%): "
-                "its loader holds every rank back",
-                waits_most,
-                self.hosts[waits_most],
-                100 * wait[waits_most],
-                100 * typical,
+            return (
+                f"straggler: rank {waits_most} on host {self.hosts[waits_most]} waits for data "
+                f"{100 * wait[waits_most]:.0f}% of its time (median rank {100 * typical:.0f}%): "
+                f"its loader holds every rank back"
             )
-            return
         slowest = max(range(len(step)), key=step.__getitem__)
         median = statistics.median(step)
         if step[slowest] > STRAGGLER_RATIO * median:
             metrics["sys/straggler_rank"] = slowest
-            logger.warning(
-                "straggler: rank %d on host %s takes %.0f%% longer per step than the median rank (%.3f s vs %.3f s)",
-                slowest,
-                self.hosts[slowest],
-                100 * (step[slowest] / median - 1),
-                step[slowest],
-                median,
+            return (
+                f"straggler: rank {slowest} on host {self.hosts[slowest]} takes "
+                f"{100 * (step[slowest] / median - 1):.0f}% longer per step than the median rank "
+                f"({step[slowest]:.3f} s vs {median:.3f} s)"
             )
+        return None

@@ -88,6 +88,7 @@ def test_a_straggler_is_named(pattern_shards, tmp_path):
     assert warnings, result.stderr[-3000:]  # named by rank and host (whether by its data wait or step time)
     records = [json.loads(line) for line in (tmp_path / "ops" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("sys/straggler_rank") == 1 for r in records)
+    assert len(warnings) == sum("sys/straggler_rank" in r for r in records)  # said once, by rank 0
     assert all("sys/images_per_s_min_rank" in r for r in records if "train/loss" in r)
 
 
