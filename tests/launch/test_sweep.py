@@ -123,17 +123,23 @@ def test_optuna_workers_stop_taking_trials_at_the_trial_epoch_budget(pattern_sha
     assert "2/2 trials finished; 4 trial-epochs" in capsys.readouterr().out  # a third would spend 6
 
 
-def test_seeds_sweep_reports_test_spread_per_setting(pattern_shards, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
-    sweep = tmp_path / "seeds.yaml"
-    common = [f"data.shards={pattern_shards}", f"run.out_dir={tmp_path}", "wandb.mode=offline", "task.name=classify"]
+def debug_grid_file(out: Path, shards: Path, name: str, parameters: dict) -> Path:
+    """A grid sweep of short in-process (debug executor) trials, written to <out>/<name>.yaml."""
+    common = [f"data.shards={shards}", f"run.out_dir={out}", "wandb.mode=offline", "task.name=classify"]
     fields = {
         "base": str(REPO / "configs" / "clock_demo.yaml"),
-        "name": "seeds",
+        "name": name,
         "overrides": [*common, "launch.executor=debug", "train.epochs=1", "train.steps_per_epoch=3"],
-        "parameters": {"model.hidden": [[8], [16]], "run.seed": [0, 1, 2]},
+        "parameters": parameters,
     }
-    sweep.write_text(yaml.safe_dump(fields))
+    path = out / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(fields))
+    return path
+
+
+def test_seeds_sweep_reports_test_spread_per_setting(pattern_shards, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+    sweep = debug_grid_file(tmp_path, pattern_shards, "seeds", {"model.hidden": [[8], [16]], "run.seed": [0, 1, 2]})
     assert main(["sweep", str(sweep), "--wait"]) == 0
     # A user's own evaluation of another checkpoint is not the trial's result.
     assert main(["eval", str(tmp_path / "seeds" / "seeds-000"), "--split", "test", "--checkpoint", "last.pt"]) == 0
@@ -156,15 +162,7 @@ def test_a_sweep_submitted_again_with_other_settings_is_refused_before_anything_
     pattern_shards, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
-    sweep = tmp_path / "grid.yaml"
-    common = [f"data.shards={pattern_shards}", f"run.out_dir={tmp_path}", "wandb.mode=offline", "task.name=classify"]
-    fields = {
-        "base": str(REPO / "configs" / "clock_demo.yaml"),
-        "name": "grid",
-        "overrides": [*common, "launch.executor=debug", "train.epochs=1", "train.steps_per_epoch=2"],
-        "parameters": {"model.hidden": [[8], [16]]},
-    }
-    sweep.write_text(yaml.safe_dump(fields))
+    sweep = debug_grid_file(tmp_path, pattern_shards, "grid", {"model.hidden": [[8], [16]]})
     assert main(["sweep", str(sweep), "--wait"]) == 0
     before = (tmp_path / "grid" / "sweep.json").read_bytes()
     capsys.readouterr()
