@@ -60,6 +60,20 @@ def add_stop_signal(user_signal: str) -> None:
     signal.signal(signal_number(user_signal), STOP_REQUEST.set)
 
 
+def recover_missed_preemption() -> None:
+    """A preemption whose SIGTERM came before any handler existed (Python starting, with TERM
+    ignored so that it cannot kill the task) was lost; SLURM still shows it as the job's
+    PreemptTime, which a requeue resets. Rank 0 asks; the engine makes every rank stop with it."""
+    job = slurm_job_ref()
+    if job is None or global_rank() != 0:
+        return
+    fields = job_fields(job)
+    preempted = fields.get("PreemptTime", "None")
+    if preempted not in ("None", "Unknown", "") and preempted >= fields.get("StartTime", ""):
+        logger.info("SLURM preempted job %s at %s, before the stop handler existed: stopping at once", job, preempted)
+        STOP_REQUEST.set()
+
+
 def should_requeue(fields: dict[str, str]) -> bool:
     """Whether a stopped job goes back in the queue: yes while it still runs (a preemption in its
     grace time, the warning before the time limit) or is being ended by its time limit; not when

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prismlab.dist_env import under_slurm
 from prismlab.launch.env import record_job
-from prismlab.launch.preemption import add_stop_signal, requeue
+from prismlab.launch.preemption import add_stop_signal, recover_missed_preemption, requeue
 from prismlab.train.run_dir import RunDir
 
 NCCL_DIAGNOSTICS = {
@@ -33,6 +33,7 @@ def run_training(cfg, run_dir: Path | None, resume: bool, on_validation=None) ->
     record_job(run)
     if under_slurm():
         set_nccl_diagnostics(run)
+        recover_missed_preemption()
     from prismlab.train.engine import train  # torch, accelerate and wandb: seconds to import
 
     return train(cfg, run.root, resume=resume, after_stop=requeue, on_validation=on_validation)

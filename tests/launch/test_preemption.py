@@ -187,6 +187,32 @@ def test_submitit_job_survives_five_real_preemptions(
     assert_one_monotonic_wandb_run(run_dir, starts=6)
 
 
+def test_a_preemption_before_the_stop_handler_exists_is_not_lost(slurm_cluster, pattern_shards, tmp_path):
+    """SIGTERM while the task's Python is still starting (TERM ignored so that it cannot kill it;
+    here a shell holding it ignored for a few seconds) is gone; SLURM's PreemptTime is not."""
+    args = " ".join(train_args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=300"))
+    job = sbatch(
+        [
+            "-p",
+            "low",
+            "--requeue",
+            "--open-mode=append",
+            "--cpus-per-task=1",
+            f"--output={tmp_path}/slurm-%j.out",
+            "--wrap",
+            f"trap '' TERM; sleep 4; exec {PRISMLAB} train {args}",
+        ]
+    )
+    wait_for(lambda: running_allocation(job) == 0, 60, "the job to start")
+    preempt(job, tmp_path)
+    # Requeued in the grace time by prismlab, not SIGKILLed at its end (GraceTime=60).
+    wait_for(lambda: job_field(job, "Restarts") == "1", 45, "the requeue")
+    assert wait_until_ended(job, 180) == "COMPLETED"
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert "before the stop handler existed: stopping at once" in log, failure_excerpt(log)
+    assert "resumed from step" in log and json.loads((tmp_path / "pre" / "summary.json").read_text())["step"] == 300
+
+
 def test_warning_signal_checkpoints_requeues_and_resumes_exactly(
     slurm_cluster, pattern_shards, uninterrupted, tmp_path
 ):
