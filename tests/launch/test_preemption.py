@@ -101,7 +101,9 @@ def preempt_repeatedly(job: str, run_dir: Path, out: Path, times: int, seed: int
     """Preempt `times` times at seeded random moments: the first within 2 s of a (re)start (while
     Python is still importing torch), the others once training has passed random steps."""
     rng = random.Random(seed)
-    stops = sorted(rng.sample(range(200, TOTAL_STEPS - 300, 50), times - 1))
+    # A preemption lands 2-3 s after its sbatch, some 400-650 steps here: the last one is asked for
+    # early enough that it lands before the run ends (with 300 steps to spare, a run finished first).
+    stops = sorted(rng.sample(range(200, TOTAL_STEPS - 1500, 50), times - 1))
     early = rng.randrange(1, times)  # which allocation is hit right after it starts
     moments = []
     for allocation in range(times):
