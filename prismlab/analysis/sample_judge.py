@@ -28,7 +28,7 @@ def pixel_scale(trained: SavedModel) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) of the run's input normalisation, shaped [1, C, 1, 1]."""
     names = trained.info.channels
     mean = torch.tensor(per_channel(trained.cfg.data.mean, names)).reshape(1, -1, 1, 1)
-    std = torch.tensor(per_channel(trained.cfg.data.std, names, what="std")).reshape(1, -1, 1, 1)
+    std = torch.tensor(per_channel(trained.cfg.data.std, names, what="data.std")).reshape(1, -1, 1, 1)
     return mean, std
 
 

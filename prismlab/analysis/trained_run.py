@@ -116,7 +116,7 @@ class TrainedRun(SavedModel):
                 spec,
                 channels=tuple(channels),
                 mean=per_channel(spec.mean, self.info.channels, channels),
-                std=per_channel(spec.std, self.info.channels, channels, what="std"),
+                std=per_channel(spec.std, self.info.channels, channels, what="data.std"),
             )
         loader = eval_stream(
             self.cfg.data.shards,

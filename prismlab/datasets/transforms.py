@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import get_worker_info
 from torchvision.transforms import v2
 
-from prismlab.errors import PrismlabError
+from prismlab.errors import ConfigError, PrismlabError
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,14 @@ class TransformSpec:
 
 
 def per_channel(
-    values: Sequence[float], names: Sequence[str], pick: Sequence[str] | None = None, what: str = "mean"
+    values: Sequence[float], names: Sequence[str], pick: Sequence[str] | None = None, what: str = "data.mean"
 ) -> tuple[float, ...]:
     """Normalisation constants given as one value for all or one per channel of `names`, for the
-    channels `pick` (default: all of them)."""
+    channels `pick` (default: all of them); `what` names the config key they come from."""
     if len(values) not in (1, len(names)):
-        raise PrismlabError(
-            f"{what} has {len(values)} values for {len(names)} channels; give one value or one per channel"
+        raise ConfigError(
+            f"{what}={list(values)} has {len(values)} values for the {len(names)} channels "
+            f"({', '.join(names)}); give one value or one per channel"
         )
     full = tuple(values) * len(names) if len(values) == 1 else tuple(values)
     return tuple(float(full[list(names).index(name)]) for name in (pick or names))
@@ -75,8 +76,8 @@ class BatchTransform:
         self.channel_index = self.select_channels(spec.channels)
         self.per_sample = self.sample_pipeline(spec)
         self.selected = [self.channel_names[i] for i in self.channel_index]
-        self.mean = torch.tensor(per_channel(spec.mean, self.selected, what="mean")).reshape(1, -1, 1, 1)
-        self.std = torch.tensor(per_channel(spec.std, self.selected, what="std")).reshape(1, -1, 1, 1)
+        self.mean = torch.tensor(per_channel(spec.mean, self.selected)).reshape(1, -1, 1, 1)
+        self.std = torch.tensor(per_channel(spec.std, self.selected, what="data.std")).reshape(1, -1, 1, 1)
 
     def select_channels(self, wanted: tuple[str, ...] | None) -> list[int]:
         if wanted is None:

@@ -105,21 +105,21 @@ def bar_label(row: dict, keys: list[str]) -> str:
 def add_split_metric(sweep_dir: Path, rows: list[dict], metric: str, split: str) -> str:
     """Each finished trial's `metric` on `split` (best.pt, evaluated once: eval_<split>.json is kept);
     returns the column's name."""
-    from prismlab.analysis.trained_run import evaluate_run  # noqa: PLC0415 (torch: only when asked)
-
     column = f"{split}_{metric}"
     for row in rows:
         run_dir = sweep_dir / row["trial"]
         if row["status"] != "finished":
             row[column] = math.nan
             continue
-        row[column] = best_checkpoint_result(RunDir(run_dir), split, evaluate_run)[metric]
+        row[column] = best_checkpoint_result(RunDir(run_dir), split)[metric]
     return column
 
 
-def best_checkpoint_result(run: RunDir, split: str, evaluate_run) -> dict:
+def best_checkpoint_result(run: RunDir, split: str) -> dict:
     """The kept eval_<split>.json when it is of the current best.pt, else a fresh evaluation of it
     (the file holds whichever checkpoint `prismlab eval` was last given)."""
+    from prismlab.analysis.trained_run import evaluate_run  # noqa: PLC0415 (torch: only when asked)
+
     saved, best = run.eval_result(split), run.checkpoints / checkpoint.BEST
     if saved.is_file():
         values = json.loads(saved.read_text())

@@ -16,6 +16,7 @@ import yaml
 
 from prismlab.config import ConfigLoader, to_dict
 from prismlab.datasets.shards import Manifest, read_manifest
+from prismlab.datasets.transforms import per_channel
 from prismlab.errors import ConfigError, PrismlabError
 from prismlab.train.build import input_size
 from prismlab.train.run_dir import RunDir
@@ -70,13 +71,8 @@ def check_data(cfg, manifest: Manifest) -> None:
             f"task.tta_translate={cfg.task.tta_translate} must be smaller than the {size[0]}x{size[1]} "
             f"images; use 1 or 2 pixels"
         )
-    channels = manifest.channels
-    for key, values in (("data.mean", cfg.data.mean), ("data.std", cfg.data.std)):
-        if len(values) not in (1, len(channels)):
-            raise ConfigError(
-                f"{key}={list(values)} has {len(values)} values for the {len(channels)} channels of "
-                f"{cfg.data.shards} ({', '.join(channels)}); give one value or one per channel"
-            )
+    per_channel(cfg.data.mean, manifest.channels)
+    per_channel(cfg.data.std, manifest.channels, what="data.std")
     if cfg.task.binary and len(manifest.class_names) != 2:
         raise ConfigError(
             f"task.binary needs 2 classes, {cfg.data.shards} has {len(manifest.class_names)}; drop task.binary"
