@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 from prismlab.datasets.shards_cli import add_shards_parser
-from prismlab.dist_env import global_rank
+from prismlab.dist_env import global_rank, under_slurm
 from prismlab.errors import PrismlabError
+from prismlab.train.stop import STOPPED_EXIT_CODE
 
 logger = logging.getLogger("prismlab")
 
@@ -179,10 +180,14 @@ def run_train(args) -> int:
 
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
     summary = run_training(cfg, args.run_dir, resume=args.resume == "auto")
-    if global_rank() != 0:
-        return 0
     if summary.get("preempted"):
-        print(f"stopped at step {summary['step']} with a checkpoint in {summary['run_dir']}")
+        if global_rank() == 0:
+            print(
+                f"stopped at step {summary['step']} with a checkpoint in {summary['run_dir']}; "
+                f"run the same command again to resume"
+            )
+        return 0 if under_slurm() else STOPPED_EXIT_CODE
+    if global_rank() != 0:
         return 0
     print(f"run dir:   {summary['run_dir']}")
     print(f"val:       {summary['headline']}")
@@ -308,9 +313,22 @@ def run_sync(args) -> int:
     return 0
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Like parse_args, but overrides (`key=value`) may also come after options such as --run-dir."""
+    args, extra = build_parser().parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        later = [item for item in extra if "=" in item and not item.startswith("-")]
+        args.overrides += later
+        extra = [item for item in extra if item not in later]
+    if extra:
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `prismlab {args.command} --help`)")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         from prismlab.launch.preemption import stop_signals
 
         # While training, SIGTERM and the warning signal only ask for a stop: from before any heavy
@@ -338,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     except KeyboardInterrupt:
-        print("prismlab: interrupted", file=sys.stderr)
+        training = args is not None and args.command == "train"
+        kept = "; the run dir keeps its last checkpoint, which the same command resumes" if training else ""
+        print(f"prismlab: interrupted{kept}", file=sys.stderr)
         return 130
 
 

@@ -324,23 +324,26 @@ def gc_frozen() -> Iterator[None]:
 
 
 @contextmanager
-def sigterm_blocked() -> Iterator[None]:
-    """Start loader workers inside this: they inherit the blocked signal from the fork on, so no
-    moment of their start-up is exposed (a TERM to this process meanwhile waits, it is not lost)."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+def stop_signals_blocked() -> Iterator[None]:
+    """Start loader workers inside this: they inherit the blocked signals from the fork on, so no
+    moment of their start-up is exposed (a TERM or INT to this process meanwhile waits, it is not lost)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def ignore_scheduler_sigterm(_worker_id: int) -> None:
-    """SLURM (and torchrun) send SIGTERM to every process of a job at preemption; a worker killed by
-    it would make the loader raise before the main process could save. So a worker takes SIGTERM only
-    from its parent (the DataLoader shutting it down, or multiprocessing at exit): the signal stays
-    blocked in every thread (from the fork, see sigterm_blocked) and one thread waits for it,
-    reading who sent it (siginfo's si_pid)."""
+def leave_stop_signals_to_the_parent(_worker_id: int) -> None:
+    """SLURM (and torchrun) send SIGTERM to every process of a job at preemption, and Ctrl-C sends
+    SIGINT to every process of the terminal's foreground group; a worker ended by either would make
+    the loader raise before the main process could save. So a worker ignores SIGINT, and takes
+    SIGTERM only from its parent (the DataLoader shutting it down, or multiprocessing at exit): the
+    signal stays blocked in every thread (from the fork, see stop_signals_blocked) and one thread
+    waits for it, reading who sent it (siginfo's si_pid)."""
     parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one that came meanwhile is dropped
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
     def wait() -> None:
@@ -467,12 +470,12 @@ class ShardLoader:
             stream,
             batch_size=None,
             num_workers=self.num_workers,
-            worker_init_fn=ignore_scheduler_sigterm,
+            worker_init_fn=leave_stop_signals_to_the_parent,
             prefetch_factor=PREFETCH if self.num_workers else None,
             generator=torch.Generator().manual_seed(self.config.seed),
             pin_memory=torch.cuda.is_available() and self.device is not None and self.device.type == "cuda",
         )
-        with sigterm_blocked(), gc_frozen():
+        with stop_signals_blocked(), gc_frozen():
             batches = iter(loader)  # starts the workers
         corrupt = 0
         for shipment in batches:

@@ -42,12 +42,14 @@ def signal_number(name: str) -> signal.Signals:
 
 @contextmanager
 def stop_signals(user_signal: str = DEFAULT_USER_SIGNAL) -> Iterator[None]:
-    """Within the block, SIGTERM and `user_signal` only request a stop; the previous handlers come
-    back afterwards. Enter it before importing torch: a signal in the seconds those imports take
-    would otherwise kill the process unsaved."""
+    """Within the block, SIGTERM and `user_signal` only request a stop, and so does a first Ctrl-C
+    (SIGINT; a second one aborts); the previous handlers come back afterwards. Enter it before
+    importing torch: a signal in the seconds those imports take would otherwise kill the process
+    unsaved."""
     STOP_REQUEST.clear()
-    numbers = {signal.SIGTERM, signal_number(user_signal)}
-    previous = {number: signal.signal(number, STOP_REQUEST.set) for number in numbers}
+    handlers = {signal.SIGTERM: STOP_REQUEST.set, signal_number(user_signal): STOP_REQUEST.set}
+    handlers[signal.SIGINT] = STOP_REQUEST.interrupt
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
     try:
         yield
     finally:

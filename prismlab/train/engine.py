@@ -338,6 +338,9 @@ class Trainer:
                 self.save_last()
             if self.stop_agreed():
                 self.save_last()
+                # Every rank leaves once the checkpoint is on disk: a launcher that stops the other
+                # ranks when one exits (srun --kill-on-bad-exit, torchrun) cannot cut rank 0's save short.
+                self.accelerator.wait_for_everyone()
                 raise Preempted(self.state.step)
             beat(self.state.step, "fetching data")
 

@@ -388,9 +388,11 @@ print(1 + sum(1 for _ in range(20) if next(stream) is not None), flush=True)
 """
 
 
-def test_workers_survive_a_schedulers_sigterm_and_still_exit(shards, tmp_path):
-    """SLURM's SIGTERM reaches the loader workers too: they keep serving batches, yet the process
-    exits promptly (its own shutdown, from the parent, still ends them)."""
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_workers_survive_a_stop_signal_and_still_exit(shards, tmp_path, stop):
+    """SLURM's SIGTERM reaches the loader workers too, and so does a terminal's Ctrl-C (SIGINT to the
+    whole foreground group): they keep serving batches, yet the process exits promptly (its own
+    shutdown, from the parent, still ends them)."""
     import signal
     import time
 
@@ -407,7 +409,7 @@ def test_workers_survive_a_schedulers_sigterm_and_still_exit(shards, tmp_path):
     ]
     assert len(workers) == 2
     for pid in workers:
-        os.kill(pid, signal.SIGTERM)  # from another process, as slurmstepd sends it
+        os.kill(pid, signal.Signals[stop])  # from another process, as slurmstepd or the terminal sends it
     time.sleep(0.5)
     (tmp_path / "go").touch()
     out, _ = proc.communicate(timeout=60)
@@ -432,13 +434,13 @@ def test_normalising_maps_to_the_mean_and_std_and_leaves_the_pixels_as_they_are(
 def test_workers_start_with_the_parents_objects_out_of_the_collectors_reach(shards, tmp_path, monkeypatch):
     """A worker's garbage collections must not walk (and so copy, page by page) the parent's heap;
     the parent's own collector is left as it was."""
-    start_worker = loader_module.ignore_scheduler_sigterm
+    start_worker = loader_module.leave_stop_signals_to_the_parent
 
     def recording(worker_id: int) -> None:
         (tmp_path / f"worker{worker_id}").write_text(str(gc.get_freeze_count()))
         start_worker(worker_id)
 
-    monkeypatch.setattr(loader_module, "ignore_scheduler_sigterm", recording)
+    monkeypatch.setattr(loader_module, "leave_stop_signals_to_the_parent", recording)
     assert gc.get_freeze_count() == 0
     assert run(make(shards, num_workers=2))
     assert [int((tmp_path / f"worker{k}").read_text()) > 1000 for k in range(2)] == [True, True]
