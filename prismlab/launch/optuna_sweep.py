@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ from prismlab.io import atomic_write_json
 from prismlab.launch.env import export_torch_env
 from prismlab.launch.preemption import stop_signals
 from prismlab.launch.run import run_training
-from prismlab.launch.slurm_job import job_state
+from prismlab.launch.run_lock import process_gone
+from prismlab.launch.slurm_job import job_ended
 from prismlab.train.config import ExperimentConfig
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,6 @@ PRUNERS = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "none": optuna.pruners.NopPruner,
 }
-ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
 
 
 def check_space(parameters: dict[str, Any]) -> None:
@@ -162,29 +163,21 @@ def fail_stale_trials(study: optuna.Study, mine: str | None = None) -> list[int]
         if not worker or worker == mine:
             continue
         kind, _, ident = worker.partition(":")
-        gone = job_state(ident).split()[0] in ENDED if kind == "slurm" else not pid_alive(ident)
+        gone = job_ended(ident) if kind == "slurm" else local_worker_gone(ident)
         if gone:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             failed.append(trial.number)
     return failed
 
 
-def pid_alive(ident: str) -> bool:
+def local_worker_gone(ident: str) -> bool:
     host, _, pid = ident.partition("/")
-    if host != os.uname().nodename:
-        return True  # another machine's process: it cannot be checked from here
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        pass
-    return True
+    return bool(pid.isdigit() and process_gone(host, int(pid)))  # another machine's: cannot be told
 
 
 def worker_id() -> str:
     job = slurm_job_ref()
-    return f"slurm:{job}" if job else f"local:{os.uname().nodename}/{os.getpid()}"
+    return f"slurm:{job}" if job else f"local:{socket.gethostname()}/{os.getpid()}"
 
 
 def trial_epochs(study: optuna.Study, epochs_per_trial: int) -> int:

@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 
 from prismlab.errors import PrismlabError
-from prismlab.launch.slurm_job import job_state
+from prismlab.launch.run_lock import current_holder
+from prismlab.launch.slurm_job import job_ended, job_state
 from prismlab.train.run_checks import plan_start
 from prismlab.train.run_dir import RunDir
 
@@ -143,22 +144,21 @@ def check_run_dir_writable(run_dir: Path) -> None:
         )
 
 
-ACTIVE_JOB_STATES = {
-    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-    "RESIZING", "SIGNALING", "STAGE_OUT",
-}  # fmt: skip
-
-
-def check_no_job_active(run: RunDir) -> None:
-    """Two jobs on one run dir would both resume from its last checkpoint and interleave their steps."""
-    if not run.slurm_job.is_file():
-        return
-    job = json.loads(run.slurm_job.read_text())["job_id"]
-    state = job_state(job)
-    if state in ACTIVE_JOB_STATES:
+def check_no_writer_active(run: RunDir) -> None:
+    """Two jobs (or a job and a `prismlab train`) on one run dir would both resume from its last
+    checkpoint and interleave their steps."""
+    if run.slurm_job.is_file():
+        job = json.loads(run.slurm_job.read_text())["job_id"]
+        if job_ended(job) is False:
+            raise PreflightError(
+                f"run {run.root} already has job {job} ({job_state(job)}); two jobs would train it at once: wait "
+                f"for it to end (`prismlab status {shlex.quote(str(run.root))}`), or `scancel {job}`, then launch again"
+            )
+    holder = current_holder(run)
+    if holder is not None:
         raise PreflightError(
-            f"run {run.root} already has job {job} ({state}); two jobs would train it at once: wait for it "
-            f"to end (`prismlab status {shlex.quote(str(run.root))}`), or `scancel {job}`, then launch again"
+            f"run {run.root} is being trained by {holder.describe()}; stop it with {holder.how_to_stop()} "
+            f"(it saves and can be resumed), then launch again, or launch under another run.name"
         )
 
 
@@ -186,12 +186,12 @@ def preflight(cfg, run_dir: Path) -> None:
     if launch.executor == "slurm":
         check_time_limit(launch)
         check_slurm_resources(launch)
-        check_no_job_active(run)
     if launch.executor == "local" and (launch.nodes > 1 or launch.tasks > 1):
         raise PreflightError(
             f"the local executor runs one task, not launch.nodes={launch.nodes} x {launch.tasks} tasks per node; "
             f"for several processes on this machine run `torchrun --nproc_per_node N -m prismlab.cli train ...`"
         )
+    check_no_writer_active(run)
     plan_start(cfg, run, resume=True, overwrite=None)  # the job resumes: refuse a changed config now
     check_run_dir_writable(run_dir)
     check_extension_built()

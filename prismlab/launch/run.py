@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prismlab.dist_env import under_slurm
+from prismlab.dist_env import global_rank, under_slurm
 from prismlab.launch.env import record_job
 from prismlab.launch.preemption import add_stop_signal, recover_missed_preemption, requeue
+from prismlab.launch.run_lock import RunLock
 from prismlab.train.run_dir import RunDir
 
 NCCL_DIAGNOSTICS = {
@@ -30,10 +31,15 @@ def run_training(cfg, run_dir: Path | None, resume: bool, on_validation=None) ->
     has been requeued (when that is right) before the tracker is closed."""
     add_stop_signal(cfg.launch.signal)
     run = RunDir.of(cfg.run, run_dir)
-    record_job(run)
-    if under_slurm():
-        set_nccl_diagnostics(run)
-        recover_missed_preemption()
-    from prismlab.train.engine import train  # torch, accelerate and wandb: seconds to import
+    lock = RunLock(run).acquire() if global_rank() == 0 else None  # before anything is written
+    try:
+        record_job(run)
+        if under_slurm():
+            set_nccl_diagnostics(run)
+            recover_missed_preemption()
+        from prismlab.train.engine import train  # torch, accelerate and wandb: seconds to import
 
-    return train(cfg, run.root, resume=resume, after_stop=requeue, on_validation=on_validation)
+        return train(cfg, run.root, resume=resume, after_stop=requeue, on_validation=on_validation)
+    finally:
+        if lock is not None:
+            lock.release()

@@ -56,6 +56,11 @@ class RunDir:
         return self.root / "profile"
 
     @property
+    def lock(self) -> Path:
+        """Who trains the run now (launch/run_lock.py): one writer per run dir."""
+        return self.root / "run.lock"
+
+    @property
     def slurm_job(self) -> Path:
         return self.root / "slurm_job.json"
 

@@ -118,6 +118,23 @@ def test_killed_rank_stops_the_job_and_a_resubmission_resumes(slurm_cluster, pat
     assert json.loads((tmp_path / "sb" / "summary.json").read_text())["step"] == 800
 
 
+def test_a_second_job_of_a_running_run_is_refused_and_the_first_writes_alone(slurm_cluster, pattern_shards, tmp_path):
+    """`sbatch slurm/train.sbatch` twice with the same run: the second job's rank 0 finds the run
+    locked by the first job and stops in one line naming it; metrics.jsonl has each step once."""
+    args = train_args(pattern_shards, tmp_path, "train.epochs=1", "train.steps_per_epoch=2000", "train.log_every=5")
+    first = submit("train.sbatch", tmp_path, [], args)
+    metrics = tmp_path / "sb" / "metrics.jsonl"
+    wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 4, 180, "the first job to train")
+    second = submit("train.sbatch", tmp_path, [], args)
+    assert wait_until_ended(second, 120) == "FAILED"
+    log = (tmp_path / f"slurm-{second}.out").read_text()
+    assert f"SLURM job {first}, since" in log and f"`scancel {first}`" in log, failure_excerpt(log)
+    assert "prismlab: error: run" in log and "Traceback" not in log
+    assert wait_until_ended(first, 300) == "COMPLETED", failure_excerpt((tmp_path / f"slurm-{first}.out").read_text())
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["step"] for r in records if "train/loss" in r] == list(range(5, 2001, 5))
+
+
 def test_a_job_submitted_from_a_process_running_wandb_starts_its_own_wandb_service(
     slurm_cluster, pattern_shards, tmp_path, monkeypatch
 ):
