@@ -251,6 +251,9 @@ class OptimConfig:
     """step schedule: decay factor."""
     onecycle_pct_start: float = 0.25
     """onecycle: fraction of the run spent raising the learning rate."""
+    cycle_momentum: bool = False
+    """onecycle: also cycle the momentum (SGD, RMSprop) or beta1 (Adam, AdamW) between 0.95 and 0.85,
+    against the lr, as torch's OneCycleLR does by default (false: the configured momentum/betas hold)."""
     grad_clip: float | None = 1.0
     """Clip the global gradient norm to this value; null disables clipping."""
 
@@ -270,6 +273,8 @@ class OptimConfig:
             raise ValueError(f"optim.step_epochs={self.step_epochs} must be >= 1")
         if not 0.0 < self.onecycle_pct_start < 1.0:
             raise ValueError(f"optim.onecycle_pct_start={self.onecycle_pct_start} must be in (0, 1)")
+        if self.cycle_momentum and self.schedule != "onecycle":
+            raise ValueError(f"optim.cycle_momentum goes with optim.schedule=onecycle, not {self.schedule}")
 
 
 @dataclass

@@ -26,28 +26,93 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(cfg, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int):
+ONE_CYCLE_DIV = 25.0
+"""onecycle starts at lr / 25 and ends at lr / 25 / 1e4 (torch's OneCycleLR defaults)."""
+ONE_CYCLE_FINAL_DIV = 1e4
+ONE_CYCLE_MOMENTUM = (0.85, 0.95)
+"""With optim.cycle_momentum: momentum (SGD, RMSprop) or beta1 (Adam, AdamW) goes from 0.95 down to
+0.85 while the lr rises, then back (torch's OneCycleLR defaults)."""
+
+
+def annealed(start: float, end: float, done: float) -> float:
+    """Cosine from `start` (done=0) to `end` (done=1)."""
+    return end + (start - end) / 2 * (math.cos(math.pi * min(1.0, max(0.0, done))) + 1)
+
+
+def one_cycle(step: int, total_steps: int, pct_start: float, start: float, peak: float, end: float) -> float:
+    """torch's OneCycleLR curve (two cosine phases) at `step`, as a pure function of it."""
+    rise_end = pct_start * total_steps - 1
+    if step <= rise_end:
+        return annealed(start, peak, step / rise_end if rise_end > 0 else 1.0)
+    return annealed(peak, end, (step - rise_end) / max(1e-9, total_steps - 1 - rise_end))
+
+
+class Schedule(torch.optim.lr_scheduler.LRScheduler):
+    """The learning rate (and with optim.cycle_momentum the momentum) as a pure function of the step,
+    from the config. Only the step is saved: a resumed run recomputes its schedule from the config
+    it resumes with, so one given more `train.epochs` stretches its schedule instead of failing as
+    torch's OneCycleLR does (its state holds the old total). Written here because no torch
+    scheduler is a pure function of the step that also sets the momentum."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr_factor, momentum_at=None):
+        self.lr_factor = lr_factor
+        self.momentum_at = momentum_at
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        factor = self.lr_factor(self.last_epoch)
+        return [base * factor for base in self.base_lrs]
+
+    def step(self, epoch=None) -> None:
+        super().step(epoch)
+        self.set_momentum()
+
+    def set_momentum(self) -> None:
+        if self.momentum_at is None:
+            return
+        momentum = self.momentum_at(self.last_epoch)
+        for group in self.optimizer.param_groups:
+            if "betas" in group:
+                group["betas"] = (momentum, *group["betas"][1:])
+            else:
+                group["momentum"] = momentum
+
+    def state_dict(self) -> dict:
+        return {"last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Also reads the step from checkpoints of torch schedulers (LambdaLR, OneCycleLR)."""
+        self.last_epoch = state["last_epoch"]
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self.set_momentum()
+
+
+def build_scheduler(cfg, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int) -> Schedule:
     """A per-step schedule: constant, step (x`step_gamma` every `step_epochs`), cosine, or one-cycle.
 
     Every schedule except one-cycle starts with `warmup_steps` of linear warm-up.
     """
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.onecycle_pct_start
-        )
     warmup = cfg.warmup_steps
 
     def factor(step: int) -> float:
+        if cfg.schedule == "onecycle":
+            start = 1 / ONE_CYCLE_DIV
+            return one_cycle(step, total_steps, cfg.onecycle_pct_start, start, 1.0, start / ONE_CYCLE_FINAL_DIV)
         if step < warmup:
             return (step + 1) / warmup
         if cfg.schedule == "step":
             return cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
         if cfg.schedule == "cosine":
-            done = (step - warmup) / max(1, total_steps - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+            return annealed(1.0, 0.0, (step - warmup) / max(1, total_steps - warmup))
         return 1.0
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def momentum(step: int) -> float:
+        low, high = ONE_CYCLE_MOMENTUM
+        return one_cycle(step, total_steps, cfg.onecycle_pct_start, high, low, high)
+
+    return Schedule(optimizer, factor, momentum if cfg.cycle_momentum else None)
 
 
 def l1_penalty(model: nn.Module) -> torch.Tensor:
