@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,48 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 CHANNELS = {"L": ["gray"], "LA": ["gray"], "I;16": ["gray"], "I": ["gray"]}
 """PIL modes read as one channel; every other mode (RGB, RGBA, CMYK, P, YCbCr) is read as R, G, B."""
+
+
+SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val"}
+SPLIT_WORDS |= {"test": "test", "testing": "test"}
+SPLIT_IN_NAME = re.compile(
+    r"(?:^|[-_.])(training|train|validation|valid|val|testing|test)(?=$|[-_.0-9])", re.IGNORECASE
+)
+"""A split named in a shard's file name, as timm's and the Hugging Face hub's WebDataset sets name
+them in one folder: `train-000000.tar`, `imagenet1k-validation-00.tar`, `test_0001.tar`."""
+
+
+def split_named(url: str) -> str | None:
+    stem = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar")
+    match = SPLIT_IN_NAME.search(stem)
+    return SPLIT_WORDS[match.group(1).lower()] if match else None
+
+
+def shards_by_split(source: str, urls: list[str], requested: str | None) -> dict[str, list[str]]:
+    """The shards of each split. A folder (or glob) whose shard names say their split is indexed
+    split by split, so that val shards kept beside train ones never become training data; a brace
+    pattern, URL or single shard is the split `--split` names (train by default)."""
+    implicit = not is_remote(source) and (Path(source).is_dir() or any(c in source for c in "*?["))
+    named = {url: split_named(url) for url in urls} if implicit else {}
+    if not any(named.values()):
+        return {requested or "train": urls}
+    unnamed = [url for url, split in named.items() if split is None]
+    if unnamed:
+        example = next(url for url, split in named.items() if split)
+        raise PrismlabError(
+            f"{source} mixes shards named by split ({Path(example).name}) with shards that are not "
+            f"({Path(unnamed[0]).name}); index each split on its own: "
+            f"`prismlab shards index 'DIR/PATTERN' --out OUT --split NAME`"
+        )
+    groups: dict[str, list[str]] = {}
+    for url, split in named.items():
+        groups.setdefault(split, []).append(url)
+    if requested is not None and requested not in groups:
+        raise PrismlabError(
+            f"{source} holds no '{requested}' shards: their names say {', '.join(sorted(groups))}; pass one of "
+            f"those to --split, or leave --split out to index every split"
+        )
+    return {requested: groups[requested]} if requested is not None else groups
 
 
 def expand_source(source: str) -> list[str]:
@@ -66,6 +109,8 @@ class ShardFacts:
     labels: Counter = field(default_factory=Counter)
     without_image: int = 0
     without_label: int = 0
+    unreadable: list[dict] = field(default_factory=list)
+    """Samples without a readable image: {"path": "<shard>#<key>", "reason", "split"}."""
 
 
 def label_value(members: dict[str, bytes], label: str):
@@ -98,16 +143,20 @@ def read_shard(url: str, label: str, cache_dir: Path | None) -> ShardFacts:
         for sample in shard:
             facts.info.samples += 1
             members = sample["members"]
-            image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
-            if image is None:
-                facts.without_image += 1
+            extension = next((e for e in IMAGE_EXTENSIONS if e in members), None)
+            reason = None
+            if extension is None:
+                reason = f"no image member (it has {', '.join(sorted(members)) or 'none'})"
             else:
                 try:
-                    with Image.open(io.BytesIO(image)) as im:  # reads the header only
+                    with Image.open(io.BytesIO(members[extension])) as im:  # reads the header only
                         facts.sizes[f"{im.height}x{im.width}"] += 1
                         facts.modes[im.mode] += 1
-                except Exception:  # PIL raises many types for bad bytes; the loader will skip and count them
-                    facts.without_image += 1
+                except Exception as exc:  # PIL raises many types for bad bytes; the loader skips and counts them
+                    reason = f"{sample['key']}.{extension} is not a readable image ({type(exc).__name__})"
+            if reason is not None:
+                facts.without_image += 1
+                facts.unreadable.append({"path": f"{facts.info.name}#{sample['key']}", "reason": reason})
             if label != "none":
                 value = label_value(members, label)
                 if value is None:
@@ -143,13 +192,32 @@ def class_names(labels: Counter, label: str) -> list[str]:
 
 
 def index_shards(
-    source: str, out: Path, split: str, label: str = "auto", cache_dir: Path | None = None, workers: int = 4
-) -> Manifest:
+    source: str,
+    out: Path,
+    split: str | None = None,
+    label: str = "auto",
+    cache_dir: Path | None = None,
+    workers: int = 4,
+) -> dict[str, Manifest]:
+    """Index SOURCE's shards into a manifest per split (see `shards_by_split`); each split is read
+    and checked before any manifest is written."""
     urls = expand_source(source)
     if label == "auto":
         label = detect_label(urls[0], cache_dir)
     elif label not in ("cls", "none") and not label.startswith("json."):
         raise PrismlabError(f"--label {label} is not cls, json.<field> or none")
+    groups = shards_by_split(source, urls, split)
+    manifests = {
+        name: split_manifest(source, name, shard_urls, label, cache_dir, workers) for name, shard_urls in groups.items()
+    }
+    for manifest in manifests.values():
+        write_manifest(out, manifest)
+    return manifests
+
+
+def split_manifest(
+    source: str, split: str, urls: list[str], label: str, cache_dir: Path | None, workers: int
+) -> Manifest:
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # I/O and hashing release the GIL
         facts = list(
             progress(
@@ -166,12 +234,20 @@ def index_shards(
         sizes.update(f.sizes)
         modes.update(f.modes)
         labels.update(f.labels)
+    unreadable = [{**entry, "split": split} for f in facts for entry in f.unreadable]
+    if not sizes:  # nothing a model could train on: refused here, not by a crash in the first step
+        first = unreadable[0]
+        raise PrismlabError(
+            f"the {split} shards of {source} hold no readable image in {samples} samples (e.g. sample "
+            f"{first['path']}: {first['reason']}); index shards whose samples have a "
+            f"{'/'.join('.' + e for e in IMAGE_EXTENSIONS)} image"
+        )
     missing = [(f.info.url, f.without_image, f.without_label) for f in facts if f.without_image or f.without_label]
     for url, images, labelled in missing[:5]:
         logger.warning("%s: %d samples without a readable image, %d without a %s label", url, images, labelled, label)
     channels = ["gray"] if modes and all(m in CHANNELS for m in modes) else ["R", "G", "B"]
     one_size = [int(v) for v in next(iter(sizes)).split("x")] if len(sizes) == 1 else []
-    manifest = Manifest(
+    return Manifest(
         split,
         f"indexed {source}",
         samples,
@@ -179,8 +255,7 @@ def index_shards(
         channels,
         [f.info for f in facts],
         class_names(labels, label),
+        skipped=unreadable,
         sizes=dict(sizes),
         label=label,
     )
-    write_manifest(out, manifest)
-    return manifest

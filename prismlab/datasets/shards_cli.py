@@ -67,7 +67,11 @@ def add_shards_parser(commands) -> None:
     p.add_argument("--workers", type=int, default=2, help="writer processes (default 2)")
     p.add_argument("--verify", action="store_true", help="only re-read the shards in --out against their manifests")
     index = p.add_argument_group("index only")
-    index.add_argument("--split", default="train", help="the split SHARDS holds (default train)")
+    index.add_argument(
+        "--split",
+        help="the split SHARDS holds (default train); a folder whose shard names say their split "
+        "(train-000000.tar, val-000000.tar, ...) is indexed split by split, or only this one",
+    )
     index.add_argument(
         "--label",
         default="auto",
@@ -122,9 +126,7 @@ def run_shards(args) -> int:
             )
         from prismlab.datasets.indexer import index_shards
 
-        manifests = {
-            args.split: index_shards(args.shards, args.out, args.split, args.label, args.cache_dir, args.workers)
-        }
+        manifests = index_shards(args.shards, args.out, args.split, args.label, args.cache_dir, args.workers)
     elif args.source == "clocks":
         from prismlab.datasets.clock_shards import write_clock_shards
 
@@ -160,6 +162,12 @@ def run_shards(args) -> int:
     for split, m in manifests.items():
         skipped = f", {len(m.skipped)} unreadable files skipped (listed in the manifest)" if m.skipped else ""
         if args.source == "index":
+            skipped = (
+                f", {len(m.skipped)} without a readable image (listed in the manifest; training stops at them "
+                f"unless data.max_incomplete_fraction allows)"
+                if m.skipped
+                else ""
+            )
             skipped += f", labels: {m.label} ({len(m.class_names)} classes)"
         print(
             f"{split}: {m.samples} samples in {len(m.shards)} shards{skipped}, {size_summary(m.sizes)} "

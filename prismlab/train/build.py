@@ -30,6 +30,7 @@ from prismlab.errors import ConfigError, PrismlabError
 from prismlab.models.factory import build_model
 from prismlab.models.whitening import PatchWhitening
 from prismlab.train.config import ExperimentConfig
+from prismlab.train.evaluate import model_for_batch
 from prismlab.train.run_dir import RunDir
 from prismlab.train.tasks import Task, make_task
 
@@ -101,10 +102,33 @@ def input_size(d, manifest: Manifest) -> list[int]:
 
 def build_task_model(cfg: ExperimentConfig, info: ModelInputs) -> tuple[Task, torch.nn.Module]:
     task = make_task(cfg.task, info.class_names, cfg.model.name)
-    model = build_model(cfg.model, info.channels, info.image_size, task.num_outputs)
+    try:
+        model = build_model(cfg.model, info.channels, info.image_size, task.num_outputs)
+    except ValueError as exc:  # a model that cannot be built for this data says why, naming the key
+        raise ConfigError(str(exc)) from None
+    check_model_takes(model, info, cfg)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return task, model
+
+
+def check_model_takes(model: torch.nn.Module, info: ModelInputs, cfg: ExperimentConfig) -> None:
+    """A model that cannot take the data's images (too small for its pooling stages, say) would fail
+    in its first step with an error from deep inside it: one forward pass of two blank images first."""
+    height, width = info.image_size
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model_for_batch(model, info.channels)(torch.zeros(2, len(info.channels), height, width))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"model.name={cfg.model.name} cannot take the {height}x{width} images of {cfg.data.shards} ({reason}); "
+            f"resize them (data.resize=SIDE) or use a model for smaller images (fewer stages in model.widths)"
+        ) from None
+    finally:
+        model.train(was_training)
 
 
 WHITENING_IMAGES = 5000

@@ -374,3 +374,90 @@ def test_member_keys_follow_webdataset_exactly(name):
     from prismlab.datasets.tar_reader import key_and_extension
 
     assert key_and_extension(name) == base_plus_ext(name)
+
+
+def shard_of(path: Path, keys: list[str], rng: np.random.Generator) -> None:
+    with wds.TarWriter(str(path)) as sink:
+        for i, key in enumerate(keys):
+            sink.write({"__key__": key, "jpg": jpeg(pattern_image(PATTERNS[i % 3], rng)), "cls": i % 3})
+
+
+def keys_of(out: Path, split: str) -> list[str]:
+    from prismlab.datasets.tar_reader import ShardFile
+
+    manifest = read_manifest(out, split)
+    keys = []
+    for shard in manifest.shards:
+        reader = ShardFile(Path(shard.url))
+        keys += [sample["key"] for sample in reader]
+        reader.close()
+    return keys
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        {"train": ["train-000000.tar", "train-000001.tar"], "val": ["val-000000.tar"]},
+        {"train": ["imagenet1k-train-0000.tar", "imagenet1k-train-0001.tar"], "val": ["imagenet1k-validation-00.tar"]},
+    ],
+    ids=["webdataset", "hf-hub"],
+)
+def test_a_folder_holding_every_split_is_indexed_split_by_split(tmp_path, names, capsys):
+    """timm's and the Hugging Face hub's WebDataset sets keep all splits in one folder: val shards
+    must never become training data."""
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "wds"
+    folder.mkdir()
+    for split, files in names.items():
+        for n, name in enumerate(files):
+            shard_of(folder / name, [f"{split}{n}_{i:03d}" for i in range(PER_SHARD if split == "train" else 20)], rng)
+    index(str(folder), tmp_path / "index")
+    assert read_manifest(tmp_path / "index", "train").samples == 60
+    assert read_manifest(tmp_path / "index", "val").samples == 20
+    train, val = keys_of(tmp_path / "index", "train"), keys_of(tmp_path / "index", "val")
+    assert all(k.startswith("train") for k in train) and all(k.startswith("val") for k in val)
+    out = capsys.readouterr().out
+    assert "train: 60 samples in 2 shards" in out and "val: 20 samples in 1 shards" in out
+    index(str(folder), tmp_path / "only-val", "--split", "val")
+    assert read_manifest(tmp_path / "only-val", "val").samples == 20
+    assert not (tmp_path / "only-val" / "train.manifest.json").exists()
+    assert main(["shards", "index", str(folder), "--out", str(tmp_path / "x"), "--split", "test"]) == 1
+    assert "holds no 'test' shards: their names say train, val" in capsys.readouterr().err
+
+
+def test_a_folder_mixing_split_named_and_unnamed_shards_is_refused(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    (tmp_path / "wds").mkdir()
+    shard_of(tmp_path / "wds" / "train-000000.tar", ["a", "b"], rng)
+    shard_of(tmp_path / "wds" / "000001.tar", ["c", "d"], rng)
+    assert main(["shards", "index", str(tmp_path / "wds"), "--out", str(tmp_path / "index")]) == 1
+    err = capsys.readouterr().err
+    assert "mixes shards named by split (train-000000.tar) with shards that are not (000001.tar)" in err
+    assert not (tmp_path / "index").exists()
+
+
+@pytest.mark.parametrize("members", ["corrupt", "no-image"])
+def test_shards_without_a_readable_image_are_refused_naming_a_sample(tmp_path, capsys, members):
+    """Indexed anyway, training on them ended in a raw error from inside the model."""
+    with wds.TarWriter(str(tmp_path / "bad.tar")) as sink:
+        for i in range(5):
+            sample = {"__key__": f"s{i}", "cls": 0}
+            sample |= {"jpg": b"not a jpeg"} if members == "corrupt" else {"txt": "a caption"}
+            sink.write(sample)
+    assert main(["shards", "index", str(tmp_path / "bad.tar"), "--out", str(tmp_path / "index")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    reason = "s0.jpg is not a readable image" if members == "corrupt" else "no image member (it has cls, txt)"
+    assert err[-1].startswith("prismlab: error: the train shards of") and f"bad.tar#s0: {reason}" in err[-1]
+    assert not (tmp_path / "index" / "train.manifest.json").exists()
+
+
+def test_some_unreadable_samples_are_counted_and_listed(tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    with wds.TarWriter(str(tmp_path / "some.tar")) as sink:
+        for i in range(6):
+            image = b"broken" if i == 2 else jpeg(pattern_image(PATTERNS[0], rng))
+            sink.write({"__key__": f"s{i}", "jpg": image, "cls": 0})
+    index(str(tmp_path / "some.tar"), tmp_path / "index")
+    assert "1 without a readable image" in capsys.readouterr().out
+    skipped = read_manifest(tmp_path / "index", "train").skipped
+    assert [s["path"] for s in skipped] == ["some.tar#s2"] and skipped[0]["split"] == "train"

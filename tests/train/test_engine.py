@@ -324,3 +324,28 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(pattern_shards, t
 def test_bad_data_for_task(clock_shards, tmp_path):
     with pytest.raises(ConfigError, match="class names"):  # one line for the user (it was a ValueError traceback)
         train(config(clock_shards, tmp_path, "task.name=classify"))
+
+
+@pytest.mark.parametrize(
+    "model, workers, message",
+    [
+        ("cnn", 0, "2 conv stages shrink a 2x2 image to nothing; use fewer model.widths"),
+        ("any_channel_cnn", 1, "model.name=any_channel_cnn cannot take the 2x2 images of"),
+    ],
+)
+def test_images_too_small_for_the_model_are_refused_before_the_first_step(tmp_path, capsys, model, workers, message):
+    """2x2 images through three pooling stages ended in `Calculated padded input size per channel`
+    from inside the model (workers off) or a DataLoader worker's exit code (workers on)."""
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "tiny" / label).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (2, 2), (40 * i, 0, 0)).save(tmp_path / "tiny" / label / f"{i}.png")
+    assert main(["shards", str(tmp_path / "tiny"), "--out", str(tmp_path / "shards"), "--val-fraction", "0.25"]) == 0
+    options = ["task.name=classify", f"model.name={model}", f"data.num_workers={workers}"]
+    args = tiny_overrides(tmp_path / "shards", tmp_path / "runs", *options)
+    assert main(["train", str(Path(__file__).resolve().parents[2] / "configs" / "clock_demo.yaml"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"prismlab: error: {message}") and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "runs" / "t" / "checkpoints").exists()
