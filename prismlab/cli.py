@@ -238,17 +238,18 @@ def run_eval(args) -> int:
 
 
 def run_launch(args) -> int:
-    from prismlab.launch.submit import launch
+    from prismlab.launch.submit import job_results, launch
 
     job = launch(args.config, args.overrides)
     print(f"submitted job {job.job_id}; logs in {job.paths.folder}")
     if args.wait:
-        summary = job.results()[0]  # rank 0's; one entry per task
+        summary = job_results(job)[0]  # rank 0's; one entry per task
         print(f"finished: {summary}")
     return 0
 
 
 def run_sweep(args) -> int:
+    from prismlab.launch.submit import job_results
     from prismlab.launch.sweep import submit_sweep
 
     sweep_dir, jobs = submit_sweep(args.sweep, args.overrides)
@@ -257,10 +258,11 @@ def run_sweep(args) -> int:
         failed = 0
         for job in jobs:
             try:
-                job.results()
+                job_results(job)
             except Exception as exc:  # a failed trial is reported, the others still count
                 failed += 1
-                logger.warning("trial %s failed: %s", job.job_id, str(exc).strip().splitlines()[-1])
+                reason = (str(exc).strip().splitlines() or [""])[-1]
+                logger.warning("trial %s failed: %s: %s", job.job_id, type(exc).__name__, reason)
         args.sweep_dir, args.metric, args.mode, args.split = sweep_dir, None, None, None
         run_report(args)
         if failed:

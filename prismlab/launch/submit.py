@@ -132,6 +132,15 @@ def sbatch_refusals() -> Iterator[None]:
         ) from None
 
 
+def job_results(job: submitit.Job) -> list:
+    """What a job returned, one entry per task (a debug job runs here, now). On a failure submitit
+    opens its post-mortem debugger, which only a terminal can answer: elsewhere the error is raised
+    as it is."""
+    if isinstance(job, submitit.DebugJob) and not sys.stdin.isatty():
+        return [job.submission().result()]
+    return job.results()
+
+
 def launch(config: Path, overrides: list[str]) -> submitit.Job:
     """Check, snapshot and submit; returns the submitit job."""
     cfg = load_config(ExperimentConfig, config, overrides)
@@ -148,5 +157,5 @@ def launch(config: Path, overrides: list[str]) -> submitit.Job:
     if cfg.launch.executor == "slurm":  # `prismlab status` and the next launch know it before it starts
         atomic_write_json(RunDir(run_dir).slurm_job, {"job_id": job.job_id, "requeue_count": 0})
     if cfg.launch.executor == "debug":
-        job.results()  # submitit's debug jobs run only when their result is asked for
+        job_results(job)  # submitit's debug jobs run only when their result is asked for
     return job

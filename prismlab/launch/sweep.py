@@ -30,6 +30,7 @@ import numpy as np
 import optuna
 
 from prismlab.config import from_dict, load_config, read_yaml
+from prismlab.datasets.shards import read_manifest
 from prismlab.errors import ConfigError
 from prismlab.io import atomic_write_json
 from prismlab.launch.optuna_sweep import (
@@ -45,6 +46,7 @@ from prismlab.launch.submit import TrainJob, make_executor, sbatch_refusals, sna
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.run_checks import plan_start
 from prismlab.train.run_dir import RunDir
+from prismlab.train.tasks import metric_modes
 
 logger = logging.getLogger(__name__)
 NEW_SWEEP = "give the sweep a new name (its `name:`) to run these settings as another sweep"
@@ -114,6 +116,28 @@ def trial_settings(sweep: SweepConfig) -> list[dict[str, Any]]:
     return [{k: draw(sweep.parameters[k], rng) for k in keys} for _ in range(sweep.trials)]
 
 
+def check_metric(sweep: SweepConfig, cfg: ExperimentConfig) -> None:
+    """The sweep's metric must be one its trials report after every epoch, ranked the way that is
+    better: a metric no trial reports failed every trial at its end."""
+    modes = metric_modes(cfg.task.name, cfg.model.name)
+    per_class = sweep.metric.startswith("accuracy/") and "accuracy/<class>" in modes
+    if per_class:
+        classes = read_manifest(cfg.data.shards, cfg.data.train_split).class_names
+        if sweep.metric.removeprefix("accuracy/") not in classes:
+            raise ConfigError(
+                f"metric: {sweep.metric} names no class of {cfg.data.shards} (it has {', '.join(classes)})"
+            )
+    key = "accuracy/<class>" if per_class else sweep.metric
+    if key not in modes:
+        raise ConfigError(
+            f"metric: {sweep.metric} is not reported by the trials (task.name={cfg.task.name} reports "
+            f"{', '.join(modes)}); set metric: to one of those"
+        )
+    if modes[key] != sweep.mode:
+        better = "higher" if modes[key] == "max" else "lower"
+        raise ConfigError(f"metric: {sweep.metric} is better when {better}; set mode: {modes[key]}")
+
+
 def load_sweep(path: Path) -> SweepConfig:
     return from_dict(SweepConfig, read_yaml(path))
 
@@ -137,6 +161,7 @@ def plan_sweep(path: Path, extra_overrides: list[str]) -> tuple[SweepConfig, Pat
         ]
         try:
             cfg = load_config(ExperimentConfig, base, overrides)
+            check_metric(sweep, cfg)
             # Submitted again, the trials resume: one that ran with other settings is refused now.
             plan_start(cfg, RunDir(sweep_dir / name), resume=True, overwrite=None, new_run=NEW_SWEEP)
         except ConfigError as exc:
@@ -154,12 +179,16 @@ def plan_optuna(path: Path, extra_overrides: list[str]) -> tuple[SweepConfig, Pa
     cfg = load_config(ExperimentConfig, base, common)
     if cfg.launch.nodes * cfg.launch.tasks > 1:
         raise ConfigError("an optuna sweep runs each trial as one process; set launch.nodes=1 and one task per node")
+    check_metric(sweep, cfg)
     search_parts(sweep)  # a bad sampler or pruner fails here, not in every worker
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=sweep.seed))
     for _ in range(4):
         settings = suggest(probe.ask(), sweep.parameters)
         try:
-            load_config(ExperimentConfig, base, [*common, *(f"{k}={json.dumps(v)}" for k, v in settings.items())])
+            check_metric(
+                sweep,
+                load_config(ExperimentConfig, base, [*common, *(f"{k}={json.dumps(v)}" for k, v in settings.items())]),
+            )
         except ConfigError as exc:
             raise ConfigError(f"sweep setting {settings}: {exc}") from None
     return sweep, (Path(cfg.run.out_dir) / sweep.name).resolve(), base.resolve(), common

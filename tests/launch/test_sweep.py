@@ -1,7 +1,9 @@
 """Sweeps: grid and random expansion, a 4-trial job array on the local cluster, and its report."""
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -324,3 +326,53 @@ def test_optuna_sweep_prunes_resumes_a_preempted_trial_and_reports_failures(
     log = "".join(p.read_text() for p in (sweep_dir / "submitit").glob(f"{array}_0_*log.err"))
     assert "resuming trial" in log and "resumed from step" in log
     assert (sweep_dir / "report-history.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("method", ["grid", "optuna"])
+@pytest.mark.parametrize(
+    "metric, mode, message",
+    [
+        ("acuracy", "max", "metric: acuracy is not reported by the trials (task.name=classify reports accuracy, loss"),
+        ("loss", "max", "metric: loss is better when lower; set mode: min"),
+        ("accuracy/zebra", "max", "metric: accuracy/zebra names no class of"),
+    ],
+)
+def test_a_sweep_metric_no_trial_reports_is_refused_before_anything_is_written(
+    pattern_shards, tmp_path, monkeypatch, capsys, method, metric, mode, message
+):
+    """Accepted before, every trial then failed at its end (`summary[sweep.metric]`)."""
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+    if method == "grid":
+        sweep = debug_grid_file(tmp_path, pattern_shards, "bad", {"model.hidden": [[8], [16]]})
+    else:
+        extra = ["launch.executor=debug", "train.epochs=1", "train.steps_per_epoch=3"]
+        sweep = optuna_sweep_file(tmp_path / "bad.yaml", pattern_shards, tmp_path, extra, name="bad")
+    fields = yaml.safe_load(sweep.read_text()) | {"metric": metric, "mode": mode}
+    sweep.write_text(yaml.safe_dump(fields))
+    assert main(["sweep", str(sweep), "--wait"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_failing_trial_under_the_debug_executor_opens_no_debugger_without_a_terminal(pattern_shards, tmp_path):
+    """submitit's debug jobs open pdb's post-mortem prompt on a failure; a script or CI job (stdin
+    not a terminal) gets the failure and one error line instead."""
+    sweep = debug_grid_file(tmp_path, pattern_shards, "nan", {"optim.lr": [0.01, 1.0e30]})
+    fields = yaml.safe_load(sweep.read_text())
+    fields["overrides"] += ["optim.name=sgd", "optim.grad_clip=null", "optim.warmup_steps=0"]
+    sweep.write_text(yaml.safe_dump(fields))
+    prismlab = Path(sys.executable).parent / "prismlab"
+    result = subprocess.run(
+        [str(prismlab), "sweep", str(sweep), "--wait"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PRISMLAB_ALLOW_NODE_LOCAL": "1"},
+    )
+    assert result.returncode == 1 and "(Pdb)" not in result.stdout, result.stdout[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"prismlab: error: 1 of 2 trials failed; their logs are in {tmp_path / 'nan'}/submitit"
+    )
+    assert "PrismlabError: loss is" in result.stderr

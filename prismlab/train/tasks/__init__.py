@@ -25,4 +25,12 @@ def make_task(cfg, class_names: list[str], model_name: str) -> Task:
     return ClockTask(cfg.encoding, cfg.clock_classes)
 
 
-__all__ = ["Task", "make_task"]
+def metric_modes(task_name: str, model_name: str) -> dict[str, str]:
+    """The validation metrics a task reports after every epoch (and in summary.json), each with the
+    direction that is better: `max` or `min`. A classifier also reports `accuracy/<class>` (max)."""
+    if task_name == "generative":
+        return GenerativeTask.metric_modes(model_name)
+    return ClassifyTask.METRIC_MODES if task_name == "classify" else ClockTask.METRIC_MODES
+
+
+__all__ = ["Task", "make_task", "metric_modes"]

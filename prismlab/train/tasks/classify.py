@@ -15,6 +15,7 @@ from prismlab.train.tasks.base import over_samples
 class ClassifyTask:
     monitor = "accuracy"
     higher_is_better = True
+    METRIC_MODES = {"accuracy": "max", "loss": "min", "accuracy/<class>": "max"}
 
     def __init__(
         self,

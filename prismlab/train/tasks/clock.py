@@ -124,6 +124,7 @@ def make_encoding(name: str, clock_classes: int = 24):
 class ClockTask:
     monitor = "median_error_min"
     higher_is_better = False
+    METRIC_MODES = {"median_error_min": "min", "mean_error_min": "min"}
 
     def __init__(self, encoding: str, clock_classes: int = 24):
         self.encoding = make_encoding(encoding, clock_classes)

@@ -30,6 +30,11 @@ class GenerativeTask:
         self.monitor = "fake_realism" if kind == "gan" else "recon_mse"
         self.higher_is_better = kind == "gan"
 
+    @staticmethod
+    def metric_modes(kind: str) -> dict[str, str]:
+        """`real_score` is the discriminator's own view of real images: neither direction is better."""
+        return {"fake_realism": "max"} if kind == "gan" else {"recon_mse": "min"}
+
     def loss(self, model, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.kind == "gan":
             d_loss, g_loss = model(images)
