@@ -60,7 +60,7 @@ def add_eval_parser(commands) -> None:
         description="Evaluate a run's checkpoint on a split of its data; writes eval_<split>.json.",
     )
     p.add_argument("run_dir", type=Path, help="the run dir `prismlab train` printed")
-    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--split", help="split to evaluate (default test)")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in <run_dir>/checkpoints (default best.pt)")
     p.add_argument(
         "--channel-subsets",
@@ -70,7 +70,6 @@ def add_eval_parser(commands) -> None:
     p.add_argument(
         "--fill",
         choices=["zero", "duplicate"],
-        default="zero",
         help="with --channel-subsets, for models that are not any-channel: fill missing channels with "
         "zeros or with the mean of the present ones (default zero)",
     )
@@ -81,18 +80,16 @@ def add_eval_parser(commands) -> None:
         help="for a vae or gan run (a cae with --prior mixture): classify samples from its prior with this "
         "separately trained classifier run and report the fraction classified with confidence >= 0.9",
     )
-    p.add_argument("--samples", type=int, default=1000, help="with --judge: samples to draw (default 1000)")
+    p.add_argument("--samples", type=int, help="with --judge: samples to draw (default 1000)")
     p.add_argument(
         "--temperature",
         type=float,
-        default=1.0,
         help="with --judge: scale of the latents' standard deviation (default 1, the prior itself; "
         "below 1 trades variety for cleaner samples, like Glow's temperature or BigGAN's truncation)",
     )
     p.add_argument(
         "--prior",
         choices=["standard", "mixture"],
-        default="standard",
         help="with --judge: draw codes from N(0, I) (vae, gan) or from a Gaussian mixture fitted to the "
         "training images' codes (vae, cae; default standard)",
     )
@@ -189,6 +186,9 @@ def run_train(args) -> int:
         return 0 if under_slurm() else STOPPED_EXIT_CODE
     if global_rank() != 0:
         return 0
+    if summary.get("already_finished"):
+        print_finished(summary)
+        return 0
     print(f"run dir:   {summary['run_dir']}")
     print(f"val:       {summary['headline']}")
     print(f"plots:     {', '.join(summary['plots'])}")
@@ -199,9 +199,40 @@ def run_train(args) -> int:
     return 0
 
 
+def print_finished(summary: dict) -> None:
+    """A run started again after its end: what it reached, and how to go on."""
+    epochs = summary["epochs"]
+    print(f"run {summary['run_dir']} has already finished: {epochs} epochs, step {summary['step']}")
+    print(f"val:       {summary['headline']}")
+    if summary.get("stopped_by"):
+        print(f"it stopped by {summary['stopped_by']}; to train further, start a new run (run.name=NEW)")
+    else:
+        print(f"to train it longer, run the same command with train.epochs={epochs + 1} or more")
+
+
+EVAL_PARTNERS = {"samples": "judge", "temperature": "judge", "prior": "judge", "fill": "channel_subsets"}
+"""Options of `prismlab eval` that only mean something beside another one."""
+EVAL_DEFAULTS = {"split": "test", "samples": 1000, "temperature": 1.0, "prior": "standard", "fill": "zero"}
+
+
+def check_eval_options(args) -> None:
+    """An option without its partner would be ignored without a word: refused instead."""
+    flag = {name: "--" + name.replace("_", "-") for name in (*EVAL_PARTNERS, "judge", "channel_subsets", "split")}
+    for name, partner in EVAL_PARTNERS.items():
+        if getattr(args, name) is not None and not getattr(args, partner):
+            raise UsageError(f"{flag[name]} goes with {flag[partner]}; add {flag[partner]} or drop {flag[name]}")
+    if args.judge is not None and (args.channel_subsets or args.split is not None):
+        other = flag["channel_subsets"] if args.channel_subsets else flag["split"]
+        raise UsageError(f"--judge evaluates samples of the run's prior, not a split: drop {other}")
+    for name, value in EVAL_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def run_eval(args) -> int:
     from prismlab.analysis.trained_run import evaluate_channel_subsets, evaluate_run
 
+    check_eval_options(args)
     if args.judge is not None:
         from prismlab.analysis.sample_judge import judge_samples, judged_samples_stem
 

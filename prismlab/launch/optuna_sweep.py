@@ -43,11 +43,10 @@ from prismlab.config import load_config
 from prismlab.dist_env import slurm_job_ref
 from prismlab.errors import ConfigError
 from prismlab.io import atomic_write_json
-from prismlab.launch.env import export_torch_env
-from prismlab.launch.preemption import stop_signals
 from prismlab.launch.run import run_training
 from prismlab.launch.run_lock import process_gone
 from prismlab.launch.slurm_job import job_ended
+from prismlab.launch.submit import SubmittedJob
 from prismlab.train.config import ExperimentConfig
 
 logger = logging.getLogger(__name__)
@@ -200,7 +199,7 @@ def next_submission(sweep_dir: Path) -> int:
 
 
 @dataclass
-class OptunaTrialJob:
+class OptunaTrialJob(SubmittedJob):
     """Array task `task` of submission `submission` of an Optuna sweep: one trial, resumed after a
     requeue. The sweep travels with the job, so edits to its file do not reach queued workers."""
 
@@ -211,42 +210,40 @@ class OptunaTrialJob:
     config: str
     overrides: list[str]
 
-    def __call__(self) -> dict:
-        with stop_signals():
-            export_torch_env()
-            from prismlab.logs import setup_logging  # noqa: PLC0415
+    def run(self) -> dict:
+        sweep, sweep_dir = self.sweep, Path(self.sweep_dir)
+        self.study = create_study(sweep, sweep_dir, worker=self.task + 1)
+        epochs = load_config(ExperimentConfig, self.config, self.overrides).train.epochs
+        taken = self.trial(self.study, sweep, epochs)
+        if isinstance(taken, str):
+            logger.info("no trial for this worker: %s", taken)
+            return {"worker": self.task, "no_trial": taken}
+        self.taken, settings, name = taken
+        overrides = [
+            *self.overrides,
+            *(f"{k}={json.dumps(v)}" for k, v in settings.items()),
+            f"run.name={name}",
+            f"run.out_dir={sweep_dir}",
+            f"wandb.group={sweep.name}",
+        ]
+        cfg = load_config(ExperimentConfig, self.config, overrides)
 
-            setup_logging()
-            sweep, sweep_dir = self.sweep, Path(self.sweep_dir)
-            study = create_study(sweep, sweep_dir, worker=self.task + 1)
-            epochs = load_config(ExperimentConfig, self.config, self.overrides).train.epochs
-            taken = self.trial(study, sweep, epochs)
-            if isinstance(taken, str):
-                logger.info("no trial for this worker: %s", taken)
-                return {"worker": self.task, "no_trial": taken}
-            trial, settings, name = taken
-            overrides = [
-                *self.overrides,
-                *(f"{k}={json.dumps(v)}" for k, v in settings.items()),
-                f"run.name={name}",
-                f"run.out_dir={sweep_dir}",
-                f"wandb.group={sweep.name}",
-            ]
-            cfg = load_config(ExperimentConfig, self.config, overrides)
+        def report(epochs: int, val: dict) -> str | None:
+            self.taken.report(val[sweep.metric], step=epochs)
+            self.taken.set_user_attr("epochs", epochs)
+            return "pruned" if self.taken.should_prune() else None
 
-            def report(epochs: int, val: dict) -> str | None:
-                trial.report(val[sweep.metric], step=epochs)
-                trial.set_user_attr("epochs", epochs)
-                return "pruned" if trial.should_prune() else None
+        return run_training(cfg, sweep_dir / name, resume=True, on_validation=report)
 
-            summary = run_training(cfg, sweep_dir / name, resume=True, on_validation=report)
-        if summary.get("preempted"):
-            raise SystemExit(0)  # requeued: this task resumes the same trial
-        trial.set_user_attr("epochs", summary["epochs"])
+    def finish(self, summary: dict) -> dict:
+        """Tell the study how the trial ended."""
+        if "no_trial" in summary:
+            return summary
+        self.taken.set_user_attr("epochs", summary["epochs"])
         if summary.get("stopped_by") == "pruned":
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            self.study.tell(self.taken, state=optuna.trial.TrialState.PRUNED)
         else:
-            study.tell(trial, summary[sweep.metric])
+            self.study.tell(self.taken, summary[self.sweep.metric])
         return summary
 
     def trial(self, study: optuna.Study, sweep, epochs: int) -> tuple[optuna.Trial, dict, str] | str:

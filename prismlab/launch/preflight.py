@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -129,9 +130,12 @@ def check_time_limit(launch) -> None:
 
 
 def check_run_dir_writable(run_dir: Path) -> None:
+    """Without making it: a refused launch leaves no empty run dir behind."""
+    existing = next(folder for folder in [run_dir, *run_dir.parents] if folder.exists())
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=run_dir):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(existing))
+        with tempfile.NamedTemporaryFile(dir=existing):
             pass
     except OSError as exc:
         raise PreflightError(

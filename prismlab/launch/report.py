@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import yaml
 from optuna.importance import PedAnovaImportanceEvaluator
 
 from prismlab.analysis.tables import write_table
@@ -18,6 +19,7 @@ from prismlab.launch.optuna_sweep import fail_stale_trials, storage
 from prismlab.train import checkpoint
 from prismlab.train.plots import plot_sweep, save_figure
 from prismlab.train.run_dir import RunDir
+from prismlab.train.tasks import metric_modes
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,27 @@ def bar_label(row: dict, keys: list[str]) -> str:
     return f"{row['trial']}: {settings}"
 
 
+def add_summary_metric(sweep_dir: Path, rows: list[dict], metric: str) -> str | None:
+    """Another metric the trials logged, from each one's summary.json (the validation metrics at its
+    end); returns the direction that is better when the task knows it."""
+    summaries = {}
+    for row in rows:
+        path = sweep_dir / row["trial"] / "summary.json"
+        summaries[row["trial"]] = json.loads(path.read_text()) if path.is_file() else {}
+        row[metric] = summaries[row["trial"]].get(metric, math.nan)
+    reported = sorted({k for summary in summaries.values() for k, v in summary.items() if isinstance(v, float)})
+    if all(math.isnan(row[metric]) for row in rows):
+        raise PrismlabError(
+            f"--metric {metric}: no finished trial reports it; they report {', '.join(reported) or 'nothing yet'}"
+        )
+    config = RunDir(sweep_dir / rows[0]["trial"]).config
+    if not config.is_file():
+        return None
+    cfg = yaml.safe_load(config.read_text())
+    modes = metric_modes(cfg["task"]["name"], cfg["model"]["name"])
+    return modes.get("accuracy/<class>" if metric.startswith("accuracy/") else metric)
+
+
 def add_split_metric(sweep_dir: Path, rows: list[dict], metric: str, split: str) -> str:
     """Each finished trial's `metric` on `split` (best.pt, evaluated once: eval_<split>.json is kept);
     returns the column's name."""
@@ -158,9 +181,10 @@ def report(
     With `split`, the trials' best checkpoints are evaluated on it and ranked by that; when the sweep
     varies run.seed, report-seeds.md (.csv, .json) gives each setting's spread over its seeds."""
     sweep, rows = collect(sweep_dir)
-    metric, mode = metric or sweep["metric"], mode or sweep["mode"]
+    metric = metric or sweep["metric"]
     if metric != sweep["metric"]:
-        raise PrismlabError(f"--metric {metric}: this sweep records {sweep['metric']}")
+        mode = mode or add_summary_metric(sweep_dir, rows, metric)
+    mode = mode or sweep["mode"]
     if split is not None:
         metric = add_split_metric(sweep_dir, rows, metric, split)
     finished = [r for r in rows if not math.isnan(r[metric])]

@@ -127,6 +127,7 @@ class RunLock:
         self.thread: threading.Thread | None = None
 
     def acquire(self) -> RunLock:
+        RunDir(self.path.parent).check_is_folder()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             if self.try_create():

@@ -16,7 +16,7 @@ import logging
 import shlex
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,36 +40,76 @@ task, and a preempted job that ends in its grace time is not requeued. Caught la
 handler and then the stop flag take over."""
 
 
-@dataclass
-class TrainJob:
-    config: str
-    overrides: list[str]
-    run_dir: str
+class SubmittedJob:
+    """What every submitted job does around its work: our stop flag in place of the signal handlers
+    submitit installed a moment ago (a checkpoint inside a signal handler can deadlock, and its
+    SIGTERM handler ignores a preemption), the torch environment from SLURM's, logging; and after a
+    stop, an exit without a result, so that the requeued job runs the same callable again."""
 
     def __call__(self) -> dict:
-        # Replaces the handlers submitit installed a moment ago: a checkpoint inside a signal
-        # handler can deadlock, and its SIGTERM handler ignores a preemption.
         with stop_signals():
             export_torch_env()
             from prismlab.logs import setup_logging
 
             setup_logging()
-            cfg = load_config(ExperimentConfig, self.config, self.overrides)
-            summary = run_training(cfg, Path(self.run_dir), resume=True)
+            summary = self.run()
         if summary.get("preempted"):
             raise SystemExit(0)  # like submitit's own requeue: no result pickle, and exit 0 so srun kills no rank
+        return self.finish(summary)
+
+    def run(self) -> dict:
+        """The job's training; its summary, or {"preempted": True, ...} after a stop."""
+        raise NotImplementedError
+
+    def finish(self, summary: dict) -> dict:
+        """After a run that was not stopped; returns the job's result."""
         return summary
 
 
-def snapshot_code(run_dir: Path) -> Path:
-    """Copy the package (with its built extension) and configs into the run dir."""
-    target = run_dir / "code"
-    if target.exists():
-        shutil.rmtree(target)
+@dataclass
+class TrainJob(SubmittedJob):
+    config: str
+    overrides: list[str]
+    run_dir: str
+
+    def run(self) -> dict:
+        cfg = load_config(ExperimentConfig, self.config, self.overrides)
+        return run_training(cfg, Path(self.run_dir), resume=True)
+
+
+def copy_code(target: Path) -> None:
+    """The package (with its built extension) and configs, for a job to run from."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "csrc")
     shutil.copytree(PACKAGE_ROOT / "prismlab", target / "prismlab", ignore=ignore)
     shutil.copytree(PACKAGE_ROOT / "configs", target / "configs")
-    return target
+
+
+@contextlib.contextmanager
+def staged(run_dir: Path, snapshot: bool) -> Iterator[Path | None]:
+    """The run dir and code snapshot (`<run>/code`) a submission needs, undone if it is refused: a
+    run dir made for it goes whole; in an existing one the previous snapshot, kept aside meanwhile,
+    comes back."""
+    fresh = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target, previous = run_dir / "code", run_dir / "code.previous"
+    try:
+        if snapshot:
+            if previous.exists():  # a submission killed mid-way left it: the snapshot the run had
+                shutil.rmtree(target, ignore_errors=True)
+                previous.rename(target)
+            if target.exists():
+                target.rename(previous)
+            copy_code(target)
+        yield target if snapshot else None
+    except BaseException:
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        elif snapshot:
+            shutil.rmtree(target, ignore_errors=True)
+            if previous.exists():
+                previous.rename(target)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def make_executor(cfg: ExperimentConfig, run_dir: Path, code_dir: Path | None) -> submitit.Executor:
@@ -141,21 +181,42 @@ def job_results(job: submitit.Job) -> list:
     return job.results()
 
 
+def submit(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    tasks: Callable[[Path | None], list],
+    array: bool = False,
+    parallelism: int = 1,
+) -> list[submitit.Job]:
+    """The one way a run or a sweep is submitted: pre-flight checks, a code snapshot, submitit (one
+    job, or one job array of `tasks(code_dir)` with `parallelism` tasks at once), sbatch's own
+    refusals as one line; a refused submission leaves the run dir as it was."""
+    preflight(cfg, run_dir)
+    with staged(run_dir, cfg.launch.snapshot and cfg.launch.executor != "debug") as code_dir:
+        callables = tasks(code_dir)
+        executor = make_executor(cfg, run_dir, code_dir)
+        if array and cfg.launch.executor == "slurm":
+            executor.update_parameters(array_parallelism=parallelism)
+        with sbatch_refusals():
+            return executor.submit_array(callables) if array else [executor.submit(callables[0])]
+
+
 def launch(config: Path, overrides: list[str]) -> submitit.Job:
     """Check, snapshot and submit; returns the submitit job."""
     cfg = load_config(ExperimentConfig, config, overrides)
     run_dir = RunDir.of(cfg.run).root.resolve()
-    preflight(cfg, run_dir)
-    code_dir = snapshot_code(run_dir) if cfg.launch.snapshot and cfg.launch.executor != "debug" else None
-    # The job reads the config from the snapshot too; a config from elsewhere is copied beside it.
-    config_path = Path(config).resolve()
-    if code_dir:
-        config_path = Path(shutil.copy2(config_path, code_dir / "configs" / f"launched-{config_path.name}"))
-    with sbatch_refusals():
-        job = make_executor(cfg, run_dir, code_dir).submit(TrainJob(str(config_path), list(overrides), str(run_dir)))
-    logger.info("submitted %s job %s for run dir %s", cfg.launch.executor, job.job_id, run_dir)
+
+    def job(code_dir: Path | None) -> list[TrainJob]:
+        # The job reads the config from the snapshot too; a config from elsewhere is copied beside it.
+        config_path = Path(config).resolve()
+        if code_dir:
+            config_path = Path(shutil.copy2(config_path, code_dir / "configs" / f"launched-{config_path.name}"))
+        return [TrainJob(str(config_path), list(overrides), str(run_dir))]
+
+    [submitted] = submit(cfg, run_dir, job)
+    logger.info("submitted %s job %s for run dir %s", cfg.launch.executor, submitted.job_id, run_dir)
     if cfg.launch.executor == "slurm":  # `prismlab status` and the next launch know it before it starts
-        atomic_write_json(RunDir(run_dir).slurm_job, {"job_id": job.job_id, "requeue_count": 0})
+        atomic_write_json(RunDir(run_dir).slurm_job, {"job_id": submitted.job_id, "requeue_count": 0})
     if cfg.launch.executor == "debug":
-        job_results(job)  # submitit's debug jobs run only when their result is asked for
-    return job
+        job_results(submitted)  # submitit's debug jobs run only when their result is asked for
+    return submitted

@@ -41,8 +41,7 @@ from prismlab.launch.optuna_sweep import (
     search_parts,
     suggest,
 )
-from prismlab.launch.preflight import preflight
-from prismlab.launch.submit import TrainJob, make_executor, sbatch_refusals, snapshot_code
+from prismlab.launch.submit import TrainJob, submit
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.run_checks import plan_start
 from prismlab.train.run_dir import RunDir
@@ -197,27 +196,22 @@ def plan_optuna(path: Path, extra_overrides: list[str]) -> tuple[SweepConfig, Pa
 def submit_optuna(path: Path, extra_overrides: list[str]) -> tuple[Path, list]:
     sweep, sweep_dir, base, common = plan_optuna(path, extra_overrides)
     cfg = load_config(ExperimentConfig, base, common)
-    preflight(cfg, sweep_dir)
-    code_dir = snapshot_code(sweep_dir) if cfg.launch.snapshot and cfg.launch.executor != "debug" else None
-    create_study(sweep, sweep_dir)  # before the workers, so none of them races to create it
-    atomic_write_json(
-        sweep_dir / "sweep.json",
-        {
-            "name": sweep.name,
-            "metric": sweep.metric,
-            "mode": sweep.mode,
-            "method": "optuna",
-            "trials": [],
-        },
-    )
-    executor = make_executor(cfg, sweep_dir, code_dir)
-    executor.update_parameters(**({"array_parallelism": sweep.parallelism} if cfg.launch.executor == "slurm" else {}))
-    submission = next_submission(sweep_dir)
-    (sweep_dir / "workers" / str(submission)).mkdir(parents=True)  # claimed before any worker starts
-    with sbatch_refusals():
-        jobs = executor.submit_array(
-            [OptunaTrialJob(sweep, str(sweep_dir), submission, i, str(base), common) for i in range(sweep.trials)]
-        )
+
+    def workers(code_dir: Path | None) -> list[OptunaTrialJob]:
+        create_study(sweep, sweep_dir)  # before the workers, so none of them races to create it
+        record = {"name": sweep.name, "metric": sweep.metric, "mode": sweep.mode, "method": "optuna", "trials": []}
+        atomic_write_json(sweep_dir / "sweep.json", record)
+        submission = next_submission(sweep_dir)
+        (sweep_dir / "workers" / str(submission)).mkdir(parents=True)  # claimed before any worker starts
+        return [OptunaTrialJob(sweep, str(sweep_dir), submission, i, str(base), common) for i in range(sweep.trials)]
+
+    before = set((sweep_dir / "workers").glob("*"))
+    try:
+        jobs = submit(cfg, sweep_dir, workers, array=True, parallelism=sweep.parallelism)
+    except BaseException:
+        for claimed in set((sweep_dir / "workers").glob("*")) - before:  # a refused submission claims nothing
+            claimed.rmdir()
+        raise
     logger.info("submitted %d optuna trials of sweep %s", len(jobs), sweep.name)
     return sweep_dir, jobs
 
@@ -228,17 +222,12 @@ def submit_sweep(path: Path, extra_overrides: list[str]) -> tuple[Path, list]:
         return submit_optuna(path, extra_overrides)
     sweep, sweep_dir, trials = plan_sweep(path, extra_overrides)
     cfg = load_config(ExperimentConfig, trials[0]["config"], trials[0]["overrides"])
-    preflight(cfg, sweep_dir)
-    code_dir = snapshot_code(sweep_dir) if cfg.launch.snapshot and cfg.launch.executor != "debug" else None
-    atomic_write_json(
-        sweep_dir / "sweep.json",
-        {"name": sweep.name, "metric": sweep.metric, "mode": sweep.mode, "method": sweep.method, "trials": trials},
-    )
-    executor = make_executor(cfg, sweep_dir, code_dir)
-    executor.update_parameters(**({"array_parallelism": sweep.parallelism} if cfg.launch.executor == "slurm" else {}))
-    with sbatch_refusals():
-        jobs = executor.submit_array(
-            [TrainJob(t["config"], t["overrides"], str(sweep_dir / t["name"])) for t in trials]
-        )
+
+    def trial_jobs(code_dir: Path | None) -> list[TrainJob]:
+        record = {"name": sweep.name, "metric": sweep.metric, "mode": sweep.mode, "method": sweep.method}
+        atomic_write_json(sweep_dir / "sweep.json", {**record, "trials": trials})
+        return [TrainJob(t["config"], t["overrides"], str(sweep_dir / t["name"])) for t in trials]
+
+    jobs = submit(cfg, sweep_dir, trial_jobs, array=True, parallelism=sweep.parallelism)
     logger.info("submitted %d trials of sweep %s", len(jobs), sweep.name)
     return sweep_dir, jobs

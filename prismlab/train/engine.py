@@ -7,6 +7,7 @@ moved to the device here. What differs between experiments lives in the task (`t
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shlex
@@ -491,6 +492,17 @@ def clear_outputs(run: RunDir) -> None:
     run.wandb_id.unlink(missing_ok=True)
 
 
+def finished_summary(cfg: ExperimentConfig, run: RunDir) -> dict | None:
+    """The summary of a run that has trained all it will (its epochs, or stopped early), marked
+    `already_finished`; None when it has more to do."""
+    if not run.summary.is_file():
+        return None
+    summary = json.loads(run.summary.read_text())
+    if summary.get("stopped_by") or summary["epochs"] >= cfg.train.epochs:
+        return {**summary, "already_finished": True}
+    return None
+
+
 class Preempted(Exception):
     """The run stopped at a step boundary on request, after saving last.pt."""
 
@@ -513,6 +525,8 @@ def train(
     run early by returning why (a sweep's pruner: "pruned")."""
     run = RunDir.of(cfg.run, run_dir)
     start = check_run(cfg, run, resume)  # before anything is created or written
+    if resume and (done := finished_summary(cfg, run)) is not None:
+        return done
     if not resume and global_rank() == 0:
         clear_outputs(run)
     trainer = Trainer(cfg, run.root, start)

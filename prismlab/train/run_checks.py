@@ -50,17 +50,11 @@ class RunStart:
 
 
 def check_run(cfg, run: RunDir, resume: bool) -> RunStart:
-    check_folder(run.root, "the run dir (--run-dir, or run.out_dir/run.name)")
+    run.check_is_folder()
     manifest = read_manifest(cfg.data.shards, cfg.data.train_split)
     read_manifest(cfg.data.shards, cfg.data.val_split)
     check_data(cfg, manifest)
     return plan_start(cfg, run, resume)
-
-
-def check_folder(path: Path, what: str) -> None:
-    for part in [path, *path.parents]:
-        if part.exists() and not part.is_dir():
-            raise ConfigError(f"{what} {path} is inside the file {part}, not a folder; choose another path")
 
 
 def check_data(cfg, manifest: Manifest) -> None:

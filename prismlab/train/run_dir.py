@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from prismlab.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -16,6 +18,15 @@ class RunDir:
     def of(cls, run_config, root: Path | str | None = None) -> RunDir:
         """`root` if given (`--run-dir`), else `<run.out_dir>/<run.name>`."""
         return cls(Path(root) if root is not None else Path(run_config.out_dir) / run_config.name)
+
+    def check_is_folder(self) -> None:
+        """A run dir given as (or inside) a file is refused in one line before anything is made."""
+        for part in [self.root, *self.root.parents]:
+            if part.exists() and not part.is_dir():
+                raise ConfigError(
+                    f"the run dir (--run-dir, or run.out_dir/run.name) {self.root} is inside the file {part}, "
+                    f"not a folder; choose another path"
+                )
 
     @property
     def config(self) -> Path:

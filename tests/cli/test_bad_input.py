@@ -68,7 +68,8 @@ def world(tmp_path_factory) -> Path:
     (root / "list.yaml").write_text("- a\n- b\n")
     (root / "bad.yaml").write_text("optim: {lr: [1,\n")
     for name, fields in OPTUNA_SWEEPS.items():
-        base = {"base": DEMO, "name": name, "method": "optuna", "overrides": [f"data.shards={root / 'rgb'}"]}
+        overrides = [f"data.shards={root / 'rgb'}", "task.name=classify"]
+        base = {"base": DEMO, "name": name, "method": "optuna", "overrides": overrides}
         (root / f"optuna-{name}.yaml").write_text(yaml.safe_dump(base | fields, sort_keys=False))
     foreign = root / "runs" / "gray-eval"  # a copy of the finished run, pointed at gray shards
     shutil.copytree(root / "runs" / "done", foreign)
@@ -335,6 +336,21 @@ COMMAND_CASES = [
         ["holds channels ['gray']", "trained on ['R', 'G', 'B']"],
     ),
     ("judge with a non-run", ["eval", "{w}/runs/done", "--judge", "{w}/images"], 1, ["not a run dir"]),
+    ("samples without judge", ["eval", "{w}/runs/done", "--samples", "10"], 2, ["--samples goes with --judge"]),
+    ("prior without judge", ["eval", "{w}/runs/done", "--prior", "mixture"], 2, ["--prior goes with --judge"]),
+    (
+        "fill without channel subsets",
+        ["eval", "{w}/runs/done", "--fill", "duplicate"],
+        2,
+        ["--fill goes with --channel-subsets"],
+    ),
+    (
+        "judge of a split",
+        ["eval", "{w}/runs/done", "--judge", "{w}/runs/done", "--split", "val"],
+        2,
+        ["--judge evaluates samples of the run's prior, not a split: drop --split"],
+    ),
+    ("an argument that is no override", ["train", DEMO, "--run-dir", "{w}/r", "epochs"], 2, ["unrecognized arguments"]),
     ("status of a non-run", ["status", "{w}/images"], 1, ["is not a run dir"]),
     ("report of a non-sweep", ["report", "{w}/runs/done"], 1, ["is not a sweep dir"]),
     ("sweep file missing", ["sweep", "{w}/nope.yaml"], 2, ["not found"]),
@@ -395,3 +411,16 @@ def test_a_refused_start_leaves_the_run_name_free_for_the_corrected_command(worl
     assert len(err) == 1 and f"{key}=[0.5, 0.5] has 2 values for the 3 channels" in err[0], err
     assert not (tmp_path / "fixed" / "config.yaml").exists()
     assert main(["train", *run, f"{key}=[0.5]"]) == 0
+
+
+def test_a_finished_run_started_again_says_so_and_changes_nothing(world, capsys):
+    """It said `resumed from step N` and validated again. The overrides come after --run-dir here,
+    where argparse used to refuse them."""
+    before = snapshot(world)
+    capsys.readouterr()
+    run_dir = world / "runs" / "done"
+    assert main(["train", DEMO, "--run-dir", str(run_dir), *RUN, f"data.shards={world / 'rgb'}", "run.name=done"]) == 0
+    out = capsys.readouterr().out
+    assert f"run {world / 'runs' / 'done'} has already finished: 1 epochs, step 3" in out
+    assert "to train it longer, run the same command with train.epochs=2 or more" in out
+    assert snapshot(world) == before

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from prismlab.cli import main
 from prismlab.train import checkpoint
@@ -78,6 +79,40 @@ def test_what_sbatch_refuses_is_one_line(slurm_cluster, pattern_shards, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("prismlab: error: sbatch refused the job"), err
     assert "Invalid feature specification" in err[0] and "launch." in err[0]
+
+
+def test_a_submission_sbatch_refuses_leaves_the_run_dir_as_it_was(slurm_cluster, pattern_shards, tmp_path, capsys):
+    """A fresh run dir is not left behind; an existing run keeps the code snapshot its job ran."""
+    assert main(args(pattern_shards, tmp_path, "launch.constraint=bogus")) == 2
+    assert not (tmp_path / "job").exists()
+    assert main(args(pattern_shards, tmp_path, "--wait")) == 0
+    job = json.loads((tmp_path / "job" / "slurm_job.json").read_text())["job_id"]
+    wait_until_ended(job, 60)
+    marker = tmp_path / "job" / "code" / "prismlab" / "the-snapshot-the-job-ran"
+    marker.touch()
+    before = {p: p.read_bytes() for p in (tmp_path / "job").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(args(pattern_shards, tmp_path, "launch.constraint=bogus")) == 2
+    assert "sbatch refused the job" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (tmp_path / "job").rglob("*") if p.is_file()} == before
+
+
+def test_a_sweep_refused_before_queueing_leaves_no_sweep_dir(slurm_cluster, pattern_shards, tmp_path, capsys):
+    for refused in ("launch.partition=gpu-large", "launch.constraint=bogus"):  # by preflight, by sbatch
+        sweep = tmp_path / "refused.yaml"
+        sweep.write_text(
+            yaml.safe_dump(
+                {
+                    "base": str(REPO / "configs" / "clock_demo.yaml"),
+                    "name": "refused",
+                    "overrides": args(pattern_shards, tmp_path, refused)[2:],
+                    "parameters": {"model.hidden": [[8], [16]]},
+                }
+            )
+        )
+        assert main(["sweep", str(sweep)]) == 2
+        assert capsys.readouterr().err.startswith("prismlab: error: ")
+        assert not (tmp_path / "refused").exists()
 
 
 def test_submitit_job_runs_from_its_snapshot(slurm_cluster, pattern_shards, tmp_path, capsys):

@@ -376,3 +376,18 @@ def test_a_failing_trial_under_the_debug_executor_opens_no_debugger_without_a_te
         f"prismlab: error: 1 of 2 trials failed; their logs are in {tmp_path / 'nan'}/submitit"
     )
     assert "PrismlabError: loss is" in result.stderr
+
+
+def test_report_ranks_by_any_metric_the_trials_logged(pattern_shards, tmp_path, monkeypatch, capsys):
+    """`--metric` took only the sweep's own metric; loss is better when lower, which the task knows."""
+    monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
+    sweep = debug_grid_file(tmp_path, pattern_shards, "any", {"model.hidden": [[8], [16], [32]]})
+    assert main(["sweep", str(sweep), "--wait"]) == 0
+    assert main(["report", str(tmp_path / "any"), "--metric", "loss"]) == 0
+    rows = json.loads((tmp_path / "any" / "report.json").read_text())
+    losses = [r["loss"] for r in rows]
+    assert len(losses) == 3 and losses == sorted(losses)
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "any"), "--metric", "los"]) == 1
+    err = capsys.readouterr().err
+    assert "--metric los: no finished trial reports it; they report accuracy" in err and "loss" in err
