@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("folder", "cifar", "idx")
 """Image-set formats `prismlab shards` reads (prismlab.datasets.sources), named here so that the CLI
@@ -160,6 +163,7 @@ def run_shards(args) -> int:
             workers=args.workers,
         )
     for split, m in manifests.items():
+        warn_if_tiny_shards(split, m)
         skipped = f", {len(m.skipped)} unreadable files skipped (listed in the manifest)" if m.skipped else ""
         if args.source == "index":
             skipped = (
@@ -174,6 +178,23 @@ def run_shards(args) -> int:
             f"-> {args.out / (split + '.manifest.json')}"
         )
     return 0
+
+
+SMALL_SHARD_SAMPLES = 16
+"""Shards of fewer samples than this, many of them, make a file system serve a file per few samples."""
+
+
+def warn_if_tiny_shards(split: str, manifest) -> None:
+    shards = len(manifest.shards)
+    if shards > 20 and manifest.samples / shards < SMALL_SHARD_SAMPLES:
+        logger.warning(
+            "%s: %d shards of %.1f samples each on average: training opens a file per shard, and file systems "
+            "serve fewer, larger shards far better (webdataset's advice: 100 MB or more each); raise --shard-size "
+            "or --shard-bytes",
+            split,
+            shards,
+            manifest.samples / shards,
+        )
 
 
 def size_summary(sizes: dict[str, int]) -> str:

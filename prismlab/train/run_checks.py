@@ -9,6 +9,7 @@ keys and how to start a fresh run instead.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from prismlab.datasets.transforms import per_channel
 from prismlab.errors import ConfigError, PrismlabError
 from prismlab.train.build import input_size
 from prismlab.train.run_dir import RunDir
+
+logger = logging.getLogger(__name__)
 
 SAFE_TO_CHANGE = (
     "train.epochs",
@@ -51,10 +54,11 @@ class RunStart:
 
 def check_run(cfg, run: RunDir, resume: bool) -> RunStart:
     run.check_is_folder()
+    start = plan_start(cfg, run, resume)  # a changed config first: the data checks are of the new one
     manifest = read_manifest(cfg.data.shards, cfg.data.train_split)
     read_manifest(cfg.data.shards, cfg.data.val_split)
     check_data(cfg, manifest)
-    return plan_start(cfg, run, resume)
+    return start
 
 
 def check_data(cfg, manifest: Manifest) -> None:
@@ -65,6 +69,7 @@ def check_data(cfg, manifest: Manifest) -> None:
             f"task.tta_translate={cfg.task.tta_translate} must be smaller than the {size[0]}x{size[1]} "
             f"images; use 1 or 2 pixels"
         )
+    check_sizes(cfg, manifest)
     per_channel(cfg.data.mean, manifest.channels)
     per_channel(cfg.data.std, manifest.channels, what="data.std")
     if cfg.task.binary and len(manifest.class_names) != 2:
@@ -94,6 +99,23 @@ def check_data(cfg, manifest: Manifest) -> None:
         raise ConfigError(
             f"task.name=clock needs clock shards (labels are minutes since 12:00), and {shards} holds "
             f"classes ({shown}); use task.name=classify"
+        )
+
+
+def check_sizes(cfg, manifest: Manifest) -> None:
+    """Sizes that would make a run pathological without failing it."""
+    d, t = cfg.data, cfg.train
+    if d.mode == "resampled" and d.batch_size > manifest.samples:
+        raise ConfigError(
+            f"data.batch_size={d.batch_size} is larger than the {manifest.samples} training samples: in resampled "
+            f"mode every batch would draw the same samples several times; use a smaller batch, or data.mode=exact "
+            f"for full-batch training"
+        )
+    if d.mode == "resampled" and t.log_every > t.epochs * t.steps_per_epoch:
+        logger.warning(
+            "train.log_every=%d is more than the run's %d steps: it will log no train/ or sys/ metrics",
+            t.log_every,
+            t.epochs * t.steps_per_epoch,
         )
 
 

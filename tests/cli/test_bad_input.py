@@ -245,6 +245,12 @@ DATA_CASES = [
     ),
     ("classify on clock shards", train("data.shards={w}/clocks"), 2, ["task.name=classify needs class names"]),
     ("channel not in the shards", train("data.channels=[NIR]"), 2, ["['NIR'] not in these shards"]),
+    (
+        "a resampled batch larger than the set",
+        train("data.batch_size=1000"),
+        2,
+        ["data.batch_size=1000 is larger than the", "training samples", "data.mode=exact"],
+    ),
     ("no such shard folder", train("data.shards={w}/nowhere"), 1, ["no 'train' split"]),
     ("no val split", train("data.shards={w}/noval"), 1, ["no 'val' split", "--val-fraction"]),
     ("no such split", train("data.val_split=holdout"), 1, ["no 'holdout' split"]),

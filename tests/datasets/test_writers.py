@@ -279,3 +279,18 @@ def test_cli_writes_and_verifies(tmp_path, capsys):
     assert main(["shards", str(tmp_path / "src"), "--out", str(out), "--verify"]) == 0
     assert main(["shards", str(tmp_path / "src"), "--out", str(tmp_path / "o2"), "--format", "cifar"]) == 1
     assert capsys.readouterr().err.startswith("prismlab: error: ")
+
+
+def test_sizes_that_make_a_pathological_set_are_warned_about(tmp_path, caplog):
+    """A shard per sample (`--shard-size 1`, or a tiny `--shard-bytes`), or a held-out split larger
+    than what is left to train on, wrote without a word."""
+    make_image_folder(tmp_path / "src", None, classes=tuple("abcdefgh"))  # 32 images
+    out = tmp_path / "out"
+    assert main(["shards", str(tmp_path / "src"), "--out", str(out), "--shard-size", "1"]) == 0
+    assert "train: 32 shards of 1.0 samples each on average" in caplog.text and "--shard-size" in caplog.text
+    caplog.clear()
+    assert main(["shards", str(tmp_path / "src"), "--out", str(tmp_path / "carved"), "--val-fraction", "0.75"]) == 0
+    assert "--val-fraction 0.75 leaves train only 8 of 32 samples, fewer than val's 24" in caplog.text
+    caplog.clear()
+    assert main(["shards", str(tmp_path / "src"), "--out", str(tmp_path / "fine"), "--val-fraction", "0.25"]) == 0
+    assert "WARNING" not in caplog.text

@@ -349,3 +349,8 @@ def test_images_too_small_for_the_model_are_refused_before_the_first_step(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"prismlab: error: {message}") and "Traceback" not in "\n".join(err)
     assert not (tmp_path / "runs" / "t" / "checkpoints").exists()
+
+
+def test_a_log_interval_longer_than_the_run_is_warned_about(pattern_shards, tmp_path, caplog):
+    train(config(pattern_shards, tmp_path, "task.name=classify", "model.name=mlp", "train.log_every=100"))
+    assert "train.log_every=100 is more than the run's 16 steps: it will log no train/ or sys/ metrics" in caplog.text

@@ -6,12 +6,15 @@ writer can shuffle them globally and hand each shard's records to a worker proce
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from prismlab.errors import PrismlabError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,3 +97,14 @@ def carve_split(source: Source, split: str, fraction: float, seed: int, of: int 
     order = np.random.default_rng([seed, *split.encode()]).permutation(len(train))
     source.splits[split] = [train[i] for i in sorted(order[:count])]
     source.splits["train"] = [train[i] for i in sorted(order[count:])]
+    if len(source.splits["train"]) < count:
+        logger.warning(
+            "--%s-fraction %s leaves train only %d of %d samples, fewer than %s's %d; a held-out split is usually "
+            "a tenth or so of the set",
+            split,
+            fraction,
+            len(source.splits["train"]),
+            whole,
+            split,
+            count,
+        )
