@@ -88,10 +88,12 @@ def copy_code(target: Path) -> None:
 def staged(run_dir: Path, snapshot: bool) -> Iterator[Path | None]:
     """The run dir and code snapshot (`<run>/code`) a submission needs, undone if it is refused: a
     run dir made for it goes whole; in an existing one the previous snapshot, kept aside meanwhile,
-    comes back."""
+    comes back, and submitit's files of the refused job go."""
     fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     target, previous = run_dir / "code", run_dir / "code.previous"
+    submitit_dir = run_dir / "submitit"
+    earlier = set(submitit_dir.iterdir()) if submitit_dir.is_dir() else None
     try:
         if snapshot:
             if previous.exists():  # a submission killed mid-way left it: the snapshot the run had
@@ -104,10 +106,16 @@ def staged(run_dir: Path, snapshot: bool) -> Iterator[Path | None]:
     except BaseException:
         if fresh:
             shutil.rmtree(run_dir, ignore_errors=True)
-        elif snapshot:
-            shutil.rmtree(target, ignore_errors=True)
-            if previous.exists():
-                previous.rename(target)
+        else:
+            if snapshot:
+                shutil.rmtree(target, ignore_errors=True)
+                if previous.exists():
+                    previous.rename(target)
+            if earlier is None:
+                shutil.rmtree(submitit_dir, ignore_errors=True)
+            elif submitit_dir.is_dir():
+                for path in set(submitit_dir.iterdir()) - earlier:
+                    path.unlink()
         raise
     shutil.rmtree(previous, ignore_errors=True)
 
