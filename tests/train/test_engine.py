@@ -343,7 +343,7 @@ def test_images_too_small_for_the_model_are_refused_before_the_first_step(tmp_pa
         for i in range(8):
             Image.new("RGB", (2, 2), (40 * i, 0, 0)).save(tmp_path / "tiny" / label / f"{i}.png")
     assert main(["shards", str(tmp_path / "tiny"), "--out", str(tmp_path / "shards"), "--val-fraction", "0.25"]) == 0
-    options = ["task.name=classify", f"model.name={model}", f"data.num_workers={workers}"]
+    options = ["task.name=classify", f"model.name={model}", f"data.num_workers={workers}", "data.batch_size=4"]
     args = tiny_overrides(tmp_path / "shards", tmp_path / "runs", *options)
     assert main(["train", str(Path(__file__).resolve().parents[2] / "configs" / "clock_demo.yaml"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
