@@ -44,16 +44,17 @@ from torchvision import datasets, transforms
 from torchvision.io import decode_image
 
 from prismlab.datasets import loader as loader_module
+from prismlab.datasets.data_config import DataConfig
 from prismlab.datasets.indexer import index_shards
 from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.sources import detect_source
 from prismlab.datasets.tar_reader import ShardFile
-from prismlab.datasets.transforms import BatchTransform, TransformSpec
+from prismlab.datasets.transforms import BatchTransform
 from prismlab.datasets.writer import write_source_shards
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 
 
 def imagefolder_rate(root: Path, workers: int, batch_size: int) -> float:
@@ -62,21 +63,19 @@ def imagefolder_rate(root: Path, workers: int, batch_size: int) -> float:
     return timed_pass(loader, lambda batch: len(batch[1]))
 
 
-def prismlab_loader(shards: Path, workers: int, batch_size: int, **kwargs) -> ShardLoader:
+def prismlab_loader(shards: Path, workers: int, batch_size: int, **data) -> ShardLoader:
     """As the training engine builds it (buffers reused: it normalises each batch at once)."""
-    return ShardLoader(
-        shards,
-        "train",
+    data = DataConfig(
+        shards=str(shards),
         mode="exact",
         batch_size=batch_size,
         num_workers=workers,
-        seed=0,
-        transform=TransformSpec(flip=True, mean=MEAN, std=STD),
-        rank=0,
-        world_size=1,
-        reuse_buffers=True,
-        **kwargs,
+        flip=True,
+        mean=MEAN,
+        std=STD,
+        **data,
     )
+    return ShardLoader(data, "train", train=True, seed=0, rank=0, world_size=1, reuse_buffers=True)
 
 
 def prismlab_rate(shards: Path, workers: int, batch_size: int, normalise: bool = False) -> float:

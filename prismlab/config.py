@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -47,6 +48,23 @@ for tag, pattern, firsts in (
     ConfigLoader.add_implicit_resolver(tag, re.compile(pattern), list(firsts))
 WORD_BOOLEANS = {"yes": True, "on": True, "no": False, "off": False}
 """Still accepted for true/false fields, where they cannot mean anything else."""
+
+
+def at_least(key: str, value: int | float | None, low: int | float, example: str = "") -> None:
+    """`value` (when set) must be finite and >= low."""
+    if value is not None and not (math.isfinite(value) and value >= low):
+        raise ValueError(f"{key}={value} must be >= {low}{example}")
+
+
+def within(key: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = True) -> None:
+    """`value` in [low, high) (or with the ends given open/closed)."""
+    ok = (
+        math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high)
+    )
+    if not ok:
+        raise ValueError(f"{key}={value} must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:

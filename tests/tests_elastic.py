@@ -13,11 +13,12 @@ from pathlib import Path
 
 RANK = """
 import json, sys, torch.distributed as dist
-from prismlab.datasets.loader import train_stream
+from prismlab.datasets.data_config import DataConfig
+from prismlab.datasets.loader import ShardLoader
 shards, workers, steps, state_in, state_out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 dist.init_process_group("gloo")
-loader = train_stream(shards, "train", batch_size=4, steps_per_epoch=1, num_workers=workers, shuffle_buffer=16, seed=3,
-                      mode="exact")
+data = DataConfig(shards=shards, mode="exact", batch_size=4, num_workers=workers, shuffle_buffer=16)
+loader = ShardLoader(data, "train", train=True, seed=3)
 if state_in != "-":
     loader.load_state_dict(json.loads(open(state_in).read()))
 seen = []

@@ -9,12 +9,13 @@ mixture fitting, hence the EM loop here.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
-from prismlab.datasets.loader import eval_stream
+from prismlab.datasets.loader import ShardLoader
 from prismlab.errors import PrismlabError
-from prismlab.train.build import transform_spec
 
 COMPONENTS = 10
 """Mixture components: Ghosh et al.'s choice for MNIST (one per digit, though nothing ties them to classes)."""
@@ -57,9 +58,7 @@ def fit_gaussian_mixture(
 def training_codes(saved) -> torch.Tensor:
     """[N, latent]: the codes (a VAE's posterior means) of every image of a `SavedModel` run's train split."""
     saved.model.eval()  # BatchNorm's running statistics, as at test time
-    loader = eval_stream(
-        saved.cfg.data.shards, "train", batch_size=512, num_workers=0, transform=transform_spec(saved.cfg)
-    )
+    loader = ShardLoader(replace(saved.cfg.data, batch_size=512, num_workers=0), "train", train=False)
     return torch.cat([saved.model.encode(batch.images[batch.valid]).float() for batch in loader])
 
 

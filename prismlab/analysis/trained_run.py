@@ -19,7 +19,7 @@ from torch import nn
 
 from prismlab.analysis.tables import write_table
 from prismlab.config import load_config
-from prismlab.datasets.loader import eval_stream
+from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.shards import read_manifest
 from prismlab.datasets.transforms import per_channel
 from prismlab.errors import ConfigError, PrismlabError
@@ -31,7 +31,6 @@ from prismlab.train.build import (
     input_size,
     make_accelerator,
     own_wandb_service,
-    transform_spec,
 )
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.evaluate import evaluate
@@ -110,22 +109,15 @@ class TrainedRun(SavedModel):
 
     def evaluate(self, split: str, model: nn.Module | None = None, channels: Sequence[str] | None = None):
         self.check_shards(split)
-        spec = transform_spec(self.cfg)
+        data = self.cfg.data
         if channels is not None:
-            spec = replace(
-                spec,
-                channels=tuple(channels),
-                mean=per_channel(spec.mean, self.info.channels, channels),
-                std=per_channel(spec.std, self.info.channels, channels, what="data.std"),
+            data = replace(
+                data,
+                channels=list(channels),
+                mean=list(per_channel(data.mean, self.info.channels, channels)),
+                std=list(per_channel(data.std, self.info.channels, channels, what="data.std")),
             )
-        loader = eval_stream(
-            self.cfg.data.shards,
-            split,
-            batch_size=self.cfg.data.batch_size,
-            num_workers=self.cfg.data.num_workers,
-            transform=spec,
-            device=self.accelerator.device,
-        )
+        loader = ShardLoader(data, split, train=False, device=self.accelerator.device)
         return evaluate(model or self.model, loader, self.task, self.accelerator)
 
     def check_shards(self, split: str) -> None:

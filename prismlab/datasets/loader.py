@@ -35,13 +35,13 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from prismlab.datasets.data_config import DataConfig
 from prismlab.datasets.gpu_decode import PendingDecode, decode_pending, is_jpeg
-from prismlab.datasets.plan import MODES, PlannedBatch, consumed_after, exact_batches, exact_steps, resampled_batches
+from prismlab.datasets.plan import PlannedBatch, consumed_after, exact_batches, exact_steps, resampled_batches
 from prismlab.datasets.samples import (
     IMAGE_EXTENSIONS,
     CorruptSample,
@@ -52,9 +52,9 @@ from prismlab.datasets.samples import (
     read_mode,
 )
 from prismlab.datasets.shard_io import fetch, is_remote
-from prismlab.datasets.shards import read_manifest
+from prismlab.datasets.shards import Manifest, read_manifest
 from prismlab.datasets.tar_reader import ShardFile
-from prismlab.datasets.transforms import BatchTransform, BufferRing, TransformSpec, normalize
+from prismlab.datasets.transforms import BatchTransform, BufferRing, normalize
 from prismlab.dist_env import launcher_rank_and_world
 from prismlab.errors import PrismlabError
 
@@ -123,29 +123,28 @@ class WorkerFailure:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """Everything a worker needs to regenerate its part of an epoch."""
+    """Everything a worker needs to regenerate its part of an epoch: the run's data settings, the
+    split's shards (from its manifest) and this stream's place (training or evaluation, rank)."""
 
+    data: DataConfig
+    manifest: Manifest
     shard_urls: list[str]
-    shard_samples: list[int]
-    shard_bytes: list[int]
-    shard_sha256: list[str]
-    pack: int
-    channel_names: list[str]
-    label: str
-    class_names: list[str]
-    mode: str
-    batch_size: int
+    train: bool
+    """A training stream (data.mode, shuffled, augmented) or an evaluation pass (exact, in order)."""
     batches_per_epoch: int | None
     seed: int
-    shuffle: bool
-    window: int
     rank: int
     world_size: int
-    transform: TransformSpec
     gpu_decode: bool
-    cache_dir: str | None
-    max_incomplete_fraction: float
     reuse_buffers: bool
+
+    @property
+    def mode(self) -> str:
+        return self.data.mode if self.train else "exact"
+
+    @property
+    def shard_samples(self) -> list[int]:
+        return [s.samples for s in self.manifest.shards]
 
 
 class ShardReaders:
@@ -154,17 +153,18 @@ class ShardReaders:
     def __init__(self, config: StreamConfig):
         self.config = config
         self.open: OrderedDict[int, ShardFile] = OrderedDict()
-        label = {"cls": ("cls",), "none": ()}.get(config.label, ("json",))
+        label = {"cls": ("cls",), "none": ()}.get(config.manifest.label, ("json",))
         self.wanted = frozenset((*IMAGE_EXTENSIONS, *label))
         """Members a sample is read for: its image and its label, not its metadata."""
 
     def sample(self, shard: int, index: int) -> dict | CorruptSample:
         if shard not in self.open:
-            c = self.config
-            path = fetch(c.shard_urls[shard], c.shard_bytes[shard], c.shard_sha256[shard], c.cache_dir)
+            c, info = self.config, self.config.manifest.shards[shard]
+            path = fetch(c.shard_urls[shard], info.bytes, info.sha256, c.data.cache_dir)
             # A window's samples come from every packed group it spans (+2: windows straddle groups).
-            groups = -(-c.window // c.pack) + 2 if c.pack else 0
-            self.open[shard] = ShardFile(path, c.pack, name=c.shard_urls[shard], groups_kept=groups)
+            pack = c.manifest.pack
+            groups = -(-c.data.shuffle_buffer // pack) + 2 if pack else 0
+            self.open[shard] = ShardFile(path, pack, name=c.shard_urls[shard], groups_kept=groups)
             if len(self.open) > OPEN_SHARDS:
                 self.open.popitem(last=False)[1].close()
         self.open.move_to_end(shard)
@@ -190,21 +190,21 @@ class EpochStream(IterableDataset):
                 start=self.start,
                 rank=c.rank,
                 world_size=c.world_size,
-                batch_size=c.batch_size,
+                batch_size=c.data.batch_size,
                 seed=c.seed,
                 epoch=self.epoch,
-                shuffle=c.shuffle,
-                window=c.window,
+                shuffle=c.train,
+                window=c.data.shuffle_buffer,
             )
         return resampled_batches(
             c.shard_samples,
             done=self.start,
             rank=c.rank,
-            batch_size=c.batch_size,
+            batch_size=c.data.batch_size,
             batches_per_epoch=c.batches_per_epoch,
             seed=c.seed,
             epoch=self.epoch,
-            window=c.window,
+            window=c.data.shuffle_buffer,
         )
 
     def __iter__(self) -> Iterator[Shipment | WorkerFailure]:
@@ -212,12 +212,13 @@ class EpochStream(IterableDataset):
         mine = self.batches()[(info.id if info else 0) :: self.workers]
         prefetch_remote_shards(self.config, mine)
         readers = ShardReaders(self.config)
-        transform = BatchTransform(self.config.transform, self.config.channel_names)
+        transform = BatchTransform(self.config.data, self.config.manifest.channels, self.config.train)
         # A worker makes batch n + PREFETCH once the consumer has taken batch n (the DataLoader asks
         # for one batch per batch taken), so with PREFETCH + 1 buffers it overwrites batch n - 1,
         # which a consumer that uses each batch at once is done with (see BufferRing).
         ring = BufferRing(PREFETCH + 1 if info else 1) if self.config.reuse_buffers else None
-        allowed = math.floor(self.config.max_incomplete_fraction * sum(len(b.valid) for b in mine))
+        fraction = self.config.data.max_incomplete_fraction
+        allowed = math.floor(fraction * sum(len(b.valid) for b in mine))
         skipped = 0
         try:
             for planned in mine:
@@ -227,7 +228,7 @@ class EpochStream(IterableDataset):
         except IncompleteSample as exc:
             yield WorkerFailure(
                 f"{exc.args[0]}; fix those shards, or let up to a fraction of them be skipped with "
-                f"data.max_incomplete_fraction=0.01 (now {self.config.max_incomplete_fraction}, "
+                f"data.max_incomplete_fraction=0.01 (now {fraction}, "
                 f"{skipped} skipped so far, {allowed} allowed)"
             )
         except PrismlabError as exc:
@@ -249,7 +250,7 @@ class EpochStream(IterableDataset):
                 continue
             except IncompleteSample as exc:
                 where = f"sample {sample['key']!r} of shard {self.config.shard_urls[shard]}: {exc}"
-                if self.config.max_incomplete_fraction == 0:
+                if self.config.data.max_incomplete_fraction == 0:
                     raise IncompleteSample(where) from None
                 corrupt += 1
                 logger.debug("skipping %s", where)
@@ -278,15 +279,16 @@ class EpochStream(IterableDataset):
         c = self.config
         if "pixels" in sample:
             return sample["pixels"], False, self.checked(sample["cls"])
-        label = self.checked(label_of(sample["members"], c.label, {name: i for i, name in enumerate(c.class_names)}))
+        classes = {name: i for i, name in enumerate(c.manifest.class_names)}
+        label = self.checked(label_of(sample["members"], c.manifest.label, classes))
         data = encoded_image(sample["members"])
         if c.gpu_decode and is_jpeg(data):
             return data, True, label
-        return decode_pixels(data, read_mode(c.channel_names)), False, label
+        return decode_pixels(data, read_mode(c.manifest.channels)), False, label
 
     def checked(self, label: int) -> int:
         """A class index must name one of the manifest's classes (a model would fail on it deep inside)."""
-        classes = len(self.config.class_names)
+        classes = len(self.config.manifest.class_names)
         if classes and not 0 <= label < classes:
             raise IncompleteSample(f"label {label} is not one of the manifest's {classes} classes (0..{classes - 1})")
         return label
@@ -301,7 +303,8 @@ def prefetch_remote_shards(config: StreamConfig, batches: list[PlannedBatch]) ->
     def fetch_all() -> None:
         for s in remote:
             try:
-                fetch(config.shard_urls[s], config.shard_bytes[s], config.shard_sha256[s], config.cache_dir)
+                shard = config.manifest.shards[s]
+                fetch(config.shard_urls[s], shard.bytes, shard.sha256, config.data.cache_dir)
             except PrismlabError as exc:  # the reader meets the same error itself and reports it
                 logger.debug("prefetch of %s failed: %s", config.shard_urls[s], exc)
                 return
@@ -357,76 +360,55 @@ def leave_stop_signals_to_the_parent(_worker_id: int) -> None:
 class ShardLoader:
     """Iterable over the batches of one epoch at a time; resumable with state_dict().
 
-    stateful=False (evaluation) makes every iteration the same full pass of epoch 0 instead.
+    `train=True`: the training stream (data.mode; shuffled, augmented, stateful across epochs).
+    `train=False`: an evaluation pass, every sample once in shard order with eval transforms, the same
+    full pass each time it is iterated.
     """
 
     def __init__(
         self,
-        shards_dir: str | Path,
+        data: DataConfig,
         split: str,
         *,
-        mode: str,
-        batch_size: int,
-        num_workers: int = 0,
+        train: bool,
         seed: int = 0,
-        shuffle: bool = True,
         batches_per_epoch: int | None = None,
-        shuffle_buffer: int = 1000,
-        transform: TransformSpec = TransformSpec(),
         rank: int | None = None,
         world_size: int | None = None,
         device: torch.device | str | None = None,
-        stateful: bool = True,
-        cache_dir: str | None = None,
-        max_incomplete_fraction: float = 0.0,
         reuse_buffers: bool = False,
     ):
-        if mode not in MODES:
-            raise PrismlabError(f"loader mode '{mode}' is unknown; use one of {', '.join(MODES)}")
-        if batch_size < 1 or shuffle_buffer < 1:
-            raise PrismlabError(f"batch_size ({batch_size}) and shuffle_buffer ({shuffle_buffer}) must be >= 1")
-        if mode == "resampled" and (batches_per_epoch is None or batches_per_epoch < 1):
+        """`batches_per_epoch`: per rank, for a resampled training stream (train.steps_per_epoch)."""
+        if train and data.mode == "resampled" and (batches_per_epoch is None or batches_per_epoch < 1):
             raise PrismlabError("resampled mode needs batches_per_epoch >= 1 (e.g. train.steps_per_epoch)")
-        self.manifest = read_manifest(shards_dir, split)
+        self.manifest = read_manifest(data.shards, split)
         if self.manifest.samples == 0:
-            raise PrismlabError(f"split '{split}' in {shards_dir} holds no samples; rewrite it with `prismlab shards`")
+            raise PrismlabError(f"split '{split}' in {data.shards} holds no samples; rewrite it with `prismlab shards`")
         env_rank, env_world = launcher_rank_and_world()
         rank = env_rank if rank is None else rank
         world_size = env_world if world_size is None else world_size
         self.device = torch.device(device) if device is not None else None
-        self.num_workers = num_workers
-        shards = self.manifest.shards
+        self.num_workers = data.num_workers
         self.config = StreamConfig(
-            shard_urls=[s.location(shards_dir) for s in shards],
-            shard_samples=[s.samples for s in shards],
-            shard_bytes=[s.bytes for s in shards],
-            shard_sha256=[s.sha256 for s in shards],
-            pack=self.manifest.pack,
-            channel_names=list(self.manifest.channels),
-            label=self.manifest.label,
-            class_names=list(self.manifest.class_names),
-            mode=mode,
-            batch_size=batch_size,
+            data=data,
+            manifest=self.manifest,
+            shard_urls=[s.location(data.shards) for s in self.manifest.shards],
+            train=train,
             batches_per_epoch=batches_per_epoch,
             seed=seed,
-            shuffle=shuffle,
-            window=shuffle_buffer,
             rank=rank,
             world_size=world_size,
-            transform=transform,
             gpu_decode=self.device is not None and self.device.type == "cuda",
-            cache_dir=cache_dir,
-            max_incomplete_fraction=max_incomplete_fraction,
             reuse_buffers=reuse_buffers,
         )
         # Checked here, in the caller's process: a bad channel list fails before any worker starts.
-        self.transform = BatchTransform(transform, self.config.channel_names)
+        self.transform = BatchTransform(data, self.manifest.channels, train)
         self.batches_per_epoch = (
             batches_per_epoch
-            if mode == "resampled"
-            else len(exact_steps(self.manifest.samples, 0, world_size, batch_size))
+            if self.config.mode == "resampled"
+            else len(exact_steps(self.manifest.samples, 0, world_size, data.batch_size))
         )
-        self.stateful = stateful
+        self.stateful = train
         self.epoch = 0
         self.batch = 0
         self.start = 0
@@ -443,12 +425,12 @@ class ShardLoader:
         c = self.config
         if c.mode != "exact":
             return 0
-        return consumed_after(self.manifest.samples, self.start, c.world_size, c.batch_size, self.made)
+        return consumed_after(self.manifest.samples, self.start, c.world_size, c.data.batch_size, self.made)
 
     def batches_left(self) -> int:
         c = self.config
         if c.mode == "exact":
-            return len(exact_steps(self.manifest.samples, self.position, c.world_size, c.batch_size))
+            return len(exact_steps(self.manifest.samples, self.position, c.world_size, c.data.batch_size))
         return self.batches_per_epoch - self.batch
 
     def __iter__(self) -> Iterator[Batch]:
@@ -508,7 +490,7 @@ class ShardLoader:
             "position": self.position if c.mode == "exact" else None,
             "seed": c.seed,
             "mode": c.mode,
-            "batch_size": c.batch_size,
+            "batch_size": c.data.batch_size,
             "samples": self.manifest.samples,
             "world_size": c.world_size,
             "num_workers": max(1, self.num_workers),
@@ -545,68 +527,3 @@ class ShardLoader:
         else:
             logger.warning("the checkpoint's data stream predates elastic resume: epoch %d starts over", self.epoch)
             self.start = self.batch = 0
-
-
-def train_stream(
-    shards_dir: str | Path,
-    split: str,
-    *,
-    batch_size: int,
-    steps_per_epoch: int,
-    num_workers: int,
-    shuffle_buffer: int,
-    seed: int,
-    mode: str = "resampled",
-    transform: TransformSpec = TransformSpec(),
-    device: torch.device | str | None = None,
-    cache_dir: str | None = None,
-    max_incomplete_fraction: float = 0.0,
-    reuse_buffers: bool = False,
-) -> ShardLoader:
-    """Training stream: `steps_per_epoch` full batches per epoch on every rank (resampled), or one
-    shuffled exact pass (mode="exact"; the last batch of an epoch may be partial)."""
-    return ShardLoader(
-        shards_dir,
-        split,
-        mode=mode,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        seed=seed,
-        batches_per_epoch=steps_per_epoch if mode == "resampled" else None,
-        shuffle_buffer=shuffle_buffer,
-        transform=transform,
-        device=device,
-        cache_dir=cache_dir,
-        max_incomplete_fraction=max_incomplete_fraction,
-        reuse_buffers=reuse_buffers,
-    )
-
-
-def eval_stream(
-    shards_dir: str | Path,
-    split: str,
-    *,
-    batch_size: int,
-    num_workers: int,
-    transform: TransformSpec = TransformSpec(),
-    device: torch.device | str | None = None,
-    cache_dir: str | None = None,
-    max_incomplete_fraction: float = 0.0,
-    reuse_buffers: bool = False,
-) -> ShardLoader:
-    """One pass over every sample of `split` across all ranks, in shard order, each time it is
-    iterated (not stateful); padding repeats are marked in `batch.valid`."""
-    return ShardLoader(
-        shards_dir,
-        split,
-        mode="exact",
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shuffle=False,
-        transform=transform.for_eval(),
-        device=device,
-        stateful=False,
-        cache_dir=cache_dir,
-        max_incomplete_fraction=max_incomplete_fraction,
-        reuse_buffers=reuse_buffers,
-    )

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODES = ("exact", "resampled")
-
 
 @dataclass(frozen=True)
 class PlannedBatch:

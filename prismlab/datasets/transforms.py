@@ -13,39 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 from torchvision.transforms import v2
 
+from prismlab.datasets.data_config import DataConfig
 from prismlab.errors import ConfigError, PrismlabError
-
-
-@dataclass(frozen=True)
-class TransformSpec:
-    resize: int | None = None
-    """Resize every image to resize x resize first (needed when sample sizes differ)."""
-    crop: int | None = None
-    """Random crop of crop x crop when training, centre crop when evaluating."""
-    crop_padding: int = 0
-    """Reflect padding on every side before the training crop."""
-    flip: bool = False
-    """Random horizontal flip (training only)."""
-    rotation: float = 0.0
-    """Random rotation within +-rotation degrees (training only)."""
-    mean: tuple[float, ...] = (0.5,)
-    std: tuple[float, ...] = (0.5,)
-    """Per channel (or one value for all) after scaling to [0, 1]; the defaults map to [-1, 1]."""
-    channels: tuple[str, ...] | None = None
-    """Keep only these channels (names from the manifest), in this order."""
-    drop_channels: float = 0.0
-    """Training only: drop each channel of a batch with this probability, keeping at least one."""
-    train: bool = True
-
-    def for_eval(self) -> TransformSpec:
-        return replace(self, train=False, drop_channels=0.0)
 
 
 def per_channel(
@@ -68,18 +43,20 @@ def as_chw(pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 
 class BatchTransform:
-    """Turns decoded samples into one normalised batch; built once per worker."""
+    """Turns decoded samples into one normalised batch; built once per worker. `train`: with the
+    random augmentations (crop, rotation, flip, channel dropping); without, a centre crop."""
 
-    def __init__(self, spec: TransformSpec, channel_names: list[str]):
-        self.spec = spec
+    def __init__(self, data: DataConfig, channel_names: list[str], train: bool = True):
+        self.data = data
+        self.train = train
         self.channel_names = list(channel_names)
-        self.channel_index = self.select_channels(spec.channels)
-        self.per_sample = self.sample_pipeline(spec)
+        self.channel_index = self.select_channels(data.channels)
+        self.per_sample = self.sample_pipeline(data, train)
         self.selected = [self.channel_names[i] for i in self.channel_index]
-        self.mean = torch.tensor(per_channel(spec.mean, self.selected)).reshape(1, -1, 1, 1)
-        self.std = torch.tensor(per_channel(spec.std, self.selected, what="data.std")).reshape(1, -1, 1, 1)
+        self.mean = torch.tensor(per_channel(data.mean, self.selected)).reshape(1, -1, 1, 1)
+        self.std = torch.tensor(per_channel(data.std, self.selected, what="data.std")).reshape(1, -1, 1, 1)
 
-    def select_channels(self, wanted: tuple[str, ...] | None) -> list[int]:
+    def select_channels(self, wanted: list[str] | None) -> list[int]:
         if wanted is None:
             return list(range(len(self.channel_names)))
         missing = [c for c in wanted if c not in self.channel_names]
@@ -91,18 +68,18 @@ class BatchTransform:
         return [self.channel_names.index(c) for c in wanted]
 
     @staticmethod
-    def sample_pipeline(spec: TransformSpec) -> v2.Compose | None:
+    def sample_pipeline(data: DataConfig, train: bool) -> v2.Compose | None:
         steps = []
-        if spec.resize:
-            steps.append(v2.Resize((spec.resize, spec.resize), antialias=True))
-        if spec.crop:
+        if data.resize:
+            steps.append(v2.Resize((data.resize, data.resize), antialias=True))
+        if data.crop:
             steps.append(
-                v2.RandomCrop(spec.crop, padding=spec.crop_padding or None, padding_mode="reflect")
-                if spec.train
-                else v2.CenterCrop(spec.crop)
+                v2.RandomCrop(data.crop, padding=data.crop_padding or None, padding_mode="reflect")
+                if train
+                else v2.CenterCrop(data.crop)
             )
-        if spec.rotation and spec.train:
-            steps.append(v2.RandomRotation(spec.rotation))
+        if data.rotation and train:
+            steps.append(v2.RandomRotation(data.rotation))
         return v2.Compose(steps) if steps else None
 
     def __call__(self, pixels: list[torch.Tensor | np.ndarray], seed: int) -> tuple[torch.Tensor, list[str]]:
@@ -129,14 +106,10 @@ class BatchTransform:
                 f"decoded images have {channels} channels but the manifest lists "
                 f"{self.channel_names}; rewrite the shards"
             )
-        flips = (
-            (torch.rand(len(pixels), generator=generator) < 0.5).tolist()
-            if self.spec.train and self.spec.flip
-            else None
-        )
+        flips = (torch.rand(len(pixels), generator=generator) < 0.5).tolist() if self.train and self.data.flip else None
         index = self.channel_index
-        if self.spec.train and self.spec.drop_channels > 0 and len(index) > 1:
-            keep = torch.rand(len(index), generator=generator) >= self.spec.drop_channels
+        if self.train and self.data.drop_channels > 0 and len(index) > 1:
+            keep = torch.rand(len(index), generator=generator) >= self.data.drop_channels
             if not keep.any():
                 keep[torch.randint(len(index), (1,), generator=generator)] = True
             index = [i for i, k in zip(index, keep.tolist()) if k]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import torch
@@ -14,9 +14,8 @@ import wandb
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
-from prismlab.datasets.loader import ShardLoader, eval_stream, train_stream
+from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.shards import Manifest
-from prismlab.datasets.transforms import TransformSpec
 from prismlab.dist_env import (
     in_slurm_step,
     launcher_rank_and_world,
@@ -53,21 +52,6 @@ class ModelInputs:
             object.__setattr__(self, "image_size", [self.image_size, self.image_size])
 
 
-def transform_spec(cfg: ExperimentConfig) -> TransformSpec:
-    d = cfg.data
-    return TransformSpec(
-        resize=d.resize,
-        crop=d.crop,
-        crop_padding=d.crop_padding,
-        flip=d.flip,
-        rotation=d.rotation,
-        mean=tuple(d.mean),
-        std=tuple(d.std),
-        channels=tuple(d.channels) if d.channels else None,
-        drop_channels=d.drop_channels,
-    )
-
-
 def model_inputs(cfg: ExperimentConfig, manifest: Manifest) -> ModelInputs:
     return ModelInputs(
         list(cfg.data.channels or manifest.channels), input_size(cfg.data, manifest), list(manifest.class_names)
@@ -79,8 +63,6 @@ def input_size(d, manifest: Manifest) -> list[int]:
     stored = [[int(v) for v in hw.split("x")] for hw in manifest.sizes] or (
         [manifest.image_size] if manifest.image_size else []
     )
-    if d.resize and d.crop and d.crop > d.resize:
-        raise ConfigError(f"data.crop={d.crop} is larger than data.resize={d.resize}; crop at most the resized side")
     if d.crop and not d.resize and stored and d.crop > min(min(hw) for hw in stored):
         smallest = min(stored, key=min)
         raise ConfigError(
@@ -143,8 +125,8 @@ def fit_to_data(model: torch.nn.Module, cfg: ExperimentConfig) -> None:
     layers = [m for m in model.modules() if isinstance(m, PatchWhitening)]
     if not layers:
         return
-    d = cfg.data
-    stream = eval_stream(d.shards, d.train_split, batch_size=500, num_workers=0, transform=transform_spec(cfg))
+    unaugmented = replace(cfg.data, batch_size=500, num_workers=0)
+    stream = ShardLoader(unaugmented, cfg.data.train_split, train=False)
     batches, count = [], 0
     for batch in stream:
         batches.append(batch.images[batch.valid])
@@ -258,23 +240,14 @@ def build_loaders(cfg: ExperimentConfig, device: torch.device) -> tuple[ShardLoa
     """The training stream and the validation pass, reusing their buffers (the engine normalises
     every batch as soon as it has it)."""
     d, t = cfg.data, cfg.train
-    common = dict(
-        num_workers=d.num_workers,
-        transform=transform_spec(cfg),
+    train = ShardLoader(
+        d,
+        d.train_split,
+        train=True,
+        seed=cfg.run.seed,
+        batches_per_epoch=t.steps_per_epoch,
         device=device,
-        cache_dir=d.cache_dir,
-        max_incomplete_fraction=d.max_incomplete_fraction,
         reuse_buffers=True,
     )
-    train = train_stream(
-        d.shards,
-        d.train_split,
-        batch_size=d.batch_size,
-        steps_per_epoch=t.steps_per_epoch,
-        shuffle_buffer=d.shuffle_buffer,
-        seed=cfg.run.seed,
-        mode=d.mode,
-        **common,
-    )
-    val = eval_stream(d.shards, d.val_split, batch_size=d.batch_size, **common)
+    val = ShardLoader(d, d.val_split, train=False, device=device, reuse_buffers=True)
     return train, val

@@ -19,6 +19,7 @@ import webdataset as wds
 from PIL import Image
 
 from prismlab.cli import main
+from prismlab.datasets.data_config import DataConfig
 from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.shards import read_manifest
 
@@ -77,12 +78,10 @@ def index(source: str, out: Path, *extra: str) -> None:
     assert main(["shards", "index", source, "--out", str(out), *extra]) == 0
 
 
-def loader(out: Path, **kwargs) -> ShardLoader:
-    return ShardLoader(
-        out,
-        "train",
-        **({"mode": "exact", "batch_size": 8, "num_workers": 0, "rank": 0, "world_size": 1, "shuffle": False} | kwargs),
-    )
+def loader(out: Path, **data) -> ShardLoader:
+    """One pass over the train split in shard order; keyword arguments are DataConfig fields."""
+    settings = {"batch_size": 8, "num_workers": 0} | data
+    return ShardLoader(DataConfig(shards=str(out), **settings), "train", train=False, rank=0, world_size=1)
 
 
 def labels_of(out: Path, **kwargs) -> list[int]:

@@ -13,11 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from prismlab.datasets.data_config import DataConfig
 from prismlab.datasets.gpu_decode import PendingDecode, decode_pending, is_jpeg
 from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.samples import decode_pixels
 from prismlab.datasets.sources import detect_source
-from prismlab.datasets.transforms import BatchTransform, TransformSpec, normalize
+from prismlab.datasets.transforms import BatchTransform, normalize
 from prismlab.datasets.writer import write_source_shards
 
 from image_sets import make_image_folder
@@ -32,7 +33,7 @@ def jpeg(seed: int) -> bytes:
 def test_pending_batch_decodes_like_the_cpu_path():
     data = [jpeg(i) for i in range(4)]
     assert all(is_jpeg(d) for d in data)
-    transform = BatchTransform(TransformSpec(flip=True), ["R", "G", "B"])
+    transform = BatchTransform(DataConfig(flip=True), ["R", "G", "B"])
     cpu_pixels = [decode_pixels(d) for d in data]
     expected, _ = transform(cpu_pixels, seed=7)
     # Samples 1 and 3 arrive already decoded (e.g. PNG); 0 and 2 still as JPEG bytes.
@@ -46,10 +47,13 @@ def test_pending_batch_decodes_like_the_cpu_path():
 def test_loader_decodes_jpeg_on_the_gpu(tmp_path):
     make_image_folder(tmp_path / "src", None, ext="jpg", size=16)
     write_source_shards(detect_source(tmp_path / "src"), tmp_path / "out", workers=1)
-    augment = TransformSpec(crop=16, crop_padding=2, flip=True)  # the same seeded augmentation on both paths
-    settings = {"mode": "exact", "batch_size": 4, "num_workers": 1, "rank": 0, "world_size": 1, "transform": augment}
-    on_cpu = list(ShardLoader(tmp_path / "out", "train", **settings))
-    on_gpu = list(ShardLoader(tmp_path / "out", "train", device="cuda", **settings))
+    # The same seeded augmentation on both paths.
+    data = DataConfig(
+        shards=str(tmp_path / "out"), mode="exact", batch_size=4, num_workers=1, crop=16, crop_padding=2, flip=True
+    )
+    settings = {"train": True, "rank": 0, "world_size": 1}
+    on_cpu = list(ShardLoader(data, "train", **settings))
+    on_gpu = list(ShardLoader(data, "train", device="cuda", **settings))
     assert all(b.images.is_cuda for b in on_gpu)
     for cpu, gpu in zip(on_cpu, on_gpu):
         assert torch.equal(cpu.labels, gpu.labels)

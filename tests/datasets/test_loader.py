@@ -17,11 +17,12 @@ import torch
 import webdataset as wds
 
 from prismlab.datasets import loader as loader_module
-from prismlab.datasets.loader import ShardLoader, eval_stream
+from prismlab.datasets.data_config import DataConfig
+from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.plan import exact_batches, resampled_batches
 from prismlab.datasets.shards import Manifest, ShardInfo, manifest_path
 from prismlab.datasets.sources import Record, Source
-from prismlab.datasets.transforms import BatchTransform, TransformSpec, normalize
+from prismlab.datasets.transforms import BatchTransform, normalize
 from prismlab.datasets.writer import write_source_shards
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
@@ -59,9 +60,14 @@ def run(loader: ShardLoader) -> list[loader_module.Batch]:
     return list(loader)
 
 
+LOADER_ARGUMENTS = ("train", "seed", "batches_per_epoch", "rank", "world_size", "device", "reuse_buffers")
+
+
 def make(shards: Path, **kwargs) -> ShardLoader:
+    """A loader of the train split; keyword arguments are loader arguments or DataConfig fields."""
     settings = {"mode": "exact", "batch_size": 8, "num_workers": 0, "seed": 5, "rank": 0, "world_size": 1} | kwargs
-    return ShardLoader(shards, "train", **settings)
+    loader = {"train": True} | {k: settings.pop(k) for k in LOADER_ARGUMENTS if k in settings}
+    return ShardLoader(DataConfig(shards=str(shards), **settings), "train", **loader)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
@@ -165,7 +171,8 @@ def test_resume_mid_epoch_equals_uninterrupted_run(shards, mode, workers, k):
         "mode": mode,
         "num_workers": workers,
         "batches_per_epoch": 6 if mode == "resampled" else None,
-        "transform": TransformSpec(flip=True, crop=3),
+        "flip": True,
+        "crop": 3,
         "rank": 1,
         "world_size": 2,
     }
@@ -239,7 +246,7 @@ def test_packed_shards_stream_like_plain_ones(shards, packed_shards):
 
 
 def test_eval_stream_restarts_every_pass(shards):
-    stream = eval_stream(shards, "train", batch_size=10, num_workers=1)
+    stream = make(shards, batch_size=10, num_workers=1, train=False)
     first = [b.labels.tolist() for b in stream]
     partial = iter(stream)
     next(partial)
@@ -275,7 +282,7 @@ def test_corrupt_sample_is_skipped_and_counted(tmp_path, caplog):
     pngs = [png_bytes(i) for i in range(10)]
     pngs[3] = b"\x89PNG garbage"
     write_handmade_split(tmp_path, pngs)
-    batches = run(make(tmp_path, batch_size=5, shuffle=False))
+    batches = run(make(tmp_path, batch_size=5, train=False))
     assert [len(b.labels) for b in batches] == [4, 5]  # same batch count, one sample fewer
     assert [b.corrupt for b in batches] == [1, 0]
     assert 3 not in torch.cat([b.labels for b in batches]).tolist()
@@ -302,19 +309,19 @@ def test_truncated_shard_found_while_reading_names_it(tmp_path):
 
 def test_channel_selection_and_random_dropping(tmp_path):
     write_source_shards(indexed_source(20, channels=3), tmp_path, shard_size=10, workers=1)
-    batch = next(iter(make(tmp_path, transform=TransformSpec(channels=("B", "R"), mean=(0.0,), std=(1.0,)))))
+    batch = next(iter(make(tmp_path, channels=["B", "R"], mean=[0.0], std=[1.0])))
     assert batch.channels == ["B", "R"] and batch.images.shape[1] == 2
     assert torch.allclose(batch.images[:, 0, 2, 2], torch.full((8,), 80 / 255))
-    dropping = make(tmp_path, mode="resampled", batches_per_epoch=12, transform=TransformSpec(drop_channels=0.5))
+    dropping = make(tmp_path, mode="resampled", batches_per_epoch=12, drop_channels=0.5)
     kept = [b.channels for b in dropping]
     assert all(b and set(b) <= {"R", "G", "B"} for b in kept)
     assert any(len(b) < 3 for b in kept)
     with pytest.raises(PrismlabError, match="not in these shards"):
-        make(tmp_path, transform=TransformSpec(channels=("NIR",)))
+        make(tmp_path, channels=["NIR"])
 
 
 def test_geometric_transforms_change_shapes(shards):
-    batch = next(iter(make(shards, transform=TransformSpec(resize=12, crop=10, rotation=15, flip=True))))
+    batch = next(iter(make(shards, resize=12, crop=10, rotation=15, flip=True)))
     assert batch.images.shape == (8, 1, 10, 10)
 
 
@@ -322,14 +329,14 @@ def test_padded_crop_translates_training_images_only():
     from prismlab.datasets.transforms import BatchTransform
 
     image = torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8)
-    spec = TransformSpec(crop=8, crop_padding=2, mean=(0.0,), std=(1.0,))
-    train = BatchTransform(spec, ["L"])
+    data = DataConfig(crop=8, crop_padding=2, mean=[0.0], std=[1.0])
+    train = BatchTransform(data, ["L"])
     shifted = [train([image], seed)[0][0, 0] for seed in range(20)]
     assert all(s.shape == (8, 8) for s in shifted)
     assert any(not torch.equal(s, image[0] / 255) for s in shifted)
     # Reflect padding: every value still comes from the image.
     assert all(set((s * 255).round().int().flatten().tolist()) <= set(range(64)) for s in shifted)
-    evaluated = BatchTransform(spec.for_eval(), ["L"])([image], 0)[0][0, 0]
+    evaluated = BatchTransform(data, ["L"], train=False)([image], 0)[0][0, 0]
     assert torch.allclose(evaluated, image[0] / 255)
 
 
@@ -341,11 +348,13 @@ def free_port() -> int:
 
 GLOO_RANK = """
 import json, sys, torch.distributed as dist
-from prismlab.datasets.loader import eval_stream, train_stream
+from prismlab.datasets.data_config import DataConfig
+from prismlab.datasets.loader import ShardLoader
 dist.init_process_group("gloo")
-val = eval_stream(sys.argv[1], "train", batch_size=8, num_workers=2)
+val = ShardLoader(DataConfig(shards=sys.argv[1], batch_size=8, num_workers=2), "train", train=False)
 labels = [b.labels[b.valid].tolist() for b in val]
-train = train_stream(sys.argv[1], "train", batch_size=8, steps_per_epoch=5, num_workers=2, shuffle_buffer=10, seed=0)
+data = DataConfig(shards=sys.argv[1], batch_size=8, num_workers=2, shuffle_buffer=10)
+train = ShardLoader(data, "train", train=True, batches_per_epoch=5, seed=0)
 counts = [len(list(train)), len(labels)]
 gathered = [None] * dist.get_world_size()
 dist.all_gather_object(gathered, {"labels": sum(labels, []), "counts": counts})
@@ -375,9 +384,10 @@ def test_multi_process_gloo_run_reads_real_shards(shards, tmp_path):
 WORKER_SURVIVAL = """
 import sys, time
 from pathlib import Path
+from prismlab.datasets.data_config import DataConfig
 from prismlab.datasets.loader import ShardLoader
-loader = ShardLoader(sys.argv[1], "train", mode="resampled", batches_per_epoch=40, batch_size=8, num_workers=2, rank=0,
-                     world_size=1)
+data = DataConfig(shards=sys.argv[1], mode="resampled", batch_size=8, num_workers=2)
+loader = ShardLoader(data, "train", train=True, batches_per_epoch=40, rank=0, world_size=1)
 stream = iter(loader)
 next(stream)
 print("ready", flush=True)
@@ -419,7 +429,7 @@ def test_workers_survive_a_stop_signal_and_still_exit(shards, tmp_path, stop):
 @pytest.mark.parametrize("dtype, top", [(torch.uint8, 255), (torch.float32, 65535)])
 def test_normalising_maps_to_the_mean_and_std_and_leaves_the_pixels_as_they_are(dtype, top):
     """uint8 batches, and float32 ones (16-bit images), whose conversion to float is no copy."""
-    transform = BatchTransform(TransformSpec(mean=(0.25, 0.5), std=(0.5, 0.25)), ["A", "B"])
+    transform = BatchTransform(DataConfig(mean=[0.25, 0.5], std=[0.5, 0.25]), ["A", "B"])
     pixels = torch.randint(0, top + 1, (3, 5, 4, 2)).to(dtype)
     kept = pixels.clone()
     images = normalize(pixels, *transform.normalization(["A", "B"], dtype))
@@ -449,11 +459,8 @@ def test_workers_start_with_the_parents_objects_out_of_the_collectors_reach(shar
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_reused_buffers_give_the_same_batches_to_a_consumer_that_uses_each_at_once(shards, workers):
-    fresh = [signature(b) for b in make(shards, num_workers=workers, batch_size=4, transform=TransformSpec(flip=True))]
-    reused = [
-        signature(b)
-        for b in make(shards, num_workers=workers, batch_size=4, transform=TransformSpec(flip=True), reuse_buffers=True)
-    ]
+    fresh = [signature(b) for b in make(shards, num_workers=workers, batch_size=4, flip=True)]
+    reused = [signature(b) for b in make(shards, num_workers=workers, batch_size=4, flip=True, reuse_buffers=True)]
     assert reused == fresh
 
 
@@ -468,4 +475,4 @@ def test_shard_bytes_changed_in_place_are_an_error_not_other_data(packed_shards,
     data[1500] ^= 0xFF  # inside the first packed group's pixels
     path.write_bytes(bytes(data))
     with pytest.raises(PrismlabError, match="train-000000.tar does not match the sha256 of its manifest"):
-        run(ShardLoader(copy, "train", mode="exact", batch_size=8, rank=0, world_size=1, cache_dir=str(tmp_path / "c")))
+        run(make(copy, cache_dir=str(tmp_path / "c")))

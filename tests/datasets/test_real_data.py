@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from prismlab.datasets.loader import eval_stream
+from prismlab.datasets.data_config import DataConfig
+from prismlab.datasets.loader import ShardLoader
 from prismlab.datasets.sources import detect_source
-from prismlab.datasets.transforms import TransformSpec
 from prismlab.datasets.writer import write_source_shards
 
 ARCHIVE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist-png.tar.gz"
@@ -50,9 +50,8 @@ def test_mnist_png_tree_round_trip(tmp_path):
     assert manifests["train"].samples == manifests["test"].samples == 10 * PER_CLASS
     assert manifests["train"].image_size == [28, 28] and manifests["train"].channels == ["gray"]
     expected = sorted((np.asarray(Image.open(f)).tobytes(), int(f.parent.name)) for f in files if "testing" in f.parts)
-    stream = eval_stream(
-        tmp_path / "out", "test", batch_size=32, num_workers=1, transform=TransformSpec(mean=(0.0,), std=(1.0,))
-    )
+    data = DataConfig(shards=str(tmp_path / "out"), batch_size=32, num_workers=1, mean=[0.0], std=[1.0])
+    stream = ShardLoader(data, "test", train=False)
     got = []
     for batch in stream:
         pixels = (batch.images[:, 0] * 255).round().to(torch.uint8).numpy()
