@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from prismlab.config import load_config
 from prismlab.kernels import reference
 from prismlab.models import any_channel_attention
 from prismlab.models.factory import build_model
 from prismlab.train.config import ExperimentConfig
+from prismlab.yaml_config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = ["R", "G", "B"]

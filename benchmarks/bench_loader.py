@@ -43,14 +43,14 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.io import decode_image
 
-from prismlab.datasets import loader as loader_module
-from prismlab.datasets.data_config import DataConfig
-from prismlab.datasets.indexer import index_shards
-from prismlab.datasets.loader import ShardLoader
-from prismlab.datasets.sources import detect_source
-from prismlab.datasets.tar_reader import ShardFile
-from prismlab.datasets.transforms import BatchTransform
-from prismlab.datasets.writer import write_source_shards
+from prismlab.datasets.format.tar_reader import ShardFile
+from prismlab.datasets.read import loader as loader_module
+from prismlab.datasets.read.data_config import DataConfig
+from prismlab.datasets.read.loader import ShardLoader
+from prismlab.datasets.read.transforms import BatchTransform
+from prismlab.datasets.write.indexer import index_shards
+from prismlab.datasets.write.sources import detect_source
+from prismlab.datasets.write.writer import write_source_shards
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"

@@ -31,12 +31,12 @@ from bench_loader import ARCHIVE, resize_tree
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from prismlab.config import load_config
-from prismlab.datasets.clock_shards import write_clock_shards
-from prismlab.datasets.sources import detect_source
-from prismlab.datasets.writer import write_source_shards
+from prismlab.datasets.write.clock_shards import write_clock_shards
+from prismlab.datasets.write.sources import detect_source
+from prismlab.datasets.write.writer import write_source_shards
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import Trainer
+from prismlab.yaml_config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

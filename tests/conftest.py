@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prismlab.cli import main
-from prismlab.datasets.clock_shards import write_clock_shards
+from prismlab.datasets.write.clock_shards import write_clock_shards
 
 from image_patterns import PATTERNS, write_pattern_folder
 

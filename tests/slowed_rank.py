@@ -6,7 +6,7 @@ import sys
 import time
 
 from prismlab.cli import main
-from prismlab.datasets import loader
+from prismlab.datasets.read import loader
 
 SLOW_RANK, SLOW_AFTER = int(os.environ["SLOW_RANK"]), int(os.environ["SLOW_AFTER"])
 SLOW_SECONDS = float(os.environ["SLOW_SECONDS"])

@@ -13,8 +13,8 @@ from pathlib import Path
 
 RANK = """
 import json, sys, torch.distributed as dist
-from prismlab.datasets.data_config import DataConfig
-from prismlab.datasets.loader import ShardLoader
+from prismlab.datasets.read.data_config import DataConfig
+from prismlab.datasets.read.loader import ShardLoader
 shards, workers, steps, state_in, state_out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 dist.init_process_group("gloo")
 data = DataConfig(shards=shards, mode="exact", batch_size=4, num_workers=workers, shuffle_buffer=16)

@@ -14,7 +14,7 @@ from dataclasses import replace
 import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
-from prismlab.datasets.loader import ShardLoader
+from prismlab.datasets.read.loader import ShardLoader
 from prismlab.errors import PrismlabError
 
 COMPONENTS = 10

@@ -17,11 +17,11 @@ import torch
 
 from prismlab.analysis.latent_prior import COMPONENTS, fit_gaussian_mixture, sample_mixture, training_codes
 from prismlab.analysis.trained_run import SavedModel
-from prismlab.datasets.transforms import per_channel
+from prismlab.datasets.read.transforms import per_channel
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
-from prismlab.train import checkpoint
-from prismlab.train.plots import save_image_grid
+from prismlab.train.bookkeeping.plots import save_image_grid
+from prismlab.train.components import checkpoint
 
 
 def pixel_scale(trained: SavedModel) -> tuple[torch.Tensor, torch.Tensor]:

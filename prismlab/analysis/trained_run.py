@@ -18,13 +18,12 @@ from accelerate import Accelerator
 from torch import nn
 
 from prismlab.analysis.tables import write_table
-from prismlab.config import load_config
-from prismlab.datasets.loader import ShardLoader
-from prismlab.datasets.shards import read_manifest
-from prismlab.datasets.transforms import per_channel
+from prismlab.datasets.format.manifest import read_manifest
+from prismlab.datasets.read.loader import ShardLoader
+from prismlab.datasets.read.transforms import per_channel
 from prismlab.errors import ConfigError, PrismlabError
 from prismlab.io import atomic_write_json
-from prismlab.train import checkpoint
+from prismlab.train.bookkeeping.run_dir import RunDir
 from prismlab.train.build import (
     ModelInputs,
     build_task_model,
@@ -32,10 +31,11 @@ from prismlab.train.build import (
     make_accelerator,
     own_wandb_service,
 )
+from prismlab.train.components import checkpoint
+from prismlab.train.components.evaluate import evaluate
+from prismlab.train.components.tasks import Task
 from prismlab.train.config import ExperimentConfig
-from prismlab.train.evaluate import evaluate
-from prismlab.train.run_dir import RunDir
-from prismlab.train.tasks import Task
+from prismlab.yaml_config import load_config
 
 
 def evaluation_weights(payload: dict) -> dict:

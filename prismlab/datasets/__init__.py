@@ -1,2 +1,5 @@
-"""Datasets: image sources (folders, CIFAR, IDX, synthetic clocks), their shard format and writers,
-and the streaming loader that reads shards back exactly across ranks and resumably mid-epoch."""
+"""Datasets, by the direction the bytes flow: `format/` is the shard format both sides share
+(manifests, sample members, tar reading, where a shard is); `write/` turns image sets into shards
+(sources, writer, synthetic clocks, indexing shards other tools wrote, verifying); `read/` streams
+shards back into batches (the data settings, the epoch plan, the loader, transforms, GPU decode).
+The read side never imports the write side."""

@@ -4,6 +4,12 @@ Under `srun` (one task per GPU) each task has SLURM_PROCID, SLURM_NTASKS, SLURM_
 torch.distributed and Accelerate read RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR
 and MASTER_PORT. `export_torch_env()` fills the latter from the former before Accelerate starts,
 unless a launcher (torchrun, accelerate launch) already set them.
+
+Not submitit's `helpers.TorchDistributedEnvironment`, which does the same for submitit jobs, for
+three reasons found in its code: it counts the job's tasks and nodes (SLURM_NTASKS, the job's node
+list) where a step can be smaller than its allocation (`srun -n 2` in a 4-task job), it only works
+where submitit's JobEnvironment does (not in a plain sbatch + srun task), and it draws the port
+from [20000, 60000], which overlaps Linux's ephemeral ports (32768-60999).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import subprocess
 
 from prismlab.dist_env import global_rank, requeue_count, slurm_job_ref, under_slurm
 from prismlab.io import atomic_write_json
-from prismlab.train.run_dir import RunDir
+from prismlab.train.bookkeeping.run_dir import RunDir
 
 PORT_BASE = 20000
 PORT_SPAN = 20000

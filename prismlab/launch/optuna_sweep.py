@@ -39,7 +39,6 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-from prismlab.config import load_config
 from prismlab.dist_env import slurm_job_ref
 from prismlab.errors import ConfigError
 from prismlab.io import atomic_write_json
@@ -48,6 +47,7 @@ from prismlab.launch.run_lock import process_gone
 from prismlab.launch.slurm_job import job_ended
 from prismlab.launch.submit import SubmittedJob
 from prismlab.train.config import ExperimentConfig
+from prismlab.yaml_config import load_config
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)

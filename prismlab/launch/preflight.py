@@ -15,8 +15,8 @@ from pathlib import Path
 from prismlab.errors import PrismlabError
 from prismlab.launch.run_lock import current_holder
 from prismlab.launch.slurm_job import job_ended, job_state
-from prismlab.train.run_checks import plan_start
-from prismlab.train.run_dir import RunDir
+from prismlab.train.bookkeeping.run_checks import plan_start
+from prismlab.train.bookkeeping.run_dir import RunDir
 
 
 class PreflightError(PrismlabError):

@@ -16,10 +16,10 @@ from optuna.importance import PedAnovaImportanceEvaluator
 from prismlab.analysis.tables import write_table
 from prismlab.errors import PrismlabError
 from prismlab.launch.optuna_sweep import fail_stale_trials, storage
-from prismlab.train import checkpoint
-from prismlab.train.plots import plot_sweep, save_figure
-from prismlab.train.run_dir import RunDir
-from prismlab.train.tasks import metric_modes
+from prismlab.train.bookkeeping.plots import plot_sweep, save_figure
+from prismlab.train.bookkeeping.run_dir import RunDir
+from prismlab.train.components import checkpoint
+from prismlab.train.components.tasks import metric_modes
 
 logger = logging.getLogger(__name__)
 

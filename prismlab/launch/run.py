@@ -10,7 +10,7 @@ from prismlab.dist_env import global_rank, under_slurm
 from prismlab.launch.env import record_job
 from prismlab.launch.preemption import add_stop_signal, recover_missed_preemption, requeue
 from prismlab.launch.run_lock import RunLock
-from prismlab.train.run_dir import RunDir
+from prismlab.train.bookkeeping.run_dir import RunDir
 
 NCCL_DIAGNOSTICS = {
     "TORCH_NCCL_ASYNC_ERROR_HANDLING": "3",  # a timed-out collective ends the process, not a silent hang

@@ -33,7 +33,7 @@ from prismlab.dist_env import requeue_count, slurm_job_ref
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
 from prismlab.launch.slurm_job import job_ended, job_state
-from prismlab.train.run_dir import RunDir
+from prismlab.train.bookkeeping.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
 

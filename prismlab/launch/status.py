@@ -7,8 +7,8 @@ from pathlib import Path
 
 from prismlab.errors import PrismlabError
 from prismlab.launch.slurm_job import job_state
-from prismlab.train.metric_log import read_metrics
-from prismlab.train.run_dir import RunDir
+from prismlab.train.bookkeeping.metric_log import read_metrics
+from prismlab.train.bookkeeping.run_dir import RunDir
 
 
 def status(run_dir: Path) -> dict:

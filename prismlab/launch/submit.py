@@ -22,14 +22,14 @@ from pathlib import Path
 
 import submitit
 
-from prismlab.config import load_config
 from prismlab.io import atomic_write_json
 from prismlab.launch.env import export_torch_env
 from prismlab.launch.preemption import stop_signals
 from prismlab.launch.preflight import PreflightError, preflight
 from prismlab.launch.run import run_training
+from prismlab.train.bookkeeping.run_dir import RunDir
 from prismlab.train.config import ExperimentConfig
-from prismlab.train.run_dir import RunDir
+from prismlab.yaml_config import load_config
 
 logger = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]

@@ -21,16 +21,13 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import optuna
 
-from prismlab.config import from_dict, load_config, read_yaml
-from prismlab.datasets.shards import read_manifest
+from prismlab.datasets.format.manifest import read_manifest
 from prismlab.errors import ConfigError
 from prismlab.io import atomic_write_json
 from prismlab.launch.optuna_sweep import (
@@ -42,10 +39,11 @@ from prismlab.launch.optuna_sweep import (
     suggest,
 )
 from prismlab.launch.submit import TrainJob, submit
+from prismlab.train.bookkeeping.run_checks import plan_start
+from prismlab.train.bookkeeping.run_dir import RunDir
+from prismlab.train.components.tasks import metric_modes
 from prismlab.train.config import ExperimentConfig
-from prismlab.train.run_checks import plan_start
-from prismlab.train.run_dir import RunDir
-from prismlab.train.tasks import metric_modes
+from prismlab.yaml_config import from_dict, load_config, read_yaml
 
 logger = logging.getLogger(__name__)
 NEW_SWEEP = "give the sweep a new name (its `name:`) to run these settings as another sweep"
@@ -82,37 +80,28 @@ class SweepConfig:
             raise ValueError("parallelism and trials must be >= 1")
         if self.max_trial_epochs is not None and (self.method != "optuna" or self.max_trial_epochs < 1):
             raise ValueError("max_trial_epochs must be >= 1, and only an optuna sweep takes it")
-        if self.method == "optuna":
+        if self.method != "grid":
             check_space(self.parameters)
             return
         for key, values in self.parameters.items():
-            ranged = isinstance(values, dict)
-            if ranged and self.method == "grid":
+            if isinstance(values, dict):
                 raise ValueError(f"parameters.{key} is a range; a grid needs a list of values (or use method: random)")
-            if not ranged and (not isinstance(values, list) or not values):
-                raise ValueError(f"parameters.{key} must be a non-empty list of values or a {{min, max}} range")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"parameters.{key} must be a non-empty list of values")
 
 
 def format_value(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def draw(spec: Any, rng: np.random.Generator) -> Any:
-    if isinstance(spec, list):
-        return spec[rng.integers(len(spec))]
-    low, high = float(spec["min"]), float(spec["max"])
-    if spec.get("log"):
-        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
-    value = rng.uniform(low, high)
-    return int(round(value)) if spec.get("integer") else float(value)
-
-
 def trial_settings(sweep: SweepConfig) -> list[dict[str, Any]]:
     keys = list(sweep.parameters)
     if sweep.method == "grid":
         return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep.parameters[k] for k in keys))]
-    rng = np.random.default_rng(sweep.seed)
-    return [{k: draw(sweep.parameters[k], rng) for k in keys} for _ in range(sweep.trials)]
+    # Random search draws from the space as an Optuna sweep does (one way to read a space), with
+    # Optuna's seeded RandomSampler, in memory: the settings are fixed before the array is submitted.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=sweep.seed))
+    return [suggest(study.ask(), sweep.parameters) for _ in range(sweep.trials)]
 
 
 def check_metric(sweep: SweepConfig, cfg: ExperimentConfig) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from prismlab.config import ConfigLoader
 from prismlab.errors import PrismlabError
-from prismlab.train.run_dir import RunDir
+from prismlab.train.bookkeeping.run_dir import RunDir
+from prismlab.yaml_config import ConfigLoader
 
 
 def segments(run: RunDir) -> list[Path]:

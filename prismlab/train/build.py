@@ -14,8 +14,8 @@ import wandb
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
-from prismlab.datasets.loader import ShardLoader
-from prismlab.datasets.shards import Manifest
+from prismlab.datasets.format.manifest import Manifest
+from prismlab.datasets.read.loader import ShardLoader
 from prismlab.dist_env import (
     in_slurm_step,
     launcher_rank_and_world,
@@ -28,10 +28,10 @@ from prismlab.dist_env import (
 from prismlab.errors import ConfigError, PrismlabError
 from prismlab.models.factory import build_model
 from prismlab.models.whitening import PatchWhitening
+from prismlab.train.bookkeeping.run_dir import RunDir
+from prismlab.train.components.evaluate import model_for_batch
+from prismlab.train.components.tasks import Task, make_task
 from prismlab.train.config import ExperimentConfig
-from prismlab.train.evaluate import model_for_batch
-from prismlab.train.run_dir import RunDir
-from prismlab.train.tasks import Task, make_task
 
 logger = logging.getLogger(__name__)
 COLLECTIVE_GRACE_S = 300

@@ -11,8 +11,8 @@ import signal
 from dataclasses import dataclass, field
 from typing import Literal
 
-from prismlab.config import at_least, within
-from prismlab.datasets.data_config import DataConfig
+from prismlab.datasets.read.data_config import DataConfig
+from prismlab.yaml_config import at_least, within
 
 GENERATIVE_MODELS = ("cae", "vae", "gan")
 

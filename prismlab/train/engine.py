@@ -24,13 +24,19 @@ import wandb
 from accelerate.utils import gather_object, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from prismlab.config import save_config, to_dict
-from prismlab.datasets.loader import Batch
+from prismlab.datasets.read.loader import Batch
 from prismlab.dist_env import global_rank, requeue_count
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json, atomic_write_text
 from prismlab.progress import is_interactive, progress
-from prismlab.train import checkpoint
+from prismlab.train.bookkeeping.metric_log import MetricLog, read_metrics
+from prismlab.train.bookkeeping.plots import plot_learning_curve
+from prismlab.train.bookkeeping.profiling import StepProfiler
+from prismlab.train.bookkeeping.run_checks import RunStart, check_run
+from prismlab.train.bookkeeping.run_dir import RunDir
+from prismlab.train.bookkeeping.run_record import run_record
+from prismlab.train.bookkeeping.sys_metrics import RankMetrics, training_flops_per_image
+from prismlab.train.bookkeeping.watchdog import StepWatchdog
 from prismlab.train.build import (
     build_loaders,
     build_task_model,
@@ -41,20 +47,14 @@ from prismlab.train.build import (
     model_inputs,
     own_wandb_service,
 )
+from prismlab.train.components import checkpoint
+from prismlab.train.components.evaluate import Evaluation, evaluate, model_for_batch
+from prismlab.train.components.finetune import parameter_counts, prepare_finetune
+from prismlab.train.components.lookahead import Lookahead
+from prismlab.train.components.optim import build_optimizer, build_scheduler, l1_penalty
 from prismlab.train.config import ExperimentConfig
-from prismlab.train.evaluate import Evaluation, evaluate, model_for_batch
-from prismlab.train.finetune import parameter_counts, prepare_finetune
-from prismlab.train.lookahead import Lookahead
-from prismlab.train.metric_log import MetricLog, read_metrics
-from prismlab.train.optim import build_optimizer, build_scheduler, l1_penalty
-from prismlab.train.plots import plot_learning_curve
-from prismlab.train.profiling import StepProfiler
-from prismlab.train.run_checks import RunStart, check_run
-from prismlab.train.run_dir import RunDir
-from prismlab.train.run_record import run_record
 from prismlab.train.stop import STOP_REQUEST
-from prismlab.train.sys_metrics import RankMetrics, training_flops_per_image
-from prismlab.train.watchdog import StepWatchdog
+from prismlab.yaml_config import save_config, to_dict
 
 logger = logging.getLogger(__name__)
 

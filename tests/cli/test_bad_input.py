@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from prismlab.cli import main
-from prismlab.datasets.clock_shards import write_clock_shards
+from prismlab.datasets.write.clock_shards import write_clock_shards
 
 from image_patterns import write_pattern_folder
 

@@ -4,7 +4,7 @@ hands really show the labelled time."""
 import numpy as np
 import pytest
 
-from prismlab.datasets.clocks import CLOCK_SIZE, clock_sample, render_clock
+from prismlab.datasets.write.clocks import CLOCK_SIZE, clock_sample, render_clock
 
 # Geometry of clean=True renders, as documented by the renderer: centred face of radius 0.45 of the
 # side, hour hand 0.5 and minute hand 0.8 of the radius, dark hands on a light face.

@@ -19,9 +19,9 @@ import webdataset as wds
 from PIL import Image
 
 from prismlab.cli import main
-from prismlab.datasets.data_config import DataConfig
-from prismlab.datasets.loader import ShardLoader
-from prismlab.datasets.shards import read_manifest
+from prismlab.datasets.format.manifest import read_manifest
+from prismlab.datasets.read.data_config import DataConfig
+from prismlab.datasets.read.loader import ShardLoader
 
 from image_patterns import PATTERNS, pattern_image
 
@@ -233,7 +233,7 @@ def test_http_shards_with_dropped_connections(tmp_path, drops):
 
 
 def test_unreachable_http_shard_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
-    from prismlab.datasets import shard_io
+    from prismlab.datasets.format import shard_io
 
     monkeypatch.setattr(shard_io, "BACKOFF_S", 0.01)
     imagenet_style(tmp_path / "wds", shards=1)
@@ -370,7 +370,7 @@ def test_missing_val_split_names_the_flag_that_makes_it(tmp_path, capsys):
 def test_member_keys_follow_webdataset_exactly(name):
     from webdataset.tariterators import base_plus_ext
 
-    from prismlab.datasets.tar_reader import key_and_extension
+    from prismlab.datasets.format.tar_reader import key_and_extension
 
     assert key_and_extension(name) == base_plus_ext(name)
 
@@ -382,7 +382,7 @@ def shard_of(path: Path, keys: list[str], rng: np.random.Generator) -> None:
 
 
 def keys_of(out: Path, split: str) -> list[str]:
-    from prismlab.datasets.tar_reader import ShardFile
+    from prismlab.datasets.format.tar_reader import ShardFile
 
     manifest = read_manifest(out, split)
     keys = []

@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from prismlab.datasets.data_config import DataConfig
-from prismlab.datasets.gpu_decode import PendingDecode, decode_pending, is_jpeg
-from prismlab.datasets.loader import ShardLoader
-from prismlab.datasets.samples import decode_pixels
-from prismlab.datasets.sources import detect_source
-from prismlab.datasets.transforms import BatchTransform, normalize
-from prismlab.datasets.writer import write_source_shards
+from prismlab.datasets.format.samples import decode_pixels
+from prismlab.datasets.read.data_config import DataConfig
+from prismlab.datasets.read.gpu_decode import PendingDecode, decode_pending, is_jpeg
+from prismlab.datasets.read.loader import ShardLoader
+from prismlab.datasets.read.transforms import BatchTransform, normalize
+from prismlab.datasets.write.sources import detect_source
+from prismlab.datasets.write.writer import write_source_shards
 
 from image_sets import make_image_folder
 

@@ -16,14 +16,14 @@ import pytest
 import torch
 import webdataset as wds
 
-from prismlab.datasets import loader as loader_module
-from prismlab.datasets.data_config import DataConfig
-from prismlab.datasets.loader import ShardLoader
-from prismlab.datasets.plan import exact_batches, resampled_batches
-from prismlab.datasets.shards import Manifest, ShardInfo, manifest_path
-from prismlab.datasets.sources import Record, Source
-from prismlab.datasets.transforms import BatchTransform, normalize
-from prismlab.datasets.writer import write_source_shards
+from prismlab.datasets.format.manifest import Manifest, ShardInfo, manifest_path
+from prismlab.datasets.read import loader as loader_module
+from prismlab.datasets.read.data_config import DataConfig
+from prismlab.datasets.read.loader import ShardLoader
+from prismlab.datasets.read.plan import exact_batches, resampled_batches
+from prismlab.datasets.read.transforms import BatchTransform, normalize
+from prismlab.datasets.write.sources import Record, Source
+from prismlab.datasets.write.writer import write_source_shards
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
 
@@ -326,7 +326,7 @@ def test_geometric_transforms_change_shapes(shards):
 
 
 def test_padded_crop_translates_training_images_only():
-    from prismlab.datasets.transforms import BatchTransform
+    from prismlab.datasets.read.transforms import BatchTransform
 
     image = torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8)
     data = DataConfig(crop=8, crop_padding=2, mean=[0.0], std=[1.0])
@@ -348,8 +348,8 @@ def free_port() -> int:
 
 GLOO_RANK = """
 import json, sys, torch.distributed as dist
-from prismlab.datasets.data_config import DataConfig
-from prismlab.datasets.loader import ShardLoader
+from prismlab.datasets.read.data_config import DataConfig
+from prismlab.datasets.read.loader import ShardLoader
 dist.init_process_group("gloo")
 val = ShardLoader(DataConfig(shards=sys.argv[1], batch_size=8, num_workers=2), "train", train=False)
 labels = [b.labels[b.valid].tolist() for b in val]
@@ -384,8 +384,8 @@ def test_multi_process_gloo_run_reads_real_shards(shards, tmp_path):
 WORKER_SURVIVAL = """
 import sys, time
 from pathlib import Path
-from prismlab.datasets.data_config import DataConfig
-from prismlab.datasets.loader import ShardLoader
+from prismlab.datasets.read.data_config import DataConfig
+from prismlab.datasets.read.loader import ShardLoader
 data = DataConfig(shards=sys.argv[1], mode="resampled", batch_size=8, num_workers=2)
 loader = ShardLoader(data, "train", train=True, batches_per_epoch=40, rank=0, world_size=1)
 stream = iter(loader)

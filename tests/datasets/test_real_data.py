@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from prismlab.datasets.data_config import DataConfig
-from prismlab.datasets.loader import ShardLoader
-from prismlab.datasets.sources import detect_source
-from prismlab.datasets.writer import write_source_shards
+from prismlab.datasets.read.data_config import DataConfig
+from prismlab.datasets.read.loader import ShardLoader
+from prismlab.datasets.write.sources import detect_source
+from prismlab.datasets.write.writer import write_source_shards
 
 ARCHIVE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist-png.tar.gz"
 PER_CLASS = 12

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from prismlab.cli import main
-from prismlab.datasets.samples import decode_pixels, encoded_image
-from prismlab.datasets.shards import read_manifest
-from prismlab.datasets.sources import carve_split, detect_source, select_classes
-from prismlab.datasets.tar_reader import ShardFile
-from prismlab.datasets.verify import verify_shards
-from prismlab.datasets.writer import write_source_shards
+from prismlab.datasets.format.manifest import read_manifest
+from prismlab.datasets.format.samples import decode_pixels, encoded_image
+from prismlab.datasets.format.tar_reader import ShardFile
+from prismlab.datasets.write.sources import carve_split, detect_source, select_classes
+from prismlab.datasets.write.verify import verify_shards
+from prismlab.datasets.write.writer import write_source_shards
 from prismlab.errors import PrismlabError
 
 from image_sets import make_cifar, make_idx, make_image_folder
@@ -139,7 +139,7 @@ def test_interrupted_write_resumes_by_skipping_finished_shards(tmp_path, monkeyp
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr("prismlab.datasets.writer.finish_split", crash)
+        patch.setattr("prismlab.datasets.write.writer.finish_split", crash)
         with pytest.raises(KeyboardInterrupt):
             write_source_shards(source, out, shard_size=8, workers=1)
     assert not (out / "train.manifest.json").exists()

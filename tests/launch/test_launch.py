@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from prismlab.cli import main
-from prismlab.train import checkpoint
+from prismlab.train.components import checkpoint
 
 from image_patterns import write_pattern_folder
 from slurm_jobs import wait_until_ended

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from prismlab.launch.preflight import minimum_time_min
-from prismlab.train import checkpoint
+from prismlab.train.components import checkpoint
 
 from slurm_jobs import (
     failure_excerpt,

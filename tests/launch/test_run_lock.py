@@ -19,8 +19,8 @@ from prismlab.cli import main
 from prismlab.errors import PrismlabError
 from prismlab.launch import run_lock
 from prismlab.launch.run_lock import Holder, RunLock, current_holder
-from prismlab.train import checkpoint
-from prismlab.train.run_dir import RunDir
+from prismlab.train.bookkeeping.run_dir import RunDir
+from prismlab.train.components import checkpoint
 from prismlab.train.stop import STOPPED_EXIT_CODE
 
 REPO = Path(__file__).resolve().parents[2]

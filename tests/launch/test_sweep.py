@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from prismlab.cli import main
-from prismlab.config import from_dict
 from prismlab.errors import ConfigError
 from prismlab.launch.sweep import SweepConfig, trial_settings
+from prismlab.yaml_config import from_dict
 
 from slurm_jobs import job_field, last_step, preempt, wait_for, wait_until_ended
 

@@ -9,9 +9,9 @@ import torch
 
 from prismlab.analysis.trained_run import FillChannels, channel_subsets
 from prismlab.cli import main
-from prismlab.config import load_config
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import train
+from prismlab.yaml_config import load_config
 
 SUBSETS = ["RGB", "RG", "RB", "GB", "R", "G", "B"]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from prismlab.train.metrics import common_sense_error
-from prismlab.train.tasks.clock import ClockTask, make_encoding
+from prismlab.train.components.metrics import common_sense_error
+from prismlab.train.components.tasks.clock import ClockTask, make_encoding
 
 
 def minutes(h, m):

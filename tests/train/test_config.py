@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prismlab.config import load_config, save_config
 from prismlab.errors import ConfigError
 from prismlab.train.config import ExperimentConfig
+from prismlab.yaml_config import load_config, save_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

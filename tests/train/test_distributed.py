@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from prismlab.datasets.shards import read_manifest
-from prismlab.train import checkpoint
+from prismlab.datasets.format.manifest import read_manifest
+from prismlab.train.components import checkpoint
 
 from wandb_records import find_run_log, read_records
 

@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from prismlab.cli import main
-from prismlab.config import load_config
 from prismlab.errors import ConfigError, PrismlabError
 from prismlab.models.any_channel_cnn import AnyChannelCNN
 from prismlab.models.cnn import CNN
 from prismlab.models.factory import build_model
-from prismlab.train import checkpoint
+from prismlab.train.components import checkpoint
+from prismlab.train.components.optim import build_optimizer
+from prismlab.train.components.tasks.classify import ClassifyTask
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import Trainer, train
-from prismlab.train.optim import build_optimizer
-from prismlab.train.tasks.classify import ClassifyTask
+from prismlab.yaml_config import load_config
 
 from tiny_runs import tiny_run
 
@@ -301,7 +301,7 @@ def test_top_k_checkpoints(pattern_shards, tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(pattern_shards, tmp_path, monkeypatch, capsys):
-    from prismlab.train.tasks.classify import ClassifyTask
+    from prismlab.train.components.tasks.classify import ClassifyTask
 
     original = ClassifyTask.loss
     calls = {"n": 0}

@@ -15,7 +15,7 @@ import torch
 
 from prismlab import io
 from prismlab.cli import main
-from prismlab.train import checkpoint
+from prismlab.train.components import checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from prismlab.config import load_config
 from prismlab.errors import PrismlabError
-from prismlab.train import checkpoint
+from prismlab.train.components import checkpoint
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import Trainer, train
+from prismlab.yaml_config import load_config
 
 from tiny_runs import tiny_run
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from prismlab.cli import main
-from prismlab.config import load_config
 from prismlab.errors import ConfigError
 from prismlab.models.factory import build_model
 from prismlab.models.generative import GAN
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.engine import train
+from prismlab.yaml_config import load_config
 
 from tiny_runs import tiny_run
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from prismlab.cli import main
-from prismlab.train import checkpoint
+from prismlab.train.components import checkpoint
 from prismlab.train.stop import STOPPED_EXIT_CODE
 
 REPO = Path(__file__).resolve().parents[2]

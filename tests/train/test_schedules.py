@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from prismlab.cli import main
-from prismlab.config import load_config
-from prismlab.train import checkpoint
+from prismlab.train.components import checkpoint
+from prismlab.train.components.optim import build_optimizer, build_scheduler
 from prismlab.train.config import ExperimentConfig
-from prismlab.train.optim import build_optimizer, build_scheduler
+from prismlab.yaml_config import load_config
 
 from tiny_runs import tiny_run
 

@@ -3,7 +3,7 @@
 import torch
 
 from prismlab.models.whitening import PatchWhitening
-from prismlab.train.lookahead import BASE_DECAY, Lookahead
+from prismlab.train.components.lookahead import BASE_DECAY, Lookahead
 
 
 def test_whitening_decorrelates_the_patches_it_was_fitted_on():

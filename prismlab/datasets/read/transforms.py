@@ -1,0 +1,176 @@
+"""Augmentation and normalisation with randomness seeded per batch, split where the work is cheapest.
+
+`assemble` (in loader workers, or on the GPU after nvJPEG): per-sample geometric transforms
+(resize, crop, rotation) through torchvision transforms v2, then flips and channel selection in
+one copy per sample into an integer NHWC batch: decoders return HWC memory, so this copy is a
+straight one, and a uint8 batch is a quarter of the bytes to hand between processes (as DALI and
+FFCV ship it). `normalize` (in the consumer, on its device): one conversion to float and one
+fused in-place pass over the whole batch, whose result is NCHW in channels_last memory. A batch's
+randomness comes from its own seed, so a resumed stream augments exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+from torchvision.transforms import v2
+
+from prismlab.datasets.read.data_config import DataConfig
+from prismlab.errors import ConfigError, PrismlabError
+
+
+def per_channel(
+    values: Sequence[float], names: Sequence[str], pick: Sequence[str] | None = None, what: str = "data.mean"
+) -> tuple[float, ...]:
+    """Normalisation constants given as one value for all or one per channel of `names`, for the
+    channels `pick` (default: all of them); `what` names the config key they come from."""
+    if len(values) not in (1, len(names)):
+        raise ConfigError(
+            f"{what}={list(values)} has {len(values)} values for the {len(names)} channels "
+            f"({', '.join(names)}); give one value or one per channel"
+        )
+    full = tuple(values) * len(names) if len(values) == 1 else tuple(values)
+    return tuple(float(full[list(names).index(name)]) for name in (pick or names))
+
+
+def as_chw(pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A sample as a [C, H, W] tensor (packed shards give [H, W, C] arrays)."""
+    return torch.from_numpy(pixels).permute(2, 0, 1) if isinstance(pixels, np.ndarray) else pixels
+
+
+class BatchTransform:
+    """Turns decoded samples into one normalised batch; built once per worker. `train`: with the
+    random augmentations (crop, rotation, flip, channel dropping); without, a centre crop."""
+
+    def __init__(self, data: DataConfig, channel_names: list[str], train: bool = True):
+        self.data = data
+        self.train = train
+        self.channel_names = list(channel_names)
+        self.channel_index = self.select_channels(data.channels)
+        self.per_sample = self.sample_pipeline(data, train)
+        self.selected = [self.channel_names[i] for i in self.channel_index]
+        self.mean = torch.tensor(per_channel(data.mean, self.selected)).reshape(1, -1, 1, 1)
+        self.std = torch.tensor(per_channel(data.std, self.selected, what="data.std")).reshape(1, -1, 1, 1)
+
+    def select_channels(self, wanted: list[str] | None) -> list[int]:
+        if wanted is None:
+            return list(range(len(self.channel_names)))
+        missing = [c for c in wanted if c not in self.channel_names]
+        if missing:
+            raise PrismlabError(
+                f"channels {missing} are not in these shards (they hold {self.channel_names}); "
+                f"pick channels from that list"
+            )
+        return [self.channel_names.index(c) for c in wanted]
+
+    @staticmethod
+    def sample_pipeline(data: DataConfig, train: bool) -> v2.Compose | None:
+        steps = []
+        if data.resize:
+            steps.append(v2.Resize((data.resize, data.resize), antialias=True))
+        if data.crop:
+            steps.append(
+                v2.RandomCrop(data.crop, padding=data.crop_padding or None, padding_mode="reflect")
+                if train
+                else v2.CenterCrop(data.crop)
+            )
+        if data.rotation and train:
+            steps.append(v2.RandomRotation(data.rotation))
+        return v2.Compose(steps) if steps else None
+
+    def __call__(self, pixels: list[torch.Tensor | np.ndarray], seed: int) -> tuple[torch.Tensor, list[str]]:
+        """Samples -> (normalised float32 [B, C', H', W'], names of the C' channels): the whole way."""
+        raw, channels = self.assemble(pixels, seed)
+        return normalize(raw, *self.normalization(channels, raw.dtype)), channels
+
+    def assemble(
+        self, pixels: list[torch.Tensor | np.ndarray], seed: int, ring: BufferRing | None = None
+    ) -> tuple[torch.Tensor, list[str]]:
+        """Samples (uint8/uint16 [C, H, W] tensors, or uint8 [H, W, C] arrays from packed shards) ->
+        (integer-valued [B, H', W', C'] batch: uint8, or float32 for 16-bit images; channel names),
+        written into the next buffer of `ring` if given."""
+        pixels = [as_chw(p) for p in pixels]
+        if self.per_sample is not None:
+            # v2 draws from the global RNG: seed it for this batch without disturbing the caller's.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                pixels = [self.per_sample(p) for p in pixels]
+        generator = torch.Generator().manual_seed(seed)
+        channels, height, width = pixels[0].shape
+        if channels != len(self.channel_names):
+            raise PrismlabError(
+                f"decoded images have {channels} channels but the manifest lists "
+                f"{self.channel_names}; rewrite the shards"
+            )
+        flips = (torch.rand(len(pixels), generator=generator) < 0.5).tolist() if self.train and self.data.flip else None
+        index = self.channel_index
+        if self.train and self.data.drop_channels > 0 and len(index) > 1:
+            keep = torch.rand(len(index), generator=generator) >= self.data.drop_channels
+            if not keep.any():
+                keep[torch.randint(len(index), (1,), generator=generator)] = True
+            index = [i for i, k in zip(index, keep.tolist()) if k]
+        select = index != list(range(channels))
+        dtype = torch.uint8 if pixels[0].dtype == torch.uint8 else torch.float32
+        shape = (len(pixels), height, width, len(index))
+        batch = ring.take(shape, dtype) if ring is not None else batch_tensor(shape, dtype, pixels[0].device)
+        # One copy per sample: channel pick and flip land straight in the NHWC slot, which for a
+        # decoder's HWC memory is a contiguous copy (into NCHW it was a strided gather, 2x decode time).
+        for i, p in enumerate(pixels):
+            if p.shape[1:] != (height, width):
+                raise PrismlabError(
+                    f"images in a batch differ in size ({tuple(p.shape[1:])} vs {(height, width)}); set data.resize"
+                )
+            p = p[index] if select else p
+            batch[i].copy_((p.flip(-1) if flips and flips[i] else p).permute(1, 2, 0))
+        return batch, [self.channel_names[i] for i in index]
+
+    def normalization(self, channels: list[str], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) [C] for these channels: normalised = pixels * scale - shift."""
+        picked = [self.selected.index(name) for name in channels]
+        mean, std = self.mean.flatten()[picked], self.std.flatten()[picked]
+        return 1.0 / (std * (255.0 if dtype == torch.uint8 else 65535.0)), mean / std
+
+
+def normalize(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """An assembled batch [B, H, W, C] (on any device) -> float32 [B, C, H, W] in channels_last memory."""
+    images = pixels.to(torch.float32, copy=True)  # float32 pixels (16-bit images) stay as they are
+    # One fused pass, pixels * scale - shift: on a CPU a third less time than mul_ then sub_.
+    torch.addcmul(-shift.to(images.device), images, scale.to(images.device), out=images)
+    return images.permute(0, 3, 1, 2)
+
+
+def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An empty batch; in a DataLoader worker, allocated in shared memory (as torch's own
+    default_collate does) so handing it to the main process costs no copy of the whole batch."""
+    if device.type != "cpu" or get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    prototype = torch.empty(0, dtype=dtype)
+    storage = prototype._typed_storage()._new_shared(math.prod(shape), device=device)
+    return prototype.new(storage).resize_(shape)
+
+
+class BufferRing:
+    """Batch buffers a loader worker reuses in turn instead of allocating one per batch: allocating
+    and first touching the shared memory of a 224 px uint8 batch costs about 0.12 ms per image, more
+    than half of decoding it. A batch's pixels are then valid only until the consumer has asked for
+    `size - 1` more batches of that worker, so only consumers that normalise or copy each batch at
+    once (the training engine) use it: `ShardLoader(reuse_buffers=True)`."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.buffers: list[torch.Tensor] = []
+        self.turn = 0
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        numel = math.prod(shape)
+        if len(self.buffers) < self.size:
+            self.buffers.append(batch_tensor((numel,), dtype, torch.device("cpu")))
+        buffer = self.buffers[self.turn]
+        if buffer.numel() < numel or buffer.dtype != dtype:
+            buffer = self.buffers[self.turn] = batch_tensor((numel,), dtype, torch.device("cpu"))
+        self.turn = (self.turn + 1) % self.size
+        return buffer[:numel].view(shape)

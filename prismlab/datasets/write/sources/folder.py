@@ -1,0 +1,91 @@
+"""Image-folder trees: `<root>/<class>/<image>`, or `<root>/<split>/<class>/<image>` for splits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PIL import Image
+
+from prismlab.datasets.write.pil_images import common_mode
+from prismlab.datasets.write.sources import Record, Source
+from prismlab.errors import PrismlabError
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+
+def image_extensions() -> set[str]:
+    Image.init()
+    return {ext.lower() for ext in Image.registered_extensions()}
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """{split: folder} when every sub-folder of root is named like a split, else {"train": root}."""
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if subdirs and all(p.name.lower() in SPLIT_FOLDERS for p in subdirs):
+        splits = {}
+        for p in subdirs:
+            split = SPLIT_FOLDERS[p.name.lower()]
+            if split in splits:
+                raise PrismlabError(
+                    f"{root} has two folders for the '{split}' split ({splits[split].name}, {p.name}); keep one"
+                )
+            splits[split] = p
+        return splits
+    return {"train": root}
+
+
+def read_folder(root: Path) -> Source:
+    if not root.is_dir():
+        raise PrismlabError(f"source {root} is not a folder; pass a folder of class sub-folders (or use --format)")
+    extensions = image_extensions()
+    splits = split_folders(root)
+    class_dirs = {split: sorted(p for p in folder.iterdir() if p.is_dir()) for split, folder in splits.items()}
+    class_names = sorted({d.name for dirs in class_dirs.values() for d in dirs})
+    if not class_names:
+        raise PrismlabError(
+            f"{root} holds no class folders; arrange images as <root>/<class>/<image> "
+            f"(optionally under train/ val/ test/)"
+        )
+    source = Source(f"image folder {root}", class_names, {})
+    modes = set()
+    for split, dirs in class_dirs.items():
+        records = []
+        for class_dir in dirs:
+            files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+            if not files:
+                raise PrismlabError(f"class folder {class_dir} holds no images; add images or remove the folder")
+            label = class_names.index(class_dir.name)
+            for file in files:
+                header = read_header(file, label, split, source.skipped)
+                if header is not None:
+                    records.append(header[0])
+                    modes.add(header[1])
+        source.splits[split] = records
+    if not any(source.splits.values()):
+        raise PrismlabError(f"{root} holds no readable images; check the files (see the skipped list in the log)")
+    source.mode = common_mode(modes)
+    return source
+
+
+def read_header(file: Path, label: int, split: str, skipped: list[dict]) -> tuple[Record, str] | None:
+    """(record, PIL mode) from the image header alone (cheap); unreadable files are reported and skipped."""
+    try:
+        with Image.open(file) as im:
+            size, mode = (im.height, im.width), im.mode
+    except Exception as exc:  # PIL raises many types for bad files; all mean "unreadable"
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.warning("skipping %s: %s", file, reason)
+        skipped.append({"path": str(file), "reason": reason, "split": split})
+        return None
+    return Record(label, str(file), path=str(file), nbytes=file.stat().st_size, size=size), mode

@@ -1,0 +1,2 @@
+"""The training loop's parts: optimisers and schedules, lookahead, checkpoints, finetuning,
+evaluation, tasks and their metrics."""
