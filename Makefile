@@ -10,7 +10,7 @@ EXTENSION_SOURCES := setup.py $(shell find prismlab/kernels/csrc -type f 2>/dev/
 DEMO_SHARDS := data/clocks-demo
 DEMO_RUNS := runs
 
-.PHONY: setup demo test clean gpu-wheels gpu-check
+.PHONY: setup demo test test-fast clean gpu-wheels gpu-check
 
 setup: $(EXTENSION_STAMP)
 
@@ -43,8 +43,12 @@ test: $(EXTENSION_STAMP)
 	@echo "==> lint and format check (ruff)"
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	@echo "==> running the test suite"
-	PRISMLAB_REQUIRE_EXTENSION=1 $(PY) -m pytest -q tests
+	@echo "==> running the test suite: tests/unit and tests/integration, two workers (the SLURM tests on one)"
+	PRISMLAB_REQUIRE_EXTENSION=1 $(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 tests
+
+# The unit layer alone: no subprocess, no cluster, about a minute.
+test-fast: $(EXTENSION_STAMP)
+	PRISMLAB_REQUIRE_EXTENSION=1 $(PY) -m pytest -q tests/unit
 
 # The GPU proof kit (README "On a GPU"): wheels an offline GPU node lacks, then the check itself.
 gpu-wheels:
