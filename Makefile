@@ -43,8 +43,8 @@ test: $(EXTENSION_STAMP)
 	@echo "==> lint and format check (ruff)"
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	@echo "==> running the test suite: tests/unit and tests/integration, two workers (the SLURM tests on one)"
-	PRISMLAB_REQUIRE_EXTENSION=1 $(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 tests
+	@echo "==> running the test suite: tests/unit and tests/integration, the SLURM tests beside the rest"
+	PRISMLAB_REQUIRE_EXTENSION=1 scripts/run_tests.sh $(PY) --durations=10
 
 # The unit layer alone: no subprocess, no cluster, about a minute.
 test-fast: $(EXTENSION_STAMP)

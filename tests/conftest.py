@@ -15,15 +15,10 @@ def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` need CUDA; without it they skip with the reason (scripts/gpu_check.sh
     runs exactly these, `pytest -m gpu`, on a GPU node).
 
-    The tests on the local SLURM cluster share it and time real preemptions: under xdist
-    (`make test`: `-n 2 --dist loadgroup`) one worker runs them all, from the start, with the
-    preemption tests last, once the rest of the suite on the other worker is over and they have
-    the machine's CPUs to themselves."""
-    slurm = [item for item in items if "slurm_cluster" in getattr(item, "fixturenames", ())]
-    for item in slurm:
-        item.add_marker(pytest.mark.xdist_group("slurm"))
-    first = {id(item) for item in slurm}
-    items.sort(key=lambda item: (id(item) not in first, "test_preemption" in item.nodeid and id(item) in first))
+    The tests that time real preemptions run last: `make test` runs the SLURM tests beside the
+    rest of the suite (scripts/run_tests.sh), and by then the other run is over and they have the
+    machine's CPUs to themselves."""
+    items.sort(key=lambda item: "test_preemption" in item.nodeid)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(

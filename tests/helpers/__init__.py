@@ -13,7 +13,7 @@ PRISMLAB = Path(sys.executable).parent / "prismlab"
 """The console script of the environment running the tests (subprocess tests run it)."""
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
+def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
     """Poll `condition` until it returns something true (returned), or fail after `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

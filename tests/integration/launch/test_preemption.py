@@ -242,17 +242,19 @@ def test_warning_signal_checkpoints_requeues_and_resumes_exactly(
 
 
 def test_time_limit_just_above_the_preflight_minimum(slurm_cluster, pattern_shards, tmp_path, monkeypatch):
-    """A real time limit (no signal sent by the test): the warning arrives 90 s (up to 150 s) before
+    """A real time limit (no signal sent by the test): the warning arrives 30 s (up to 90 s) before
     it, the job saves and requeues before the limit, the next allocation resumes; a user's scancel
-    is then final (SIGTERM with the job COMPLETING: no requeue)."""
+    is then final (SIGTERM with the job COMPLETING: no requeue). A 30 s warning makes the shortest
+    limit preflight allows 4 minutes, not 5 with the default 90 s."""
     from prismlab.cli import main
 
     monkeypatch.setenv("PRISMLAB_ALLOW_NODE_LOCAL", "1")
-    limit = minimum_time_min(90)
+    limit = minimum_time_min(30)
     args = [
         "launch",
         *train_args(pattern_shards, tmp_path, "train.epochs=100000", "train.log_every=200"),
         "launch.cpus_per_task=1",
+        "launch.signal_delay_s=30",
     ]
     assert main([*args, f"launch.time_min={limit - 1}"]) == 2  # refused before queueing
     assert main([*args, f"launch.time_min={limit}"]) == 0

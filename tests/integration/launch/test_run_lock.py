@@ -41,7 +41,7 @@ def logged_steps(run_dir: Path) -> list[int]:
 def test_a_second_train_of_a_running_run_is_refused_and_the_first_writes_alone(pattern_shards, tmp_path, capsys):
     first = subprocess.Popen([str(PRISMLAB), *train_args(pattern_shards, tmp_path)], stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "locked"
-    wait_for(lambda: len(logged_steps(run_dir)) >= 4, 120, "the first run to train")
+    wait_for(lambda: len(logged_steps(run_dir)) >= 4, 120, "the first run to train", interval=0.05)
     assert main(train_args(pattern_shards, tmp_path)) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"prismlab: error: run {run_dir} is being trained by pid {first.pid} on ")
@@ -59,7 +59,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_and_the_run_resumes(pattern_s
     caplog.set_level(logging.INFO)
     killed = subprocess.Popen([str(PRISMLAB), *train_args(pattern_shards, tmp_path)], stderr=subprocess.DEVNULL)
     run_dir = tmp_path / "locked"
-    wait_for(lambda: (run_dir / "checkpoints" / "last.pt").is_file(), 120, "the first checkpoint")
+    wait_for(lambda: (run_dir / "checkpoints" / "last.pt").is_file(), 120, "the first checkpoint", interval=0.05)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert json.loads((run_dir / "run.lock").read_text())["pid"] == killed.pid  # left behind

@@ -57,7 +57,7 @@ def test_ctrl_c_saves_mid_epoch_and_the_same_command_resumes_to_the_uninterrupte
     assert main(args(pattern_shards, tmp_path / "straight")) == 0
     run = start([str(PRISMLAB), *args(pattern_shards, tmp_path / "stopped")])
     run_dir = tmp_path / "stopped" / "ctrl-c"
-    wait_for(lambda: logged_steps(run_dir) >= 10, 120, "50 steps")
+    wait_for(lambda: logged_steps(run_dir) >= 10, 120, "50 steps", interval=0.05)
     assert run.poll() is None, run.communicate()[1][-2000:]
     os.killpg(run.pid, signal.SIGINT)  # the run and its loader worker, as Ctrl-C
     out, err = run.communicate(timeout=120)
@@ -85,7 +85,7 @@ def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_previous_checkpoint(patter
     ]
     run = start(command)
     run_dir = tmp_path / "ctrl-c"
-    wait_for(lambda: (run_dir / "checkpoints" / "last.pt").is_file(), 180, "the first checkpoint")
+    wait_for(lambda: (run_dir / "checkpoints" / "last.pt").is_file(), 180, "the first checkpoint", interval=0.05)
     assert run.poll() is None, run.communicate()[1][-2000:]
     os.killpg(run.pid, signal.SIGINT)
     time.sleep(0.2)

@@ -282,8 +282,10 @@ def test_fuzz_never_crashes(op):
 
 
 def random_cuda_shapes(count: int) -> list[tuple[int, ...]]:
-    """Fresh shapes every run (the seed is in the test id, so a failure can be replayed)."""
-    rng = random.Random(int.from_bytes(os.urandom(4), "little"))
+    """Fresh shapes every run (the shape is in the test id, so a failure can be replayed); the same
+    in every xdist worker of one run, which must all collect the same tests."""
+    shared = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    rng = random.Random(int(shared[:8], 16) if shared else int.from_bytes(os.urandom(4), "little"))
     shapes = []
     for _ in range(count):
         k = rng.randint(1, 8)

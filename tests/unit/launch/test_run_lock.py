@@ -53,7 +53,7 @@ def test_the_heartbeat_keeps_a_long_run_from_looking_stale(tmp_path, monkeypatch
     run = RunDir(tmp_path / "run")
     lock = RunLock(run).acquire()
     first = json.loads(run.lock.read_text())["heartbeat"]
-    wait_for(lambda: json.loads(run.lock.read_text())["heartbeat"] > first, 10, "a heartbeat")
+    wait_for(lambda: json.loads(run.lock.read_text())["heartbeat"] > first, 10, "a heartbeat", interval=0.05)
     lock.release()
 
 
