@@ -32,6 +32,9 @@ class DataConfig:
     """Resize every image to this side first (needed when image sizes differ)."""
     crop: int | None = None
     """Random crop of this side when training (centre crop when evaluating)."""
+    crop_pct: float | None = None
+    """Evaluation: first resize the shorter side to crop / crop_pct, then centre-crop (timm's
+    crop_pct: 0.875 evaluates a 224 crop of images resized to 256); null: centre-crop as they are."""
     crop_padding: int = 0
     """Reflect-pad every side by this many pixels before the random crop (translation augmentation;
     with crop equal to the image side, the usual CIFAR recipe)."""
@@ -62,6 +65,8 @@ class DataConfig:
         at_least("data.crop", self.crop, 1, " pixels (or null: no crop)")
         if self.crop_padding < 0 or (self.crop_padding and not self.crop):
             raise ValueError(f"data.crop_padding={self.crop_padding} needs data.crop set and must be >= 0")
+        if self.crop_pct is not None and not (self.crop and 0 < self.crop_pct <= 1):
+            raise ValueError(f"data.crop_pct={self.crop_pct} needs data.crop set and must be in (0, 1], e.g. 0.875")
         if self.resize and self.crop and self.crop > self.resize:
             raise ValueError(
                 f"data.crop={self.crop} is larger than data.resize={self.resize}; crop at most the resized side"

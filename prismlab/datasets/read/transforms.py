@@ -72,6 +72,8 @@ class BatchTransform:
         steps = []
         if data.resize:
             steps.append(v2.Resize((data.resize, data.resize), antialias=True))
+        if data.crop and data.crop_pct and not train:
+            steps.append(v2.Resize(round(data.crop / data.crop_pct), antialias=True))
         if data.crop:
             steps.append(
                 v2.RandomCrop(data.crop, padding=data.crop_padding or None, padding_mode="reflect")

@@ -373,3 +373,19 @@ def test_shard_bytes_changed_in_place_are_an_error_not_other_data(packed_shards,
     path.write_bytes(bytes(data))
     with pytest.raises(PrismlabError, match="train-000000.tar does not match the sha256 of its manifest"):
         run(make(copy, cache_dir=str(tmp_path / "c")))
+
+
+def test_crop_pct_resizes_the_shorter_side_before_the_eval_centre_crop():
+    """timm's evaluation crop: shorter side to crop / crop_pct, then the centre crop; training crops
+    as before."""
+    from torchvision.transforms import v2
+
+    image = torch.randint(0, 256, (3, 40, 30), dtype=torch.uint8)
+    data = DataConfig(crop=16, crop_pct=0.8, mean=[0.0], std=[1.0])
+    evaluated = BatchTransform(data, ["R", "G", "B"], train=False).assemble([image], seed=0)[0][0]
+    expected = v2.CenterCrop(16)(v2.Resize(20, antialias=True)(image)).permute(1, 2, 0)
+    assert torch.equal(evaluated, expected)
+    trained = BatchTransform(data, ["R", "G", "B"], train=True).assemble([image], seed=0)[0][0]
+    assert trained.shape == (16, 16, 3) and not torch.equal(trained, expected)
+    with pytest.raises(ValueError, match="data.crop_pct=0.8 needs data.crop"):
+        DataConfig(crop_pct=0.8)
