@@ -152,9 +152,7 @@ def test_sbatch_job_survives_five_real_preemptions(slurm_cluster, pattern_shards
     assert_one_monotonic_wandb_run(run_dir, starts=6)
 
 
-def test_submitit_job_survives_five_real_preemptions(
-    slurm_cluster, pattern_shards, uninterrupted, tmp_path, monkeypatch
-):
+def test_submitit_job_survives_real_preemptions(slurm_cluster, pattern_shards, uninterrupted, tmp_path, monkeypatch):
     """The same through `prismlab launch`: our stop flag replaces submitit's handlers (it ignores
     SIGTERM), rank 0 requeues, the requeued job reruns the same callable, which resumes."""
     from prismlab.cli import main
@@ -179,14 +177,14 @@ def test_submitit_job_survives_five_real_preemptions(
         120,
         "the job to start",
     )
-    preempt_repeatedly(job, run_dir, tmp_path, times=5, seed=16)
+    preempt_repeatedly(job, run_dir, tmp_path, times=2, seed=16)  # one mid-run, one right after a restart
     assert wait_until_ended(job, 600) == "COMPLETED"
     assert json.loads((run_dir / "summary.json").read_text())["step"] == TOTAL_STEPS
-    assert json.loads((run_dir / "slurm_job.json").read_text())["requeue_count"] == 5
+    assert json.loads((run_dir / "slurm_job.json").read_text())["requeue_count"] == 2
     sbatch_script = next((run_dir / "submitit").glob("*_submission.sh")).read_text()
     assert "#SBATCH --requeue" in sbatch_script
     assert_same_end(run_dir, uninterrupted)
-    assert_one_monotonic_wandb_run(run_dir, starts=6)
+    assert_one_monotonic_wandb_run(run_dir, starts=3)
 
 
 def test_a_preemption_before_the_stop_handler_exists_is_not_lost(slurm_cluster, pattern_shards, tmp_path):

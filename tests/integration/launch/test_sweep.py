@@ -80,7 +80,7 @@ def test_preempting_the_task_that_carries_the_array_id_requeues_only_that_task(
                     "launch.time_min=10",
                 ],
                 # The last task of an array keeps the array's own job id: make it the long one.
-                "parameters": {"train.steps_per_epoch": [6, 7, 8000]},
+                "parameters": {"train.steps_per_epoch": [6, 7, 3000]},
             }
         )
     )
@@ -111,8 +111,8 @@ def test_preempting_the_task_that_carries_the_array_id_requeues_only_that_task(
 def test_optuna_sweep_prunes_resumes_a_preempted_trial_and_reports_failures(
     slurm_cluster, pattern_shards, tmp_path, monkeypatch, capsys
 ):
-    """8 trials, 2 at a time, with a median pruner; worker 0 preempted mid-trial resumes its own trial,
-    worker 7 killed outright leaves its trial failed; each trial is in the journal once."""
+    """6 trials, 2 at a time, with a median pruner; worker 0 preempted mid-trial resumes its own trial,
+    worker 5 killed outright leaves its trial failed; each trial is in the journal once."""
     import optuna
 
     from prismlab.launch.optuna_sweep import storage
@@ -133,7 +133,7 @@ def test_optuna_sweep_prunes_resumes_a_preempted_trial_and_reports_failures(
         pattern_shards,
         tmp_path,
         extra,
-        trials=8,
+        trials=6,
         parallelism=2,
         sampler="RandomSampler",
         pruner="median",
@@ -149,20 +149,20 @@ def test_optuna_sweep_prunes_resumes_a_preempted_trial_and_reports_failures(
     wait_for(lambda: last_step(first) >= 40, 240, "worker 0's trial to train")
     preempt(preempted, tmp_path)
     wait_for(lambda: job_field(preempted, "Restarts") == "1", 180, "the preempted worker to be requeued")
-    killed = f"{array}_7"  # the last worker to start: killed as soon as it has its trial, mid-start-up
-    wait_for(lambda: (sweep_dir / "workers" / "1" / "task-7.json").exists(), 600, "worker 7 to ask for its trial")
+    killed = f"{array}_5"  # the last worker to start: killed as soon as it has its trial, mid-start-up
+    wait_for(lambda: (sweep_dir / "workers" / "1" / "task-5.json").exists(), 600, "worker 5 to ask for its trial")
     subprocess.run(["scancel", "--signal=KILL", killed], check=True)  # dies without telling the study
-    for task in range(8):
+    for task in range(6):
         wait_until_ended(f"{array}_{task}", 900)
     assert main(["report", str(sweep_dir)]) == 0
     out = capsys.readouterr().out
     rows = json.loads((sweep_dir / "report.json").read_text())
     statuses = [r["status"] for r in rows]
-    assert len(rows) == 8 and "failed" in statuses and "pruned" in statuses and "finished" in statuses, statuses
+    assert len(rows) == 6 and "failed" in statuses and "pruned" in statuses and "finished" in statuses, statuses
     assert "trials finished" in out and "pruned" in out and "failed" in out and "trial-epochs" in out
     study = optuna.load_study(study_name="opt", storage=storage(sweep_dir))
     runs = [t.user_attrs["run"] for t in study.get_trials()]
-    assert len(runs) == 8 and len(set(runs)) == 8  # each trial once: the requeued worker resumed its own
+    assert len(runs) == 6 and len(set(runs)) == 6  # each trial once: the requeued worker resumed its own
     log = "".join(p.read_text() for p in (sweep_dir / "submitit").glob(f"{array}_0_*log.err"))
     assert "resuming trial" in log and "resumed from step" in log
     assert (sweep_dir / "report-history.png").read_bytes()[:4] == b"\x89PNG"
