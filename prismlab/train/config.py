@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import signal
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from prismlab.datasets.read.data_config import DataConfig
 from prismlab.yaml_config import at_least, within
@@ -45,7 +45,12 @@ class RunConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["mlp", "cnn", "resnet18", "resnet34", "any_channel_cnn", "cae", "vae", "gan"] = "cnn"
+    name: str = "cnn"
+    """A built-in model (mlp, cnn, resnet18, resnet34, any_channel_cnn, cae, vae, gan), `timm/<name>`
+    (any timm architecture), `torchvision/<name>` (any torchvision classifier) or `module.path:factory`
+    (your own: called with num_outputs, in_channels, image_size and model.kwargs)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Passed to a timm, torchvision or own model's builder as they are (e.g. {drop_path_rate: 0.1})."""
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     """cnn: output channels of each conv stage; every stage halves the resolution.
     cae / vae / gan: widths[0] is the channels of the first conv (the second has twice as many)."""
@@ -83,7 +88,23 @@ class ModelConfig:
     spectral_norm: bool = False
     """gan: spectral normalisation on the discriminator's layers, in place of its BatchNorm."""
 
+    @property
+    def external(self) -> bool:
+        """A timm, torchvision or user model (the registry builds it; the built-in keys do not apply)."""
+        return self.name.startswith(("timm/", "torchvision/")) or ":" in self.name
+
     def __post_init__(self):
+        if not self.name.strip():
+            raise ValueError("model.name must name a model, e.g. model.name=cnn or model.name=timm/resnet18")
+        if not isinstance(self.kwargs, dict):
+            raise ValueError(
+                f"model.kwargs={self.kwargs!r} must be a mapping, e.g. model.kwargs={{drop_path_rate: 0.1}}"
+            )
+        if self.kwargs and not self.external:
+            raise ValueError(
+                f"model.kwargs go to timm/, torchvision/ or module:factory models, not to the built-in {self.name}; "
+                f"drop them or set the built-in's own model.* keys"
+            )
         at_least("model.growth", self.growth, 1)
         if self.known_channels is not None and (
             not self.known_channels or len(set(self.known_channels)) != len(self.known_channels)

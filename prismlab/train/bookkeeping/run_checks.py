@@ -18,6 +18,7 @@ import yaml
 from prismlab.datasets.format.manifest import Manifest, read_manifest
 from prismlab.datasets.read.transforms import per_channel
 from prismlab.errors import ConfigError, PrismlabError
+from prismlab.models.factory import check_model_name
 from prismlab.train.bookkeeping.run_dir import RunDir
 from prismlab.train.build import input_size
 from prismlab.yaml_config import ConfigLoader, to_dict
@@ -54,6 +55,7 @@ class RunStart:
 
 def check_run(cfg, run: RunDir, resume: bool) -> RunStart:
     run.check_is_folder()
+    check_model_name(cfg.model.name)
     start = plan_start(cfg, run, resume)  # a changed config first: the data checks are of the new one
     manifest = read_manifest(cfg.data.shards, cfg.data.train_split)
     read_manifest(cfg.data.shards, cfg.data.val_split)

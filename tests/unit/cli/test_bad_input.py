@@ -139,7 +139,11 @@ CONFIG_VALUES = [
     ("data.resize=20", None),
     ("data.crop=12 data.resize=8", "larger than data.resize"),
     # model
-    ("model.name=vgg", "model.name='vgg'"),
+    ("model.name=vgg", "model.name=vgg is not a built-in model"),
+    ("model.name=timm/resnet_18", "timm has no model 'resnet_18'; did you mean timm/resnet18?"),
+    ("model.name=torchvision/resnet5", "did you mean torchvision/resnet50?"),
+    ("model.name=nosuchmodule:make", "cannot import nosuchmodule"),
+    ("model.kwargs={{depth:2}}", "model.kwargs go to timm/"),
     ("model.widths=[]", "model.widths"),
     ("model.widths=[0]", "model.widths"),
     ("model.widths=3", "must be a list"),
