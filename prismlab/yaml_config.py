@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import re
 import types
@@ -22,6 +23,7 @@ from prismlab.errors import ConfigError
 from prismlab.io import atomic_write_text
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -75,7 +77,26 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
+    for old, new in getattr(schema, "RENAMED_KEYS", {}).items():
+        rename_key(raw, old, new)
     return from_dict(schema, raw)
+
+
+def rename_key(tree: dict[str, Any], old: str, new: str) -> None:
+    """A key that has moved (`schema.RENAMED_KEYS`): its value goes to the new key, so that run dirs
+    and YAML files written before the move still read, with a line saying the new name."""
+    *parents, leaf = old.split(".")
+    node = tree
+    for part in parents:
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return
+    if leaf not in node:
+        return
+    value = node.pop(leaf)
+    if value is not None:
+        logger.warning("config key %s is now %s; read as %s=%s", old, new, new, value)
+        set_dotted(tree, new, value)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

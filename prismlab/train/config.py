@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import signal
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from prismlab.datasets.read.data_config import DataConfig
 from prismlab.yaml_config import at_least, within
@@ -51,6 +51,11 @@ class ModelConfig:
     (your own: called with num_outputs, in_channels, image_size and model.kwargs)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Passed to a timm, torchvision or own model's builder as they are (e.g. {drop_path_rate: 0.1})."""
+    pretrained: str | None = None
+    """Start from these weights: a .pth/.pt/.safetensors file (a timm or torchvision state dict), a
+    prismlab run dir or checkpoint, or `hub` (a timm model's weights in the local Hugging Face cache,
+    read with the hub offline). A head of another shape stays fresh; a first convolution for another
+    channel count is adapted."""
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     """cnn: output channels of each conv stage; every stage halves the resolution.
     cae / vae / gan: widths[0] is the channels of the first conv (the second has twice as many)."""
@@ -275,9 +280,6 @@ class TrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    from_checkpoint: str | None = None
-    """Start from this checkpoint (.pt) or run dir (its best.pt); weights that do not fit the new
-    model (the head) keep their fresh initialisation."""
     reinit_convs: int = 0
     """Re-initialise the first k convolution layers after loading."""
     freeze: Literal["none", "backbone"] = "none"
@@ -353,6 +355,9 @@ class LaunchConfig:
 
 @dataclass
 class ExperimentConfig:
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"finetune.from_checkpoint": "model.pretrained"}
+    """Keys that moved: run dirs and YAML files written before still read (yaml_config.rename_key)."""
+
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

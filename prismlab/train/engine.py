@@ -103,7 +103,7 @@ class Trainer:
         self.info = model_inputs(cfg, self.train_loader.manifest)
         self.task, model = build_task_model(cfg, self.info)
         fit_to_data(model, cfg)
-        prepare_finetune(model, cfg.finetune)
+        prepare_finetune(model, cfg.finetune, cfg.model)
         self.trainable_params, self.total_params = parameter_counts(model)
         flops = self.count_flops(model) if self.accelerator.is_main_process else None
         self.rank_metrics = RankMetrics(self.accelerator, self.hosts, flops)

@@ -21,6 +21,7 @@ from prismlab.errors import ConfigError, PrismlabError
 from prismlab.models.factory import check_model_name
 from prismlab.train.bookkeeping.run_dir import RunDir
 from prismlab.train.build import input_size
+from prismlab.train.components.finetune import weights_file
 from prismlab.yaml_config import ConfigLoader, to_dict
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class RunStart:
 def check_run(cfg, run: RunDir, resume: bool) -> RunStart:
     run.check_is_folder()
     check_model_name(cfg.model.name)
+    if cfg.model.pretrained and cfg.model.pretrained != "hub":
+        weights_file(cfg.model.pretrained)  # one that is not there is refused before anything is written
     start = plan_start(cfg, run, resume)  # a changed config first: the data checks are of the new one
     manifest = read_manifest(cfg.data.shards, cfg.data.train_split)
     read_manifest(cfg.data.shards, cfg.data.val_split)

@@ -48,7 +48,7 @@ def test_frozen_backbone_trains_only_the_new_head(pretrained, binary_pattern_sha
             tmp_path,
             "ft",
             "task.binary=true",
-            f"finetune.from_checkpoint={pretrained}",
+            f"model.pretrained={pretrained}",
             "finetune.freeze=backbone",
         )
     )
@@ -68,7 +68,7 @@ def test_reinit_first_conv_and_fine_tune_all(pretrained, binary_pattern_shards, 
         tmp_path,
         "ft",
         "task.binary=true",
-        f"finetune.from_checkpoint={pretrained}",
+        f"model.pretrained={pretrained}",
         "finetune.reinit_convs=1",
     )
     trainer = Trainer(cfg)
@@ -83,5 +83,5 @@ def test_reinit_first_conv_and_fine_tune_all(pretrained, binary_pattern_shards, 
 
 
 def test_bad_finetune_source(binary_pattern_shards, tmp_path):
-    with pytest.raises(PrismlabError, match="no checkpoint there"):
-        train(config(binary_pattern_shards, tmp_path, "ft", f"finetune.from_checkpoint={tmp_path / 'nothing'}"))
+    with pytest.raises(PrismlabError, match="no weights there"):
+        train(config(binary_pattern_shards, tmp_path, "ft", f"model.pretrained={tmp_path / 'nothing'}"))
