@@ -82,3 +82,12 @@ def test_saved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["optim"]["lr"] == 0.01
     assert load_config(ExperimentConfig, tmp_path / "config.yaml") == cfg
+
+
+def test_a_moved_key_still_reads_under_its_new_name(tmp_path, caplog):
+    """Run dirs written before `finetune.from_checkpoint` became `model.pretrained` still evaluate."""
+    saved = tmp_path / "config.yaml"
+    saved.write_text("finetune: {from_checkpoint: runs/pre, freeze: backbone}\n")
+    cfg = load_config(ExperimentConfig, saved)
+    assert cfg.model.pretrained == "runs/pre" and cfg.finetune.freeze == "backbone"
+    assert "finetune.from_checkpoint is now model.pretrained" in caplog.text
