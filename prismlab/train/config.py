@@ -156,8 +156,23 @@ class TaskConfig:
     reflected), averaging the logits (for models trained with data.crop_padding; 0: off)."""
     vae_beta: float = 1.0
     """generative, vae: weight of the KL term."""
+    mixup: float = 0.0
+    """classify, training: mixup's alpha (Beta(alpha, alpha) mixing weights; 0.2-0.8 in the ImageNet
+    recipes); 0: off. Targets become soft, with task.label_smoothing folded in (timm's Mixup)."""
+    cutmix: float = 0.0
+    """classify, training: cutmix's alpha (1.0 in the recipes); 0: off."""
+    mix_prob: float = 1.0
+    """With mixup or cutmix: the share of batches that are mixed."""
+    mix_switch_prob: float = 0.5
+    """With both mixup and cutmix: the chance a mixed batch is cut, not blended."""
 
     def __post_init__(self):
+        at_least("task.mixup", self.mixup, 0.0)
+        at_least("task.cutmix", self.cutmix, 0.0)
+        within("task.mix_prob", self.mix_prob, 0.0, 1.0, low_open=True, high_open=False)
+        within("task.mix_switch_prob", self.mix_switch_prob, 0.0, 1.0, high_open=False)
+        if (self.mixup or self.cutmix) and (self.name != "classify" or self.binary):
+            raise ValueError("task.mixup and task.cutmix need task.name=classify with a softmax head (not task.binary)")
         if 720 % self.clock_classes:
             raise ValueError(f"task.clock_classes={self.clock_classes} must divide 720 (e.g. 24, 72, 720)")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -194,6 +209,12 @@ class OptimConfig:
     cycle_momentum: bool = False
     """onecycle: also cycle the momentum (SGD, RMSprop) or beta1 (Adam, AdamW) between 0.95 and 0.85,
     against the lr, as torch's OneCycleLR does by default (false: the configured momentum/betas hold)."""
+    no_decay_norm_bias: bool = False
+    """No weight decay on norm weights, biases (every 1-d parameter) and the model's own exceptions
+    (a ViT's position embedding and class token), as the ImageNet recipes train."""
+    layer_decay: float | None = None
+    """Layer-wise lr decay (ViTs, as DeiT / BEiT fine-tune): each layer's lr is this times the next
+    one's, the head's full (0.65-0.75 in the recipes); null: off."""
     grad_clip: float | None = 1.0
     """Clip the global gradient norm to this value; null disables clipping."""
 
@@ -213,6 +234,8 @@ class OptimConfig:
             raise ValueError(f"optim.step_epochs={self.step_epochs} must be >= 1")
         if not 0.0 < self.onecycle_pct_start < 1.0:
             raise ValueError(f"optim.onecycle_pct_start={self.onecycle_pct_start} must be in (0, 1)")
+        if self.layer_decay is not None:
+            within("optim.layer_decay", self.layer_decay, 0.0, 1.0, low_open=True, high_open=False)
         if self.cycle_momentum and self.schedule != "onecycle":
             raise ValueError(f"optim.cycle_momentum goes with optim.schedule=onecycle, not {self.schedule}")
 

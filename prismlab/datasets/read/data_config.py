@@ -5,10 +5,25 @@ field here plus its use; `__post_init__` is the one place its values are checked
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from prismlab.yaml_config import at_least, within
+
+RAND_AUGMENT = re.compile(r"rand-m(\d+)-n(\d+)")
+
+
+def auto_augment_op(policy: str) -> tuple[str, dict]:
+    """`data.auto_augment` as (torchvision v2 transform name, its arguments)."""
+    if policy == "trivial":
+        return "TrivialAugmentWide", {}
+    if policy == "autoaugment":
+        return "AutoAugment", {}
+    match = RAND_AUGMENT.fullmatch(policy)
+    if match:
+        return "RandAugment", {"magnitude": int(match.group(1)), "num_ops": int(match.group(2))}
+    raise ValueError(f"data.auto_augment={policy} is not trivial, autoaugment or rand-m<M>-n<N> (e.g. rand-m9-n2)")
 
 
 @dataclass
@@ -32,6 +47,16 @@ class DataConfig:
     """Resize every image to this side first (needed when image sizes differ)."""
     crop: int | None = None
     """Random crop of this side when training (centre crop when evaluating)."""
+    crop_scale: list[float] | None = None
+    """Training: RandomResizedCrop to data.crop instead of a plain random crop, taking this range of
+    the image's area (the ImageNet recipe: [0.08, 1.0]); null: off."""
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    """With data.crop_scale: the range of the crop's aspect ratio."""
+    auto_augment: str | None = None
+    """Training: `trivial` (TrivialAugmentWide), `autoaugment` (AutoAugment's ImageNet policy) or
+    `rand-m<M>-n<N>` (RandAugment, N ops of magnitude M, e.g. rand-m9-n2); null: off. 1 or 3 channels."""
+    random_erasing: float = 0.0
+    """Training: erase a random rectangle of each image with this probability (to the mean colour)."""
     crop_pct: float | None = None
     """Evaluation: first resize the shorter side to crop / crop_pct, then centre-crop (timm's
     crop_pct: 0.875 evaluates a 224 crop of images resized to 256); null: centre-crop as they are."""
@@ -65,6 +90,20 @@ class DataConfig:
         at_least("data.crop", self.crop, 1, " pixels (or null: no crop)")
         if self.crop_padding < 0 or (self.crop_padding and not self.crop):
             raise ValueError(f"data.crop_padding={self.crop_padding} needs data.crop set and must be >= 0")
+        if self.crop_scale is not None and not (
+            self.crop and len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1
+        ):
+            raise ValueError(
+                f"data.crop_scale={self.crop_scale} needs data.crop set and two fractions of the area, low <= high "
+                f"<= 1, e.g. [0.08, 1.0]"
+            )
+        if len(self.crop_ratio) != 2 or not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(
+                f"data.crop_ratio={self.crop_ratio} must be two aspect ratios, low <= high, e.g. [0.75, 1.33]"
+            )
+        if self.auto_augment is not None:
+            auto_augment_op(self.auto_augment)  # raises for a policy it does not know
+        within("data.random_erasing", self.random_erasing, 0.0, 1.0, high_open=False)
         if self.crop_pct is not None and not (self.crop and 0 < self.crop_pct <= 1):
             raise ValueError(f"data.crop_pct={self.crop_pct} needs data.crop set and must be in (0, 1], e.g. 0.875")
         if self.resize and self.crop and self.crop > self.resize:

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import get_worker_info
 from torchvision.transforms import v2
 
-from prismlab.datasets.read.data_config import DataConfig
+from prismlab.datasets.read.data_config import DataConfig, auto_augment_op
 from prismlab.errors import ConfigError, PrismlabError
 
 
@@ -51,8 +51,8 @@ class BatchTransform:
         self.train = train
         self.channel_names = list(channel_names)
         self.channel_index = self.select_channels(data.channels)
-        self.per_sample = self.sample_pipeline(data, train)
         self.selected = [self.channel_names[i] for i in self.channel_index]
+        self.per_sample = self.sample_pipeline(data, train)
         self.mean = torch.tensor(per_channel(data.mean, self.selected)).reshape(1, -1, 1, 1)
         self.std = torch.tensor(per_channel(data.std, self.selected, what="data.std")).reshape(1, -1, 1, 1)
 
@@ -67,14 +67,17 @@ class BatchTransform:
             )
         return [self.channel_names.index(c) for c in wanted]
 
-    @staticmethod
-    def sample_pipeline(data: DataConfig, train: bool) -> v2.Compose | None:
+    def sample_pipeline(self, data: DataConfig, train: bool) -> v2.Compose | None:
+        """Per-sample steps, torchvision's v2 transforms on uint8 [C, H, W] tensors (flips and
+        channel dropping are done per batch in `assemble`)."""
         steps = []
         if data.resize:
             steps.append(v2.Resize((data.resize, data.resize), antialias=True))
         if data.crop and data.crop_pct and not train:
             steps.append(v2.Resize(round(data.crop / data.crop_pct), antialias=True))
-        if data.crop:
+        if data.crop and train and data.crop_scale:
+            steps.append(v2.RandomResizedCrop(data.crop, scale=tuple(data.crop_scale), ratio=tuple(data.crop_ratio)))
+        elif data.crop:
             steps.append(
                 v2.RandomCrop(data.crop, padding=data.crop_padding or None, padding_mode="reflect")
                 if train
@@ -82,6 +85,16 @@ class BatchTransform:
             )
         if data.rotation and train:
             steps.append(v2.RandomRotation(data.rotation))
+        if data.auto_augment and train:
+            name, arguments = auto_augment_op(data.auto_augment)
+            steps.append(getattr(v2, name)(**arguments))
+        if data.random_erasing and train:
+            # To the mean colour, as torchvision's RandomErasing(value=0) after Normalize erases:
+            # here it runs on the pixels, before the consumer normalises them.
+            # The pixels still hold every decoded channel: those not kept get mid-grey.
+            means = dict(zip(self.selected, per_channel(data.mean, self.selected)))
+            value = [round(255 * means.get(name, 0.5)) for name in self.channel_names]
+            steps.append(v2.RandomErasing(data.random_erasing, value=value))
         return v2.Compose(steps) if steps else None
 
     def __call__(self, pixels: list[torch.Tensor | np.ndarray], seed: int) -> tuple[torch.Tensor, list[str]]:

@@ -75,6 +75,12 @@ def check_data(cfg, manifest: Manifest) -> None:
             f"images; use 1 or 2 pixels"
         )
     check_sizes(cfg, manifest)
+    channels = len(cfg.data.channels or manifest.channels)
+    if cfg.data.auto_augment and channels not in (1, 3):
+        raise ConfigError(
+            f"data.auto_augment={cfg.data.auto_augment} works on gray or RGB images, and these have {channels} "
+            f"channels; drop it (data.random_erasing and data.crop_scale work on any channel count)"
+        )
     per_channel(cfg.data.mean, manifest.channels)
     per_channel(cfg.data.std, manifest.channels, what="data.std")
     if cfg.task.binary and len(manifest.class_names) != 2:

@@ -5,12 +5,36 @@ from __future__ import annotations
 import math
 
 import torch
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
 
+def parameter_groups(cfg, model: nn.Module) -> list[dict]:
+    """The optimiser's parameter groups, of trainable parameters only (finetuning freezes some): one
+    group; or timm's split into decayed weights and undecayed norm weights, biases and the model's
+    own `no_weight_decay()` names (optim.no_decay_norm_bias); or timm's layer-wise lr scales, the
+    first layers smallest (optim.layer_decay, for ViTs). A group's lr is optim.lr x its `lr_scale`."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    if cfg.layer_decay is not None:
+        groups = param_groups_layer_decay(
+            model,
+            cfg.weight_decay,
+            no_weight_decay_list=skip,
+            layer_decay=cfg.layer_decay,
+            weight_decay_exclude_1d=cfg.no_decay_norm_bias,
+        )
+    elif cfg.no_decay_norm_bias:
+        groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=skip)
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+    for group in groups:
+        group["lr"] = cfg.lr * group.get("lr_scale", 1.0)
+    return [group for group in groups if group["params"]]
+
+
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """`cfg` is an `OptimConfig`. Only trainable parameters are optimised (finetuning freezes some)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """`cfg` is an `OptimConfig`."""
+    params = parameter_groups(cfg, model)
     if cfg.name == "sgd":
         return torch.optim.SGD(
             params,

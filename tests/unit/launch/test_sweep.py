@@ -115,7 +115,7 @@ def test_a_sweep_submitted_again_with_other_settings_is_refused_before_anything_
 @pytest.mark.parametrize(
     "metric, mode, message",
     [
-        ("acuracy", "max", "metric: acuracy is not reported by the trials (task.name=classify reports accuracy, loss"),
+        ("acuracy", "max", "metric: acuracy is not reported by the trials (task.name=classify reports accuracy, acc"),
         ("loss", "max", "metric: loss is better when lower; set mode: min"),
         ("accuracy/zebra", "max", "metric: accuracy/zebra names no class of"),
     ],

@@ -204,7 +204,30 @@ AIRBENCH = [
 ]
 
 
-@pytest.mark.parametrize("options", [[], AIRBENCH], ids=["plain", "airbench"])
+RECIPE = [
+    "data.crop=14",
+    "data.crop_scale=[0.35,1.0]",
+    "data.auto_augment=rand-m9-n2",
+    "data.random_erasing=0.25",
+    "task.mixup=0.2",
+    "task.cutmix=1.0",
+    "task.label_smoothing=0.1",
+    "optim.no_decay_norm_bias=true",
+]
+"""The large-image recipe's options, each drawing from its own seeded stream."""
+TIMM_RECIPE = [
+    "model.name=timm/test_vit",
+    "model.kwargs={drop_path_rate: 0.2}",
+    "data.auto_augment=trivial",
+    "task.mixup=0.8",
+    "optim.layer_decay=0.75",
+    "optim.no_decay_norm_bias=true",
+]
+
+
+@pytest.mark.parametrize(
+    "options", [[], AIRBENCH, RECIPE, TIMM_RECIPE], ids=["plain", "airbench", "recipe", "timm-recipe"]
+)
 def test_resume_mid_epoch_is_bitwise_identical(pattern_shards, tmp_path, monkeypatch, options):
     common = [
         "task.name=classify",

@@ -6,6 +6,8 @@ evaluation values (gathered across ranks), and metrics and plots computed from t
 
 from __future__ import annotations
 
+from timm.data import Mixup
+
 from prismlab.train.components.tasks.base import Task
 from prismlab.train.components.tasks.classify import ClassifyTask
 from prismlab.train.components.tasks.clock import ClockTask
@@ -21,7 +23,19 @@ def make_task(cfg, class_names: list[str], model_name: str) -> Task:
             raise ValueError("task.name=classify needs shards with class names; write them from a labelled source")
         if cfg.binary and len(class_names) != 2:
             raise ValueError(f"task.binary needs exactly 2 classes, the shards have {len(class_names)}")
-        return ClassifyTask(class_names, cfg.label_smoothing, cfg.binary, cfg.tta_flip, cfg.tta_translate)
+        mixing = (
+            Mixup(
+                mixup_alpha=cfg.mixup,
+                cutmix_alpha=cfg.cutmix,
+                prob=cfg.mix_prob,
+                switch_prob=cfg.mix_switch_prob,
+                label_smoothing=cfg.label_smoothing,
+                num_classes=len(class_names),
+            )
+            if cfg.mixup or cfg.cutmix
+            else None
+        )
+        return ClassifyTask(class_names, cfg.label_smoothing, cfg.binary, cfg.tta_flip, cfg.tta_translate, mixing)
     return ClockTask(cfg.encoding, cfg.clock_classes)
 
 

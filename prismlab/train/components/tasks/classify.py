@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
 
 from prismlab.train.bookkeeping.plots import plot_confusion_matrix
 from prismlab.train.components.tasks.base import over_samples
@@ -15,7 +16,8 @@ from prismlab.train.components.tasks.base import over_samples
 class ClassifyTask:
     monitor = "accuracy"
     higher_is_better = True
-    METRIC_MODES = {"accuracy": "max", "loss": "min", "accuracy/<class>": "max"}
+    METRIC_MODES = {"accuracy": "max", "accuracy_top5": "max", "loss": "min", "accuracy/<class>": "max"}
+    TOP_K = 5
 
     def __init__(
         self,
@@ -24,16 +26,19 @@ class ClassifyTask:
         binary: bool = False,
         tta_flip: bool = False,
         tta_translate: int = 0,
+        mixing: Mixup | None = None,
     ):
         """`binary`: two classes as one logit (the second class is the positive one) with BCE.
         `tta_flip`: evaluation averages the logits of each image and its left-right mirror.
-        `tta_translate`: evaluation also averages copies shifted this many pixels up-left and down-right."""
+        `tta_translate`: evaluation also averages copies shifted this many pixels up-left and down-right.
+        `mixing`: timm's Mixup (mixup and/or cutmix with soft, smoothed targets) for training batches."""
         self.class_names = class_names
         self.binary = binary
         self.tta_flip = tta_flip
         self.tta_translate = tta_translate
         self.num_outputs = 1 if binary else len(class_names)
         self.label_smoothing = label_smoothing
+        self.mixing = mixing
 
     def losses(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.binary:
@@ -42,6 +47,11 @@ class ClassifyTask:
         return F.cross_entropy(outputs, labels, label_smoothing=self.label_smoothing, reduction="none")
 
     def loss(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # timm's Mixup pairs each sample with its mirror in the batch: an odd batch (the last one of an
+        # exact epoch) trains unmixed. Its draws come from NumPy's RNG, which checkpoints restore.
+        if self.mixing is not None and len(labels) % 2 == 0:
+            images, soft = self.mixing(images, labels)
+            return F.cross_entropy(model(images).float(), soft)
         return self.losses(model(images).float(), labels).mean()
 
     def test_time_views(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -59,7 +69,11 @@ class ClassifyTask:
     def per_sample(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = torch.stack([model(view).float() for view in self.test_time_views(images)]).mean(0)
         pred = (outputs[:, 0] > 0).long() if self.binary else outputs.argmax(1)
-        return {"label": labels.float(), "pred": pred.float(), "loss": self.losses(outputs, labels)}
+        values = {"label": labels.float(), "pred": pred.float(), "loss": self.losses(outputs, labels)}
+        if self.num_outputs > self.TOP_K:
+            top = outputs.topk(self.TOP_K, dim=1).indices
+            values["top5"] = (top == labels[:, None]).any(1).float()
+        return values
 
     def confusion(self, values: dict[str, np.ndarray]) -> np.ndarray:
         n = len(self.class_names)
@@ -68,13 +82,16 @@ class ClassifyTask:
 
     def headline(self, metrics: dict[str, float]) -> str:
         loss = [f"loss {metrics['loss']:.4f}"] if "loss" in metrics else []
-        return over_samples([f"accuracy {100 * metrics['accuracy']:.2f}%", *loss], metrics)
+        top5 = [f"top-5 {100 * metrics['accuracy_top5']:.2f}%"] if "accuracy_top5" in metrics else []
+        return over_samples([f"accuracy {100 * metrics['accuracy']:.2f}%", *top5, *loss], metrics)
 
     def metrics(self, values: dict[str, np.ndarray]) -> dict[str, float]:
         confusion = self.confusion(values)
         per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+        top5 = {"accuracy_top5": float(values["top5"].mean())} if "top5" in values else {}
         return {
             "accuracy": float(confusion.diagonal().sum() / max(confusion.sum(), 1)),
+            **top5,
             "loss": float(values["loss"].mean()),
             "samples": int(confusion.sum()),
             **{f"accuracy/{name}": float(acc) for name, acc in zip(self.class_names, per_class)},
