@@ -7,6 +7,7 @@
 - `module.path:factory`: a user's callable, called with `num_outputs`, `in_channels` and
   `image_size` ([height, width]) as keyword arguments, returning an `nn.Module`.
 `model.kwargs` go to the timm, torchvision or user builder as they are (e.g. `drop_path_rate`).
+`model.stem=any_channel` puts the any-channel stem in front of whichever of these is built.
 Weights start fresh here; `model.pretrained` loads weights into the built model afterwards.
 """
 
@@ -20,6 +21,7 @@ from torch import nn
 
 from prismlab.errors import ConfigError
 from prismlab.models.any_channel_cnn import AnyChannelCNN
+from prismlab.models.any_channel_stem import AnyChannelStem
 from prismlab.models.cnn import CNN, BatchNormSpec
 from prismlab.models.generative import GAN, VAE, ConvAutoencoder
 from prismlab.models.layers import initialise
@@ -211,6 +213,14 @@ def build_model(cfg, channels: list[str], image_size: int | Sequence[int], num_o
     """`cfg` is a `ModelConfig`; images are [len(channels), height, width] (`image_size`: a side or [H, W])."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     check_model_name(cfg.name)
+    if cfg.stem == "any_channel":
+        stem_outputs = [f"stem{i}" for i in range(cfg.stem_channels)]
+        backbone = build_named(cfg, stem_outputs, size, num_outputs)
+        return AnyChannelStem(cfg.known_channels or channels, backbone, cfg.stem_channels)
+    return build_named(cfg, channels, size, num_outputs)
+
+
+def build_named(cfg, channels: list[str], size: tuple[int, int], num_outputs: int) -> nn.Module:
     if cfg.name.startswith("timm/"):
         return timm_model(cfg.name.removeprefix("timm/"), cfg, channels, size, num_outputs)
     if cfg.name.startswith("torchvision/"):

@@ -64,8 +64,13 @@ class ModelConfig:
     convolutions at each of the two resolutions on each side (the strided one and `convs_per_stage - 1` 3x3)."""
     growth: int = 16
     """any_channel_cnn: channels each dense-block convolution adds."""
+    stem: Literal["own", "any_channel"] = "own"
+    """`any_channel`: the fused channel adapter + spatial attention in front of the model, which then
+    takes any subset of `known_channels` (data.drop_channels, `prismlab eval --channel-subsets`)."""
+    stem_channels: int = 3
+    """stem=any_channel: the channels it hands the model (3: a pretrained RGB model's first conv fits)."""
     known_channels: list[str] | None = None
-    """any_channel_cnn: the channels it can take (default: the training shards' channels)."""
+    """any_channel_cnn and stem=any_channel: the channels it can take (default: the training shards')."""
     batch_norm: bool = True
     """cnn: BatchNorm after each convolution."""
     batch_norm_momentum: float = 0.1
@@ -94,6 +99,10 @@ class ModelConfig:
     """gan: spectral normalisation on the discriminator's layers, in place of its BatchNorm."""
 
     @property
+    def takes_any_channels(self) -> bool:
+        return self.name == "any_channel_cnn" or self.stem == "any_channel"
+
+    @property
     def external(self) -> bool:
         """A timm, torchvision or user model (the registry builds it; the built-in keys do not apply)."""
         return self.name.startswith(("timm/", "torchvision/")) or ":" in self.name
@@ -111,6 +120,12 @@ class ModelConfig:
                 f"drop them or set the built-in's own model.* keys"
             )
         at_least("model.growth", self.growth, 1)
+        at_least("model.stem_channels", self.stem_channels, 1)
+        if self.stem == "any_channel" and self.name in ("any_channel_cnn", *GENERATIVE_MODELS):
+            raise ValueError(
+                f"model.stem=any_channel goes in front of a classifier or regressor; model.name={self.name} "
+                + ("has the any-channel stem already" if self.name == "any_channel_cnn" else "outputs images")
+            )
         if self.known_channels is not None and (
             not self.known_channels or len(set(self.known_channels)) != len(self.known_channels)
         ):
@@ -397,4 +412,9 @@ class ExperimentConfig:
             raise ValueError(
                 f"task.name={self.task.name} does not go with model.name={self.model.name}; "
                 f"generative tasks use model.name {', '.join(GENERATIVE_MODELS)}, the others do not"
+            )
+        if self.data.drop_channels and not self.model.takes_any_channels:
+            raise ValueError(
+                f"data.drop_channels={self.data.drop_channels} needs a model that takes any subset of channels: "
+                f"model.stem=any_channel (in front of any model) or model.name=any_channel_cnn"
             )

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from prismlab.errors import PrismlabError
+from prismlab.models.any_channel_stem import AnyChannelStem
 from prismlab.train.components import checkpoint
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,9 @@ def load_pretrained(model: nn.Module, source_name: str, model_name: str) -> list
     from timm.models import adapt_input_conv
 
     source = hub_state_dict(model_name) if source_name == "hub" else state_dict_in(weights_file(source_name))
+    behind_stem = isinstance(model, AnyChannelStem) and not any(key.startswith("backbone.") for key in source)
+    if behind_stem:  # the backbone's own weights (e.g. timm's RGB ones) load behind a fresh stem
+        model = model.backbone
     target = model.state_dict()
     loaded, adapted = {}, []
     for key, value in source.items():
@@ -123,9 +127,10 @@ def load_pretrained(model: nn.Module, source_name: str, model_name: str) -> list
     model.load_state_dict(loaded, strict=False)
     fresh = sorted(set(target) - set(loaded))
     logger.info(
-        "model.pretrained: loaded %d of %d tensors from %s%s; fresh: %s",
+        "model.pretrained: loaded %d of %d %stensors from %s%s; fresh: %s",
         len(loaded),
         len(target),
+        "backbone (behind the fresh any-channel stem) " if behind_stem else "",
         source_name,
         f", adapted {', '.join(adapted)}" if adapted else "",
         ", ".join(fresh) or "none",

@@ -100,3 +100,21 @@ def test_weights_that_fit_nothing_or_are_no_weights_are_one_line(tmp_path):
         load_pretrained(model, str(tmp_path / "notes.pth"), "timm/test_vit")
     with pytest.raises(PrismlabError, match="hub is for timm/<name> models"):
         load_pretrained(model, "hub", "torchvision/resnet18")
+
+
+def test_rgb_weights_load_into_the_backbone_behind_the_any_channel_stem(tmp_path):
+    """A timm RGB file into `model.stem=any_channel` on 13 bands: the backbone takes the file's
+    weights as they are (the stem hands it 3 channels), the stem and the 5-way head start fresh;
+    weights from a run with the stem load whole."""
+    source = timm_weights(tmp_path / "vit.safetensors")
+    bands = [f"B{i:02d}" for i in range(1, 14)]
+    cfg = ModelConfig(name="timm/test_vit", stem="any_channel")
+    model = build_model(cfg, bands, [16, 16], 5)
+    fresh = load_pretrained(model, str(tmp_path / "vit.safetensors"), cfg.name)
+    assert fresh == ["head.bias", "head.weight"]
+    assert torch.equal(model.backbone.state_dict()["patch_embed.proj.weight"], source["patch_embed.proj.weight"])
+    assert model(torch.zeros(2, 4, 16, 16), ["B02", "B03", "B04", "B08"]).shape == (2, 5)
+    torch.save(model.state_dict(), tmp_path / "with_stem.pt")
+    again = build_model(cfg, bands, [16, 16], 5)
+    assert load_pretrained(again, str(tmp_path / "with_stem.pt"), cfg.name) == []
+    assert torch.equal(again.stem.weight, model.stem.weight)

@@ -1,6 +1,6 @@
-"""The any-channel CNN (fused adapter + attention stem, residual dense blocks) trains on RGB with
-random channel dropping and is evaluated on every channel subset; fixed-channel models get the
-missing channels filled."""
+"""The any-channel CNN (fused adapter + attention stem, residual dense blocks) and a timm ResNet
+behind the same stem (`model.stem=any_channel`) train on RGB with random channel dropping and are
+evaluated on every channel subset; fixed-channel models get the missing channels filled."""
 
 import json
 
@@ -40,8 +40,10 @@ def test_fill_channels():
             ["data.drop_channels=0.3", "model.widths=[8,16]", "model.growth=4", "model.convs_per_stage=2"],
             "zero",
         ),
+        ("timm/test_resnet", ["data.drop_channels=0.3", "model.stem=any_channel"], "zero"),
         ("cnn", ["model.widths=[8,16]", "model.hidden=[16]"], "duplicate"),
     ],
+    ids=["any_channel_cnn", "timm_behind_the_stem", "fixed_channels"],
 )
 def test_channel_subset_table(pattern_shards, tmp_path, capsys, model, extra, fill):
     cfg = load_config(
@@ -70,7 +72,7 @@ def test_channel_subset_table(pattern_shards, tmp_path, capsys, model, extra, fi
     stem = (
         tmp_path
         / "ac"
-        / ("channel_subsets_test" if model == "any_channel_cnn" else f"channel_subsets_test_{fill}_fill")
+        / ("channel_subsets_test" if "data.drop_channels=0.3" in extra else f"channel_subsets_test_{fill}_fill")
     )
     assert f"written:    {stem}.md" in out
     rows = json.loads(stem.with_suffix(".json").read_text())
@@ -78,3 +80,4 @@ def test_channel_subset_table(pattern_shards, tmp_path, capsys, model, extra, fi
     assert all(r["samples"] == 48 and 0 <= r["accuracy"] <= 1 for r in rows)
     table = stem.with_suffix(".md").read_text()
     assert table.startswith("| channels | fill | accuracy |") and len(table.splitlines()) == 2 + len(SUBSETS)
+
