@@ -161,7 +161,7 @@ CONFIG_VALUES = [
     ("model.stem=any_channel model.name=any_channel_cnn", "has the any-channel stem already"),
     ("model.stem=fused", "model.stem='fused'"),
     ("model.stem_channels=0", "model.stem_channels=0"),
-    ("data.drop_channels=0.3 model.name=cnn", "needs a model that takes any subset of channels: model.stem=any_channel"),
+    ("data.drop_channels=0.3 model.name=cnn", "takes any subset of channels: model.stem=any_channel"),
     ("model.spectral_norm=true", "spectral_norm"),
     ("model.known_channels=[]", "model.known_channels"),
     # task

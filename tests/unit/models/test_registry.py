@@ -13,19 +13,8 @@ from prismlab.cli import main
 from prismlab.train.components import checkpoint
 
 from tests.helpers import DEMO
+from tests.helpers.own_models import SOURCE as OWN_MODEL
 from tests.helpers.runs import tiny_run
-
-OWN_MODEL = '''
-import torch
-from torch import nn
-
-def make(num_outputs, in_channels, image_size, width=8):
-    """A user's model: the documented keyword arguments, plus its own (`width`, from model.kwargs)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(width, num_outputs),
-    )
-'''
 
 
 def train_and_eval(shards, out, name: str, *model: str) -> dict:
