@@ -80,4 +80,3 @@ def test_channel_subset_table(pattern_shards, tmp_path, capsys, model, extra, fi
     assert all(r["samples"] == 48 and 0 <= r["accuracy"] <= 1 for r in rows)
     table = stem.with_suffix(".md").read_text()
     assert table.startswith("| channels | fill | accuracy |") and len(table.splitlines()) == 2 + len(SUBSETS)
-
