@@ -209,8 +209,16 @@ class FillChannels(nn.Module):
         return self.model(full)
 
 
+EVERY_SUBSET_UP_TO = 4
+"""Channels up to which every subset is evaluated (15 for 4); 13 bands would be 8,191 subsets."""
+
+
 def channel_subsets(channels: Sequence[str]) -> list[tuple[str, ...]]:
-    """Every non-empty subset, largest first, in the channels' own order (RGB, RG, RB, GB, R, G, B)."""
+    """Every non-empty subset, largest first, in the channels' own order (RGB, RG, RB, GB, R, G, B);
+    for more than 4 channels: all of them, each one left out, then each one alone."""
+    if len(channels) > EVERY_SUBSET_UP_TO:
+        left_out = [tuple(c for c in channels if c != out) for out in channels]
+        return [tuple(channels), *left_out, *((c,) for c in channels)]
     return [s for size in range(len(channels), 0, -1) for s in itertools.combinations(channels, size)]
 
 

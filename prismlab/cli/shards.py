@@ -57,6 +57,12 @@ def add_shards_parser(commands) -> None:
         metavar="A,B,...",
         help="keep only these classes, relabelled 0, 1, ... in this order (e.g. cat,dog)",
     )
+    p.add_argument(
+        "--channel-names",
+        type=lambda v: v.split(","),
+        metavar="B01,B02,...",
+        help="names of the stored channels, in order, recorded in the manifest (needed for multi-band .npy / .tif)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the global shuffle, carved splits and clocks (default 0)")
     p.add_argument("--shard-size", type=int, default=1000, help="samples per shard at most (default 1000)")
     p.add_argument("--shard-bytes", type=int, help="bytes per shard, about, at most (default: no limit)")
@@ -121,6 +127,8 @@ def run_shards(args) -> int:
     for flag, value, low in least:
         if value is not None and value < low:
             raise ConfigError(f"{flag} {value} must be >= {low}")
+    if args.channel_names is not None and args.source in ("index", "clocks"):
+        raise ConfigError(f"--channel-names goes with a folder source, not `{args.source}`; drop it")
     if args.source == "index":
         if not args.shards:
             raise ConfigError(
@@ -143,10 +151,12 @@ def run_shards(args) -> int:
             workers=args.workers,
         )
     else:
-        from prismlab.datasets.write.sources import carve_split, detect_source, select_classes
+        from prismlab.datasets.write.sources import carve_split, detect_source, name_channels, select_classes
         from prismlab.datasets.write.writer import write_source_shards
 
         source = detect_source(Path(args.source), args.format)
+        if args.channel_names is not None:
+            name_channels(source, args.channel_names)
         if args.classes:
             select_classes(source, args.classes)
         whole = len(source.splits.get("train", []))

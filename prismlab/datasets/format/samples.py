@@ -1,8 +1,9 @@
 """The on-disk sample format inside a shard, and turning its bytes back into tensors.
 
 A plain sample is a group of tar members sharing a key (no dots): `<key>.png` or `<key>.jpg` (the
-source bytes where possible), `<key>.cls` (the class index as text) and `<key>.json` (label name,
-channel names, original size). A packed group holds many small images of one size:
+source bytes where possible), or for multi-band images `<key>.npy` / `<key>.tif` (an array of uint8
+or uint16, bands last, as written), `<key>.cls` (the class index as text) and `<key>.json` (label
+name, channel names, original size). A packed group holds many small images of one size:
 `<key>.images.npy` (uint8 [n, H, W, C]), `<key>.labels.npy` (int64 [n]) and `<key>.json`.
 """
 
@@ -16,6 +17,11 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+ARRAY_EXTENSIONS = ("npy", "tif", "tiff")
+"""Multi-band images (satellite tiles with 4-13 bands, microscopy stacks), which PIL cannot read:
+NumPy arrays [H, W, C] and TIFFs (tifffile: interleaved, planar or one band per page)."""
+PIXEL_EXTENSIONS = IMAGE_EXTENSIONS + ARRAY_EXTENSIONS
+ARRAY_DTYPES = ("uint8", "uint16")
 PACKED_IMAGES = "images.npy"
 PACKED_LABELS = "labels.npy"
 
@@ -67,11 +73,12 @@ def is_packed(members: dict[str, bytes]) -> bool:
     return PACKED_IMAGES in members
 
 
-def encoded_image(members: dict[str, bytes]) -> bytes:
-    for ext in IMAGE_EXTENSIONS:
+def encoded_image(members: dict[str, bytes]) -> tuple[str, bytes]:
+    """(extension, bytes) of the sample's image member."""
+    for ext in PIXEL_EXTENSIONS:
         if ext in members:
-            return members[ext]
-    raise IncompleteSample(f"no image member (one of .{', .'.join(IMAGE_EXTENSIONS)}; it has .{', .'.join(members)})")
+            return ext, members[ext]
+    raise IncompleteSample(f"no image member (one of .{', .'.join(PIXEL_EXTENSIONS)}; it has .{', .'.join(members)})")
 
 
 def read_mode(channels: list[str]) -> ImageReadMode:
@@ -80,12 +87,42 @@ def read_mode(channels: list[str]) -> ImageReadMode:
     return ImageReadMode.RGB if list(channels) == ["R", "G", "B"] else ImageReadMode.UNCHANGED
 
 
-def decode_pixels(data: bytes, mode: ImageReadMode = ImageReadMode.UNCHANGED) -> torch.Tensor:
-    """Encoded image -> uint8 (or uint16 for 16-bit PNG) [C, H, W], channels as stored (or per `mode`)."""
+def decode_pixels(data: bytes, mode: ImageReadMode = ImageReadMode.UNCHANGED, extension: str = "png") -> torch.Tensor:
+    """Encoded image -> uint8 (or uint16 for 16-bit PNG and arrays) [C, H, W], channels as stored (or
+    per `mode`, for images)."""
+    if extension in ARRAY_EXTENSIONS:
+        try:
+            array = decode_npy(data) if extension == "npy" else bands_last_tiff(io.BytesIO(data))
+        except Exception as exc:  # numpy and tifffile raise many types for bad bytes; all mean "unreadable"
+            raise CorruptSample(f"cannot decode .{extension}: {type(exc).__name__}: {exc}") from exc
+        check_array(array, f".{extension}")
+        return torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)
     try:
         return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     except RuntimeError as exc:
         raise CorruptSample(f"cannot decode image: {str(exc).splitlines()[0]}") from exc
+
+
+def bands_last_tiff(file) -> np.ndarray:
+    """A TIFF's first image as [H, W] or [H, W, C]: tifffile names its axes, bands stored interleaved
+    (`S` last), planar (`S` first) or one per page (`I`, `Q`, `C` first) all come out bands last."""
+    import tifffile
+
+    with tifffile.TiffFile(file) as tif:
+        series = tif.series[0]
+        array = series.asarray()
+        axes = series.axes
+    if array.ndim == 3 and not axes.endswith("S"):
+        array = np.moveaxis(array, 0, -1)
+    return array
+
+
+def check_array(array: np.ndarray, what: str) -> None:
+    if array.ndim not in (2, 3) or array.dtype.name not in ARRAY_DTYPES:
+        raise CorruptSample(
+            f"{what} holds a {array.dtype.name} array of shape {list(array.shape)}; store [H, W, bands] of "
+            f"{' or '.join(ARRAY_DTYPES)}"
+        )
 
 
 def label_of(members: dict[str, bytes], label: str, class_index: dict[str, int]) -> int:

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from prismlab.datasets.format.manifest import Manifest, read_manifest
 from prismlab.datasets.format.samples import (
-    IMAGE_EXTENSIONS,
+    PIXEL_EXTENSIONS,
     CorruptSample,
     IncompleteSample,
     decode_pixels,
@@ -154,7 +154,7 @@ class ShardReaders:
         self.config = config
         self.open: OrderedDict[int, ShardFile] = OrderedDict()
         label = {"cls": ("cls",), "none": ()}.get(config.manifest.label, ("json",))
-        self.wanted = frozenset((*IMAGE_EXTENSIONS, *label))
+        self.wanted = frozenset((*PIXEL_EXTENSIONS, *label))
         """Members a sample is read for: its image and its label, not its metadata."""
 
     def sample(self, shard: int, index: int) -> dict | CorruptSample:
@@ -281,10 +281,10 @@ class EpochStream(IterableDataset):
             return sample["pixels"], False, self.checked(sample["cls"])
         classes = {name: i for i, name in enumerate(c.manifest.class_names)}
         label = self.checked(label_of(sample["members"], c.manifest.label, classes))
-        data = encoded_image(sample["members"])
+        extension, data = encoded_image(sample["members"])
         if c.gpu_decode and is_jpeg(data):
             return data, True, label
-        return decode_pixels(data, read_mode(c.manifest.channels)), False, label
+        return decode_pixels(data, read_mode(c.manifest.channels), extension), False, label
 
     def checked(self, label: int) -> int:
         """A class index must name one of the manifest's classes (a model would fail on it deep inside)."""

@@ -23,8 +23,8 @@ import webdataset as wds
 from PIL import Image
 
 from prismlab.datasets.format.manifest import Manifest, ShardInfo, manifest_path, read_manifest, write_manifest
-from prismlab.datasets.format.samples import packed_group, sample_key
-from prismlab.datasets.write.pil_images import CHANNEL_NAMES, PASS_THROUGH_FORMATS, as_array, encode_png, to_mode
+from prismlab.datasets.format.samples import CorruptSample, decode_pixels, packed_group, sample_key
+from prismlab.datasets.write.pil_images import PASS_THROUGH_FORMATS, as_array, encode_png, to_mode
 from prismlab.datasets.write.sources import Record, Source
 from prismlab.errors import PrismlabError
 from prismlab.io import atomic_write_json
@@ -50,6 +50,7 @@ class ShardJob:
     first_key: int
     records: list[Record]
     mode: str
+    channels: list[str]
     pack: int
     class_names: list[str]
     fingerprint: str
@@ -77,19 +78,32 @@ def read_image(record: Record) -> tuple[Image.Image, bytes | None]:
 
 
 def plain_sample(key: str, record: Record, job: ShardJob) -> dict:
-    image, data = read_image(record)
-    ext = PASS_THROUGH_FORMATS.get(image.format) if data is not None else None
-    if ext is not None and image.mode == job.mode:
-        member = {ext: data}  # source bytes unchanged
+    if job.mode == "bands":
+        member, size = array_member(record, len(job.channels))
     else:
-        member = {"png": encode_png(as_array(to_mode(image, job.mode)))}
-    meta = {
-        "label": job.class_names[record.label],
-        "channels": CHANNEL_NAMES[job.mode],
-        "size": [image.height, image.width],
-        "origin": record.origin,
-    }
+        image, data = read_image(record)
+        ext = PASS_THROUGH_FORMATS.get(image.format) if data is not None else None
+        if ext is not None and image.mode == job.mode:
+            member = {ext: data}  # source bytes unchanged
+        else:
+            member = {"png": encode_png(as_array(to_mode(image, job.mode)))}
+        size = [image.height, image.width]
+    meta = {"label": job.class_names[record.label], "channels": job.channels, "size": size, "origin": record.origin}
     return {"__key__": key, **member, "cls": record.label, "json": meta}
+
+
+def array_member(record: Record, bands: int) -> tuple[dict, list[int]]:
+    """A multi-band array's file bytes as they are (.npy or .tif), once checked to decode to `bands` bands."""
+    path = Path(record.path)
+    ext = "npy" if path.suffix.lower() == ".npy" else "tif"
+    try:
+        data = path.read_bytes()
+        pixels = decode_pixels(data, extension=ext)
+    except (OSError, CorruptSample) as exc:
+        raise BadImage(str(exc)) from exc
+    if pixels.shape[0] != bands:
+        raise BadImage(f"{pixels.shape[0]} bands, where the others have {bands}")
+    return {ext: data}, list(pixels.shape[1:])
 
 
 def write_plain(sink: wds.TarWriter, job: ShardJob, skipped: list[dict]) -> int:
@@ -117,7 +131,7 @@ def write_packed(sink: wds.TarWriter, job: ShardJob, skipped: list[dict]) -> int
         group_labels = np.asarray(labels[start : start + job.pack])
         meta = {
             "labels": [job.class_names[i] for i in group_labels],
-            "channels": CHANNEL_NAMES[job.mode],
+            "channels": job.channels,
             "size": list(images.shape[1:3]),
         }
         sink.write(packed_group(sample_key(job.first_key + group), images, group_labels, meta))
@@ -168,13 +182,15 @@ def check_packable(source: Source, pack: int) -> None:
         raise PrismlabError(
             f"--pack needs images of one size up to {MAX_PACKED_SIDE} px (found sizes {sorted(sizes)[:4]}); drop --pack"
         )
-    if source.mode == "I;16":
-        raise PrismlabError("--pack stores 8-bit images; drop --pack for 16-bit sources")
+    if source.mode in ("I;16", "bands"):
+        raise PrismlabError("--pack stores 8-bit images of up to 4 channels: drop --pack for 16-bit or multi-band sets")
 
 
 def fingerprint(source: Source, split: str, records: list[Record], **settings) -> str:
     """Identifies what a split's shards hold, so a rerun never mixes shards of different settings."""
     identity = {"source": source.description, "split": split, "samples": len(records), "mode": source.mode, **settings}
+    if source.channel_names:  # named channels are part of what the shards hold
+        identity["channels"] = source.channel_names
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -193,6 +209,7 @@ def write_source_shards(
         raise PrismlabError(f"--shard-size ({shard_size}) and --shard-bytes must be >= 1 and --pack ({pack}) >= 0")
     if pack:
         check_packable(source, pack)
+    channels = source.channels  # multi-band arrays without names are refused here, before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifests = {}
@@ -218,7 +235,18 @@ def write_source_shards(
             jobs, first = [], 0
             for index, chunk in enumerate(cut_shards(records, shard_size, shard_bytes)):
                 jobs.append(
-                    ShardJob(str(out_dir), split, index, first, chunk, source.mode, pack, source.class_names, identity)
+                    ShardJob(
+                        str(out_dir),
+                        split,
+                        index,
+                        first,
+                        chunk,
+                        source.mode,
+                        channels,
+                        pack,
+                        source.class_names,
+                        identity,
+                    )
                 )
                 first += len(chunk)
             results = list(progress(pool.map(write_shard, jobs), total=len(jobs), desc=f"{split} shards"))
@@ -268,7 +296,7 @@ def finish_split(
         source.description,
         samples,
         one_size,
-        CHANNEL_NAMES[source.mode],
+        source.channels,
         infos,
         list(source.class_names),
         pack,

@@ -32,7 +32,7 @@ def read_split(out: Path, split: str) -> list[tuple[np.ndarray, int, dict]]:
                 samples.append((sample["pixels"], sample["cls"], {}))
             else:
                 members = sample["members"]
-                pixels = decode_pixels(encoded_image(members)).permute(1, 2, 0).numpy()
+                pixels = decode_pixels(encoded_image(members)[1]).permute(1, 2, 0).numpy()
                 samples.append((pixels, int(members["cls"]), json.loads(members["json"])))
     return samples
 

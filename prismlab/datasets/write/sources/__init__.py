@@ -38,7 +38,26 @@ class Source:
     class_names: list[str]
     splits: dict[str, list[Record]]
     mode: str | None = None
-    """PIL mode every sample is written in (L, LA, RGB, RGBA or I;16); None: found by the writer."""
+    """PIL mode every sample is written in (L, LA, RGB, RGBA or I;16), or `bands` for multi-band arrays."""
+    channel_names: list[str] | None = None
+    """Names of the channels as stored (`--channel-names`); default: the PIL mode's (R, G, B; gray; ...)."""
+    bands: int = 0
+    """Multi-band arrays: the number of bands every one of them holds."""
+
+    @property
+    def channels(self) -> list[str]:
+        """The channel names shards of this source record."""
+        from prismlab.datasets.write.pil_images import CHANNEL_NAMES
+
+        if self.channel_names:
+            return list(self.channel_names)
+        if self.mode == "bands":
+            raise PrismlabError(
+                f"{self.description} holds {self.bands}-band arrays; name the bands once: --channel-names "
+                f"{','.join(f'B{i + 1:02d}' for i in range(min(self.bands, 3)))},... ({self.bands} names)"
+            )
+        return CHANNEL_NAMES[self.mode]
+
     skipped: list[dict] = field(default_factory=list)
     """Files that could not be read while listing the source: {"path", "reason", "split"}."""
 
@@ -58,6 +77,19 @@ def detect_source(path: Path, fmt: str | None = None) -> Source:
     if fmt not in readers:
         raise PrismlabError(f"--format {fmt} is unknown; use one of {', '.join(readers)}")
     return readers[fmt](path)
+
+
+def name_channels(source: Source, names: list[str]) -> None:
+    """Name the stored channels (`--channel-names B01,B02,...`); multi-band arrays need names."""
+    from prismlab.datasets.write.pil_images import CHANNEL_NAMES
+
+    stored = source.bands or len(CHANNEL_NAMES[source.mode])
+    if len(names) != stored or len(set(names)) != len(names) or not all(names):
+        raise PrismlabError(
+            f"--channel-names {','.join(names)}: {len(names)} names for the {stored} channels of "
+            f"{source.description}; give {stored} distinct names"
+        )
+    source.channel_names = list(names)
 
 
 def select_classes(source: Source, names: list[str]) -> None:

@@ -1,12 +1,17 @@
-"""Image-folder trees: `<root>/<class>/<image>`, or `<root>/<split>/<class>/<image>` for splits."""
+"""Image-folder trees: `<root>/<class>/<image>`, or `<root>/<split>/<class>/<image>` for splits.
+
+Images are whatever PIL reads; multi-band images are `.npy` arrays [H, W, bands] and TIFFs PIL
+cannot open (tifffile reads those), all of one band count and dtype (uint8 or uint16)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
+from prismlab.datasets.format.samples import bands_last_tiff, check_array
 from prismlab.datasets.write.pil_images import common_mode
 from prismlab.datasets.write.sources import Record, Source
 from prismlab.errors import PrismlabError
@@ -24,9 +29,12 @@ SPLIT_FOLDERS = {
 }
 
 
+ARRAY_SUFFIXES = (".npy", ".tif", ".tiff")
+
+
 def image_extensions() -> set[str]:
     Image.init()
-    return {ext.lower() for ext in Image.registered_extensions()}
+    return {ext.lower() for ext in Image.registered_extensions()} | set(ARRAY_SUFFIXES)
 
 
 def split_folders(root: Path) -> dict[str, Path]:
@@ -74,18 +82,44 @@ def read_folder(root: Path) -> Source:
         source.splits[split] = records
     if not any(source.splits.values()):
         raise PrismlabError(f"{root} holds no readable images; check the files (see the skipped list in the log)")
-    source.mode = common_mode(modes)
+    arrays = {mode for mode in modes if isinstance(mode, tuple)}
+    if arrays and arrays != modes:
+        raise PrismlabError(
+            f"{root} mixes images with multi-band arrays (.npy or multi-band .tif); write each kind to its own shards"
+        )
+    if len(arrays) > 1:
+        kinds = ", ".join(f"{bands} bands of {dtype}" for bands, dtype in sorted(arrays))
+        raise PrismlabError(f"{root} holds arrays of several kinds ({kinds}); a model takes one, convert them first")
+    if arrays:
+        source.mode, source.bands = "bands", next(iter(arrays))[0]
+    else:
+        source.mode = common_mode(modes)
     return source
 
 
-def read_header(file: Path, label: int, split: str, skipped: list[dict]) -> tuple[Record, str] | None:
-    """(record, PIL mode) from the image header alone (cheap); unreadable files are reported and skipped."""
+def read_header(file: Path, label: int, split: str, skipped: list[dict]) -> tuple[Record, str | tuple] | None:
+    """(record, PIL mode, or (bands, dtype) of an array) from the file's header alone (cheap);
+    unreadable files are reported and skipped."""
     try:
-        with Image.open(file) as im:
-            size, mode = (im.height, im.width), im.mode
-    except Exception as exc:  # PIL raises many types for bad files; all mean "unreadable"
+        if file.suffix.lower() == ".npy":
+            size, mode = array_header(np.load(file, mmap_mode="r"))
+        else:
+            try:
+                with Image.open(file) as im:
+                    size, mode = (im.height, im.width), im.mode
+            except Exception:
+                if file.suffix.lower() not in ARRAY_SUFFIXES:
+                    raise
+                size, mode = array_header(bands_last_tiff(file))  # a TIFF of more bands than PIL reads
+    except Exception as exc:  # PIL, numpy and tifffile raise many types for bad files; all mean "unreadable"
         reason = f"{type(exc).__name__}: {exc}"
         logger.warning("skipping %s: %s", file, reason)
         skipped.append({"path": str(file), "reason": reason, "split": split})
         return None
     return Record(label, str(file), path=str(file), nbytes=file.stat().st_size, size=size), mode
+
+
+def array_header(array: np.ndarray) -> tuple[tuple[int, int], tuple[int, str]]:
+    """((height, width), (bands, dtype)) of an array image [H, W] or [H, W, bands]."""
+    check_array(array, "the file")
+    return (array.shape[0], array.shape[1]), (array.shape[2] if array.ndim == 3 else 1, array.dtype.name)
