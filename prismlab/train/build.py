@@ -229,11 +229,12 @@ def join_process_group(accelerator: Accelerator) -> dict:
     return world
 
 
-def configure_cpu_threads(num_workers: int) -> None:
-    """On the CPU, leave one core per loader worker: OpenMP threads sharing cores with busy workers
-    spin and stall (measured here: 6x slower steps on 2 cores with 2 threads + 1 worker)."""
+def configure_cpu_threads(num_workers: int, threads: int | None) -> None:
+    """`threads` (train.cpu_threads), or by default one core left per loader worker: OpenMP threads
+    sharing cores with busy workers spin and stall (measured here: 6x slower steps of a small CNN on
+    2 cores with 2 threads + 1 worker)."""
     cores = len(os.sched_getaffinity(0)) // local_world_size()
-    torch.set_num_threads(max(1, cores - num_workers))
+    torch.set_num_threads(threads or max(1, cores - num_workers))
 
 
 def build_loaders(cfg: ExperimentConfig, device: torch.device) -> tuple[ShardLoader, ShardLoader]:

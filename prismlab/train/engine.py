@@ -95,7 +95,7 @@ class Trainer:
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
         if self.accelerator.device.type == "cpu":
-            configure_cpu_threads(cfg.data.num_workers)
+            configure_cpu_threads(cfg.data.num_workers, cfg.train.cpu_threads)
         if self.accelerator.is_main_process:
             self.prepare_run_dir(start)
         t = cfg.train

@@ -160,6 +160,7 @@ CONFIG_VALUES = [
     ("model.resnet_stem=big", "model.resnet_stem='big'"),
     ("model.stem=any_channel model.name=any_channel_cnn", "has the any-channel stem already"),
     ("model.stem=fused", "model.stem='fused'"),
+    ("train.cpu_threads=0", "train.cpu_threads=0 must be >= 1"),
     ("model.stem_channels=0", "model.stem_channels=0"),
     ("data.drop_channels=0.3 model.name=cnn", "takes any subset of channels: model.stem=any_channel"),
     ("model.spectral_norm=true", "spectral_norm"),
