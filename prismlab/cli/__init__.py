@@ -13,7 +13,7 @@ import sys
 
 from prismlab.cli.args import ArgumentParser, UsageError
 from prismlab.cli.cluster import add_launch_parser, add_status_parser, add_sweep_parsers, add_sync_parser
-from prismlab.cli.runs import add_eval_parser, add_train_parser
+from prismlab.cli.runs import add_eval_parser, add_export_parser, add_train_parser
 from prismlab.cli.shards import add_shards_parser
 from prismlab.errors import PrismlabError
 
@@ -25,6 +25,7 @@ def build_parser() -> ArgumentParser:
     add_shards_parser(commands)
     add_train_parser(commands)
     add_eval_parser(commands)
+    add_export_parser(commands)
     add_launch_parser(commands)
     add_sweep_parsers(commands)
     add_status_parser(commands)

@@ -73,6 +73,28 @@ def add_eval_parser(commands) -> None:
     p.set_defaults(run=run_eval)
 
 
+def add_export_parser(commands) -> None:
+    p = commands.add_parser(
+        "export",
+        help="write a run's weights as one .safetensors file",
+        description="Write a run's checkpoint weights (the EMA average where kept) as one .safetensors file "
+        "that torch, timm and model.pretrained load; the run's config goes into its metadata.",
+    )
+    p.add_argument("run_dir", type=Path, help="the run dir `prismlab train` printed")
+    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in <run_dir>/checkpoints (default best.pt)")
+    p.add_argument("--out", type=Path, required=True, help="the file to write, e.g. model.safetensors (not overwritten)")
+    p.set_defaults(run=run_export)
+
+
+def run_export(args) -> int:
+    from prismlab.analysis.export import export_weights
+
+    count, saved = export_weights(args.run_dir, args.checkpoint, args.out)
+    print(f"wrote {args.out}: {count} tensors of {saved.cfg.model.name} from {saved.checkpoint} (step {saved.step})")
+    print(f"load it with safetensors.torch.load_file, or train from it: model.pretrained={args.out}")
+    return 0
+
+
 def run_train(args) -> int:
     from prismlab.launch.run import run_training
     from prismlab.train.config import ExperimentConfig
