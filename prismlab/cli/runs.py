@@ -82,7 +82,7 @@ def add_export_parser(commands) -> None:
     )
     p.add_argument("run_dir", type=Path, help="the run dir `prismlab train` printed")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in <run_dir>/checkpoints (default best.pt)")
-    p.add_argument("--out", type=Path, required=True, help="the file to write, e.g. model.safetensors (not overwritten)")
+    p.add_argument("--out", type=Path, required=True, help="file to write, e.g. model.safetensors (never overwritten)")
     p.set_defaults(run=run_export)
 
 
