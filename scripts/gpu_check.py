@@ -211,6 +211,28 @@ def main() -> int:
         300,
         judge_training(runs / "clock-bf16"),
     )
+    check.run(
+        "timm-bf16-stem",  # a timm backbone in bf16 behind the fused any-channel stem (its CUDA kernels, 1 -> 3)
+        [
+            *PRISMLAB,
+            *train_args(
+                shards,
+                runs,
+                "timm-stem-bf16",
+                "model.name=timm/resnet18",
+                "model.stem=any_channel",
+                "train.mixed_precision=bf16",
+                "train.channels_last=true",
+                "train.epochs=1",
+                "train.steps_per_epoch=300",
+                "train.log_every=25",
+                "data.batch_size=128",
+                "data.num_workers=6",
+            ),
+        ],
+        300,
+        judge_training(runs / "timm-stem-bf16"),
+    )
     check.run("anychannel", [py, "benchmarks/bench_any_channel.py", "--steps", "300"], 300, judge_any_channel)
     check.run(
         "nccl",

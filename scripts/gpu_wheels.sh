@@ -15,7 +15,7 @@ DIR=${1:-.whl}
 PY=${PYTHON:-python3}
 PYTHON_VERSION=${GPU_PYTHON_VERSION:-3.12}
 # Ours, pinned as in requirements.txt.
-PACKAGES=$(grep -E '^(webdataset|wandb|submitit|matplotlib|timm)==' requirements.txt)
+PACKAGES=$(grep -E '^(webdataset|wandb|submitit|matplotlib|timm|tifffile)==' requirements.txt)
 # Brought by torch / torchvision / accelerate (and huggingface_hub) on any node that has them.
 PROVIDED='^(numpy|pillow|pyyaml|requests|urllib3|certifi|idna|charset_normalizer|packaging|typing_extensions|tqdm|filelock|fsspec|jinja2|markupsafe|sympy|mpmath|networkx|setuptools|psutil)-'
 
