@@ -212,15 +212,21 @@ class OptimConfig:
     """Adam / AdamW moment decays (DCGAN's recipe lowers beta1 to 0.5)."""
     nesterov: bool = True
     """SGD: Nesterov momentum."""
-    schedule: Literal["constant", "step", "cosine", "onecycle"] = "cosine"
+    schedule: Literal["constant", "step", "cosine", "onecycle", "linear"] = "cosine"
+    """`linear`: up from start_factor x lr to lr over peak_fraction of the run, then down to end_factor x lr
+    at its last step (airbench94's: 0.2, 0.23, 0.07)."""
     warmup_steps: int = 100
-    """Linear warm-up steps (all schedules but onecycle)."""
+    """Linear warm-up steps (all schedules but onecycle and linear, which rise on their own)."""
     step_epochs: int = 10
     """step schedule: epochs between decays."""
     step_gamma: float = 0.1
     """step schedule: decay factor."""
-    onecycle_pct_start: float = 0.25
-    """onecycle: fraction of the run spent raising the learning rate."""
+    peak_fraction: float = 0.25
+    """onecycle and linear: fraction of the run spent raising the learning rate to its peak."""
+    start_factor: float = 0.2
+    """linear: the first step's learning rate, as a fraction of optim.lr."""
+    end_factor: float = 0.07
+    """linear: the last step's learning rate, as a fraction of optim.lr."""
     cycle_momentum: bool = False
     """onecycle: also cycle the momentum (SGD, RMSprop) or beta1 (Adam, AdamW) between 0.95 and 0.85,
     against the lr, as torch's OneCycleLR does by default (false: the configured momentum/betas hold)."""
@@ -247,8 +253,10 @@ class OptimConfig:
             raise ValueError(f"optim.betas={list(self.betas)} must be two decays in [0, 1), e.g. [0.5, 0.999]")
         if self.step_epochs < 1:
             raise ValueError(f"optim.step_epochs={self.step_epochs} must be >= 1")
-        if not 0.0 < self.onecycle_pct_start < 1.0:
-            raise ValueError(f"optim.onecycle_pct_start={self.onecycle_pct_start} must be in (0, 1)")
+        if not 0.0 < self.peak_fraction < 1.0:
+            raise ValueError(f"optim.peak_fraction={self.peak_fraction} must be in (0, 1)")
+        within("optim.start_factor", self.start_factor, 0.0, 1.0, high_open=False)
+        within("optim.end_factor", self.end_factor, 0.0, 1.0, high_open=False)
         if self.layer_decay is not None:
             within("optim.layer_decay", self.layer_decay, 0.0, 1.0, low_open=True, high_open=False)
         if self.cycle_momentum and self.schedule != "onecycle":
@@ -399,7 +407,10 @@ class LaunchConfig:
 
 @dataclass
 class ExperimentConfig:
-    RENAMED_KEYS: ClassVar[dict[str, str]] = {"finetune.from_checkpoint": "model.pretrained"}
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "finetune.from_checkpoint": "model.pretrained",
+        "optim.onecycle_pct_start": "optim.peak_fraction",  # one name for the rise of onecycle and linear
+    }
     """Keys that moved: run dirs and YAML files written before still read (yaml_config.rename_key)."""
 
     run: RunConfig = field(default_factory=RunConfig)

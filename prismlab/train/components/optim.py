@@ -71,6 +71,16 @@ def one_cycle(step: int, total_steps: int, pct_start: float, start: float, peak:
     return annealed(peak, end, (step - rise_end) / max(1e-9, total_steps - 1 - rise_end))
 
 
+def rise_and_fall(step: int, total_steps: int, peak_fraction: float, start: float, end: float) -> float:
+    """Straight up from `start` to 1 over `peak_fraction` of the steps, then straight down to `end` at
+    the last step (airbench94's schedule; torch's LinearLR chained with SequentialLR keeps state
+    that a changed run length would not fit)."""
+    peak = max(1, round(peak_fraction * total_steps))
+    if step < peak:
+        return start + (1.0 - start) * step / peak
+    return 1.0 + (end - 1.0) * min(1.0, (step - peak) / max(1, total_steps - 1 - peak))
+
+
 class Schedule(torch.optim.lr_scheduler.LRScheduler):
     """The learning rate (and with optim.cycle_momentum the momentum) as a pure function of the step,
     from the config. Only the step is saved: a resumed run recomputes its schedule from the config
@@ -114,16 +124,19 @@ class Schedule(torch.optim.lr_scheduler.LRScheduler):
 
 
 def build_scheduler(cfg, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int) -> Schedule:
-    """A per-step schedule: constant, step (x`step_gamma` every `step_epochs`), cosine, or one-cycle.
+    """A per-step schedule: constant, step (x`step_gamma` every `step_epochs`), cosine, one-cycle, or
+    linear rise and fall.
 
-    Every schedule except one-cycle starts with `warmup_steps` of linear warm-up.
+    Every schedule except one-cycle and linear starts with `warmup_steps` of linear warm-up.
     """
     warmup = cfg.warmup_steps
 
     def factor(step: int) -> float:
         if cfg.schedule == "onecycle":
             start = 1 / ONE_CYCLE_DIV
-            return one_cycle(step, total_steps, cfg.onecycle_pct_start, start, 1.0, start / ONE_CYCLE_FINAL_DIV)
+            return one_cycle(step, total_steps, cfg.peak_fraction, start, 1.0, start / ONE_CYCLE_FINAL_DIV)
+        if cfg.schedule == "linear":
+            return rise_and_fall(step, total_steps, cfg.peak_fraction, cfg.start_factor, cfg.end_factor)
         if step < warmup:
             return (step + 1) / warmup
         if cfg.schedule == "step":
@@ -134,7 +147,7 @@ def build_scheduler(cfg, optimizer: torch.optim.Optimizer, total_steps: int, ste
 
     def momentum(step: int) -> float:
         low, high = ONE_CYCLE_MOMENTUM
-        return one_cycle(step, total_steps, cfg.onecycle_pct_start, high, low, high)
+        return one_cycle(step, total_steps, cfg.peak_fraction, high, low, high)
 
     return Schedule(optimizer, factor, momentum if cfg.cycle_momentum else None)
 
