@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from prismlab.models.any_channel_attention import AnyChannelAttention
-from prismlab.models.layers import activation
+from prismlab.models.layers import activation, global_pooling
 
 
 class ResidualDenseBlock(nn.Module):
@@ -53,6 +53,7 @@ class AnyChannelCNN(nn.Module):
         num_outputs: int,
         act: str = "relu",
         pool_first: bool = False,
+        head_pool: str = "avg",
     ):
         super().__init__()
         self.known_channels = tuple(known_channels)
@@ -74,7 +75,7 @@ class AnyChannelCNN(nn.Module):
             stages += [ResidualDenseBlock(width, growth, layers_per_block, act), nn.MaxPool2d(2)]
         self.features = nn.Sequential(*stages)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(widths[-1], num_outputs)
+            global_pooling(head_pool), nn.Flatten(), nn.Dropout(dropout), nn.Linear(widths[-1], num_outputs)
         )
 
     def forward(self, images: torch.Tensor, channels: Sequence[str] | None = None) -> torch.Tensor:

@@ -12,21 +12,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prismlab.models.layers import activation
+from prismlab.models.layers import activation, global_pooling
 from prismlab.models.mlp import MLP
 from prismlab.models.whitening import PatchWhitening
 
 
 @dataclass(frozen=True)
 class BatchNormSpec:
-    """BatchNorm after each conv: its running-statistics momentum (PyTorch's convention), and whether
-    it learns a scale (airbench fixes it at 1: the next conv can scale anyway)."""
+    """BatchNorm after each conv: its running-statistics momentum (PyTorch's convention), whether it
+    learns a scale (airbench fixes it at 1: the next conv can scale anyway), and its epsilon."""
 
     momentum: float = 0.1
     scale: bool = True
+    eps: float = 1e-5
 
     def layer(self, channels: int) -> nn.BatchNorm2d:
-        norm = nn.BatchNorm2d(channels, momentum=self.momentum)
+        norm = nn.BatchNorm2d(channels, eps=self.eps, momentum=self.momentum)
         norm.weight.requires_grad_(self.scale)
         return norm
 
@@ -70,6 +71,7 @@ class CNN(nn.Module):
         global_pool: bool = False,
         pool_first: bool = False,
         whiten: bool = False,
+        head_pool: str = "avg",
     ):
         super().__init__()
         height, width_px = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -85,7 +87,7 @@ class CNN(nn.Module):
                 f"{len(widths)} conv stages shrink a {height}x{width_px} image to nothing; use fewer model.widths"
             )
         self.features = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1) if global_pool else nn.Identity()
+        self.pool = global_pooling(head_pool) if global_pool else nn.Identity()
         features = channels if global_pool else channels * h * w
         self.head = MLP(features, hidden, num_outputs, act, dropout)
 

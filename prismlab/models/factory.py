@@ -14,9 +14,11 @@ Weights start fresh here; `model.pretrained` loads weights into the built model 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 from prismlab.errors import ConfigError
@@ -47,6 +49,7 @@ def any_channel_cnn(cfg, channels: list[str], size: tuple[int, int], outputs: in
         outputs,
         cfg.activation,
         cfg.pool_first,
+        cfg.head_pool,
     )
 
 
@@ -63,11 +66,12 @@ def cnn(cfg, channels: list[str], size: tuple[int, int], outputs: int) -> nn.Mod
         cfg.hidden,
         cfg.dropout,
         outputs,
-        BatchNormSpec(cfg.batch_norm_momentum, cfg.batch_norm_scale) if cfg.batch_norm else None,
+        BatchNormSpec(cfg.batch_norm_momentum, cfg.batch_norm_scale, cfg.batch_norm_eps) if cfg.batch_norm else None,
         cfg.activation,
         cfg.global_pool,
         cfg.pool_first,
         cfg.whiten,
+        cfg.head_pool,
     )
 
 
@@ -216,8 +220,17 @@ def build_model(cfg, channels: list[str], image_size: int | Sequence[int], num_o
     if cfg.stem == "any_channel":
         stem_outputs = [f"stem{i}" for i in range(cfg.stem_channels)]
         backbone = build_named(cfg, stem_outputs, size, num_outputs)
-        return AnyChannelStem(cfg.known_channels or channels, backbone, cfg.stem_channels)
-    return build_named(cfg, channels, size, num_outputs)
+        model = AnyChannelStem(cfg.known_channels or channels, backbone, cfg.stem_channels)
+    else:
+        model = build_named(cfg, channels, size, num_outputs)
+    if cfg.logit_scale is not None:
+        # A hook, not a wrapper module: the weights keep the model's own names (pretrained files, export).
+        model.register_forward_hook(functools.partial(scale_output, cfg.logit_scale))
+    return model
+
+
+def scale_output(scale: float, _module: nn.Module, _inputs, output: torch.Tensor) -> torch.Tensor:
+    return output * scale
 
 
 def build_named(cfg, channels: list[str], size: tuple[int, int], num_outputs: int) -> nn.Module:

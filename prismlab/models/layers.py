@@ -1,4 +1,4 @@
-"""Choices the reference grid searches vary: activation functions and weight initialisers."""
+"""Choices the reference grid searches vary: activation functions, global pooling and weight initialisers."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def global_pooling(kind: str) -> nn.Module:
+    """Each feature map to one value: its mean (`avg`) or its maximum (`max`, airbench's head)."""
+    return nn.AdaptiveMaxPool2d(1) if kind == "max" else nn.AdaptiveAvgPool2d(1)
+
+
 def _normal(weight):
     nn.init.normal_(weight, 0.0, 0.02)
 
@@ -37,8 +42,11 @@ INITIALISERS: dict[str, Callable] = {
 
 def initialise(model: nn.Module, name: str) -> None:
     """Re-initialise every conv and linear weight with `name` (biases to zero); `default` keeps
-    PyTorch's own initialisation."""
+    PyTorch's own initialisation, `dirac` only sets each conv's first filters to identities."""
     if name == "default":
+        return
+    if name == "dirac":
+        dirac_convs(model)
         return
     init = INITIALISERS[name]
     for module in model.modules():
@@ -46,3 +54,13 @@ def initialise(model: nn.Module, name: str) -> None:
             init(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+
+
+def dirac_convs(model: nn.Module) -> None:
+    """airbench's init: in each conv, the first min(out, in) filters pass input channel i to output
+    channel i (a residual path at step 0); the other filters, biases and linear layers keep
+    PyTorch's init. (torch's dirac_ sets every filter of a group, so it gets the first ones only.)"""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.groups == 1:
+            first = min(module.out_channels, module.in_channels)
+            nn.init.dirac_(module.weight.data[:first])

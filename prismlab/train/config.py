@@ -80,7 +80,13 @@ class ModelConfig:
     whiten: bool = False
     """cnn: a first 2x2 conv fitted to whiten the training images' patches, frozen (airbench)."""
     global_pool: bool = False
-    """cnn: average the last feature map instead of flattening it (position-free features)."""
+    """cnn: pool the last feature map (model.head_pool) instead of flattening it (position-free features)."""
+    head_pool: Literal["avg", "max"] = "avg"
+    """cnn with global_pool, any_channel_cnn: the global pooling before the head (airbench: max)."""
+    batch_norm_eps: float = 1e-5
+    """cnn: BatchNorm's epsilon (PyTorch's 1e-5; airbench 1e-12)."""
+    logit_scale: float | None = None
+    """Multiply the model's outputs by this (airbench: 1/9, a head without a temperature to learn); null: off."""
     pool_first: bool = False
     """cnn: max-pool right after each stage's first conv instead of after its last one; any_channel_cnn: each
     stage opens with a 3x3 conv and the max-pool, and its dense block runs at the pooled resolution."""
@@ -91,8 +97,9 @@ class ModelConfig:
     """mlp layers / cnn head: widths of the hidden fully connected layers."""
     activation: Literal["relu", "leaky_relu", "sigmoid", "tanh", "gelu"] = "relu"
     dropout: float = 0.0
-    init: Literal["default", "normal", "glorot_normal", "glorot_uniform", "he_normal"] = "default"
-    """Weight initialiser of conv and linear layers (`default`: PyTorch's own)."""
+    init: Literal["default", "normal", "glorot_normal", "glorot_uniform", "he_normal", "dirac"] = "default"
+    """Weight initialiser of conv and linear layers (`default`: PyTorch's own; `dirac`: each conv's first
+    filters pass their input channels through, the others and linear layers keep PyTorch's, as airbench)."""
     latent: int = 16
     """cae / vae / gan: size of the latent code."""
     spectral_norm: bool = False
@@ -140,6 +147,18 @@ class ModelConfig:
             )
         if not 0.0 < self.batch_norm_momentum <= 1.0:
             raise ValueError(f"model.batch_norm_momentum={self.batch_norm_momentum} must be in (0, 1]")
+        pooled = self.name == "any_channel_cnn" or (self.name == "cnn" and self.global_pool)
+        if self.head_pool == "max" and not pooled:
+            raise ValueError(
+                f"model.head_pool=max applies to model.name=cnn with model.global_pool=true and to any_channel_cnn, "
+                f"not {self.name}"
+            )
+        if not (math.isfinite(self.batch_norm_eps) and self.batch_norm_eps > 0):
+            raise ValueError(f"model.batch_norm_eps={self.batch_norm_eps} must be > 0, e.g. 1e-12")
+        if self.logit_scale is not None and not (math.isfinite(self.logit_scale) and self.logit_scale > 0):
+            raise ValueError(f"model.logit_scale={self.logit_scale} must be > 0 (or null: off), e.g. 0.111")
+        if self.init != "default" and self.external:
+            raise ValueError(f"model.init={self.init} applies to the built-in models; {self.name} has its own")
         if self.whiten and self.name != "cnn":
             raise ValueError(f"model.whiten applies to model.name=cnn, not {self.name}")
         if self.spectral_norm and self.name != "gan":
