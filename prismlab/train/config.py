@@ -188,6 +188,9 @@ class TaskConfig:
     tta_translate: int = 0
     """classify: also evaluate on copies shifted this many pixels up-left and down-right (edges
     reflected), averaging the logits (for models trained with data.crop_padding; 0: off)."""
+    tta_weights: list[float] | None = None
+    """With tta_translate: the weights of the untranslated, up-left and down-right views (each averaged
+    with its mirror under tta_flip), normalised to sum 1; null: every view counts the same."""
     vae_beta: float = 1.0
     """generative, vae: weight of the KL term."""
     mixup: float = 0.0
@@ -213,6 +216,13 @@ class TaskConfig:
             raise ValueError(f"task.label_smoothing={self.label_smoothing} must be in [0, 1)")
         if self.tta_translate < 0:
             raise ValueError(f"task.tta_translate={self.tta_translate} must be >= 0 pixels")
+        if self.tta_weights is not None and (
+            not self.tta_translate or len(self.tta_weights) != 3 or min(self.tta_weights) <= 0
+        ):
+            raise ValueError(
+                f"task.tta_weights={self.tta_weights} weighs the untranslated, up-left and down-right views: "
+                f"three positive numbers, with task.tta_translate set (airbench: [0.5, 0.25, 0.25])"
+            )
         at_least("task.vae_beta", self.vae_beta, 0.0)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from prismlab.cli import main
 from prismlab.errors import ConfigError, PrismlabError
@@ -176,6 +177,27 @@ def test_tta_translate_adds_copies_shifted_up_left_and_down_right_then_mirrors_a
     assert torch.equal(views[2][..., 1:, 1:], images[..., :4, :4])  # and down-right
     assert torch.equal(views[1][..., 4, :4], images[..., 3, 1:])  # the new edge row is reflected, not zeros
     assert all(torch.equal(views[3 + i], views[i].flip(-1)) for i in range(3))
+
+
+def test_weighted_tta_is_airbenchs_half_untranslated_quarter_each_shift():
+    """airbench94: 0.5 x (mean of the image and its mirror) + 0.25 x each shifted pair."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 5 * 5, 4))
+    images, labels = torch.randn(8, 3, 5, 5), torch.zeros(8, dtype=torch.long)
+    task = ClassifyTask(list("abcd"), tta_flip=True, tta_translate=1, tta_weights=[2.0, 1.0, 1.0])
+    views = task.test_time_views(images)
+    with torch.no_grad():
+        logits = [net(v) for v in views]
+        expected = 0.5 * (logits[0] + logits[3]) / 2 + 0.25 * (logits[1] + logits[4]) / 2
+        expected += 0.25 * (logits[2] + logits[5]) / 2
+        weighted = task.per_sample(net, images, labels)
+    assert task.view_weights(6) == [0.25, 0.125, 0.125, 0.25, 0.125, 0.125]
+    torch.testing.assert_close(weighted["loss"], F.cross_entropy(expected, labels, reduction="none"))
+
+
+def test_tta_weights_need_the_shifted_views(tmp_path):
+    with pytest.raises(ConfigError, match="three positive numbers, with task.tta_translate set"):
+        load_config(ExperimentConfig, None, ["task.name=classify", "task.tta_weights=[0.5,0.25,0.25]"])
 
 
 def test_tta_translate_needs_a_non_negative_shift(tmp_path):

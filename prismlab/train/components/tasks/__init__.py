@@ -35,7 +35,9 @@ def make_task(cfg, class_names: list[str], model_name: str) -> Task:
             if cfg.mixup or cfg.cutmix
             else None
         )
-        return ClassifyTask(class_names, cfg.label_smoothing, cfg.binary, cfg.tta_flip, cfg.tta_translate, mixing)
+        return ClassifyTask(
+            class_names, cfg.label_smoothing, cfg.binary, cfg.tta_flip, cfg.tta_translate, mixing, cfg.tta_weights
+        )
     return ClockTask(cfg.encoding, cfg.clock_classes)
 
 

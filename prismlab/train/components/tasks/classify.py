@@ -27,15 +27,18 @@ class ClassifyTask:
         tta_flip: bool = False,
         tta_translate: int = 0,
         mixing: Mixup | None = None,
+        tta_weights: list[float] | None = None,
     ):
         """`binary`: two classes as one logit (the second class is the positive one) with BCE.
         `tta_flip`: evaluation averages the logits of each image and its left-right mirror.
         `tta_translate`: evaluation also averages copies shifted this many pixels up-left and down-right.
-        `mixing`: timm's Mixup (mixup and/or cutmix with soft, smoothed targets) for training batches."""
+        `mixing`: timm's Mixup (mixup and/or cutmix with soft, smoothed targets) for training batches.
+        `tta_weights`: the untranslated, up-left and down-right views' weights (default: equal)."""
         self.class_names = class_names
         self.binary = binary
         self.tta_flip = tta_flip
         self.tta_translate = tta_translate
+        self.tta_weights = tta_weights
         self.num_outputs = 1 if binary else len(class_names)
         self.label_smoothing = label_smoothing
         self.mixing = mixing
@@ -66,8 +69,17 @@ class ClassifyTask:
             views += [view.flip(-1) for view in views]
         return views
 
+    def view_weights(self, views: int) -> list[float]:
+        """The weight of each of `views` test-time views (in `test_time_views` order), summing to 1."""
+        if self.tta_weights is None:
+            return [1.0 / views] * views
+        per_place = [w / sum(self.tta_weights) for w in self.tta_weights]
+        mirrors = 2 if self.tta_flip else 1
+        return [w / mirrors for w in per_place] * mirrors
+
     def per_sample(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = torch.stack([model(view).float() for view in self.test_time_views(images)]).mean(0)
+        views = self.test_time_views(images)
+        outputs = sum(w * model(view).float() for w, view in zip(self.view_weights(len(views)), views))
         pred = (outputs[:, 0] > 0).long() if self.binary else outputs.argmax(1)
         values = {"label": labels.float(), "pred": pred.float(), "loss": self.losses(outputs, labels)}
         if self.num_outputs > self.TOP_K:
