@@ -120,3 +120,29 @@ def test_arrays_need_their_band_names_and_one_kind(tmp_path, capsys):
     np.save(tmp_path / "tiles" / "train" / "class0" / "odd.npy", np.zeros((SIDE, SIDE, 4), np.uint8))
     assert main(["shards", str(tmp_path / "tiles"), "--out", str(tmp_path / "c"), "--channel-names", "x"]) == 1
     assert "arrays of several kinds (4 bands of uint8, 13 bands of uint8)" in capsys.readouterr().err
+
+
+def test_a_4_band_tiff_is_4_bands_not_pils_rgba_and_colour_tiffs_need_no_names(tmp_path):
+    """PIL would open an 8-bit 4-band tile as RGBA (or CMYK, converted to RGB with a band lost)."""
+    rng = np.random.default_rng(3)
+    for bands, names in ((4, ["B", "G", "R", "NIR"]), (3, None)):
+        tiles = tmp_path / f"tiles{bands}"
+        pixels = {}
+        for label in ("a", "b"):
+            (tiles / label).mkdir(parents=True)
+            for n in range(3):
+                pixels[str(tiles / label / f"{n}.tif")] = rng.integers(0, 256, (8, 8, bands), dtype=np.uint8)
+                tifffile.imwrite(tiles / label / f"{n}.tif", pixels[str(tiles / label / f"{n}.tif")])
+        out = tmp_path / f"shards{bands}"
+        assert (
+            main(["shards", str(tiles), "--out", str(out), *(["--channel-names", ",".join(names)] if names else [])])
+            == 0
+        )
+        assert json.loads((out / "train.manifest.json").read_text())["channels"] == (names or ["R", "G", "B"])
+        with tarfile.open(next(out.glob("train-*.tar"))) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        for name, data in members.items():
+            if name.endswith(".json"):
+                origin = json.loads(data)["origin"]
+                tif = members[name.removesuffix(".json") + ".tif"]
+                assert np.array_equal(decode_pixels(tif, extension="tif").permute(1, 2, 0).numpy(), pixels[origin])

@@ -38,7 +38,7 @@ class Source:
     class_names: list[str]
     splits: dict[str, list[Record]]
     mode: str | None = None
-    """PIL mode every sample is written in (L, LA, RGB, RGBA or I;16), or `bands` for multi-band arrays."""
+    """PIL mode every sample is written in (L, LA, RGB, RGBA or I;16), or `bands` for arrays (.npy, TIFF)."""
     channel_names: list[str] | None = None
     """Names of the channels as stored (`--channel-names`); default: the PIL mode's (R, G, B; gray; ...)."""
     bands: int = 0
@@ -51,6 +51,8 @@ class Source:
 
         if self.channel_names:
             return list(self.channel_names)
+        if self.mode == "bands" and self.bands in (1, 3):  # gray or colour TIFFs, named as PIL's modes are
+            return CHANNEL_NAMES["L" if self.bands == 1 else "RGB"]
         if self.mode == "bands":
             raise PrismlabError(
                 f"{self.description} holds {self.bands}-band arrays; name the bands once: --channel-names "

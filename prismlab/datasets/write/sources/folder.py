@@ -1,7 +1,7 @@
 """Image-folder trees: `<root>/<class>/<image>`, or `<root>/<split>/<class>/<image>` for splits.
 
-Images are whatever PIL reads; multi-band images are `.npy` arrays [H, W, bands] and TIFFs PIL
-cannot open (tifffile reads those), all of one band count and dtype (uint8 or uint16)."""
+Images are whatever PIL reads; arrays are `.npy` files [H, W, bands] and TIFFs (tifffile reads
+them: any band count, uint8 or uint16), all of one band count and dtype in a tree."""
 
 from __future__ import annotations
 
@@ -103,14 +103,13 @@ def read_header(file: Path, label: int, split: str, skipped: list[dict]) -> tupl
     try:
         if file.suffix.lower() == ".npy":
             size, mode = array_header(np.load(file, mmap_mode="r"))
+        elif file.suffix.lower() in ARRAY_SUFFIXES:
+            # TIFFs are arrays, read by tifffile: PIL would read a 4-band tile as RGBA or CMYK (and
+            # convert CMYK to RGB, dropping a band) and cannot open more bands or 16-bit colour.
+            size, mode = array_header(bands_last_tiff(file))
         else:
-            try:
-                with Image.open(file) as im:
-                    size, mode = (im.height, im.width), im.mode
-            except Exception:
-                if file.suffix.lower() not in ARRAY_SUFFIXES:
-                    raise
-                size, mode = array_header(bands_last_tiff(file))  # a TIFF of more bands than PIL reads
+            with Image.open(file) as im:
+                size, mode = (im.height, im.width), im.mode
     except Exception as exc:  # PIL, numpy and tifffile raise many types for bad files; all mean "unreadable"
         reason = f"{type(exc).__name__}: {exc}"
         logger.warning("skipping %s: %s", file, reason)
