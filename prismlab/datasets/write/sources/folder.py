@@ -104,8 +104,9 @@ def read_header(file: Path, label: int, split: str, skipped: list[dict]) -> tupl
         if file.suffix.lower() == ".npy":
             size, mode = array_header(np.load(file, mmap_mode="r"))
         elif file.suffix.lower() in ARRAY_SUFFIXES:
-            # TIFFs are arrays, read by tifffile: PIL would read a 4-band tile as RGBA or CMYK (and
-            # convert CMYK to RGB, dropping a band) and cannot open more bands or 16-bit colour.
+            # TIFFs are arrays, read by tifffile. PIL (13.0) reads a 4-band tile as RGBA, or as CMYK,
+            # which becomes RGB with a band lost; a 3-band 16-bit tile as 8-bit RGB; and a 13-band
+            # 16-bit 8x8 tile as one gray 13x8 image.
             size, mode = array_header(bands_last_tiff(file))
         else:
             with Image.open(file) as im:
