@@ -116,6 +116,18 @@ def judge_nccl(text: str):
     return ("PASS" if ok else "FAIL"), (match.group(0) if match else "no world-size line in the log"), {}
 
 
+BF16_RUN = [
+    "train.mixed_precision=bf16",
+    "train.channels_last=true",
+    "train.epochs=1",
+    "train.steps_per_epoch=300",
+    "train.log_every=25",
+    "data.batch_size=128",
+    "data.num_workers=6",
+]
+"""The GPU training steps' settings: 300 bf16 steps of 128, channels_last, 6 loader workers."""
+
+
 def train_args(shards: Path, out: Path, name: str, *extra: str) -> list[str]:
     return [
         "train",
@@ -199,13 +211,7 @@ def main() -> int:
                 shards,
                 runs,
                 "clock-bf16",
-                "train.mixed_precision=bf16",
-                "train.channels_last=true",
-                "train.epochs=1",
-                "train.steps_per_epoch=300",
-                "train.log_every=25",
-                "data.batch_size=128",
-                "data.num_workers=6",
+                *BF16_RUN,
             ),
         ],
         300,
@@ -221,13 +227,7 @@ def main() -> int:
                 "timm-stem-bf16",
                 "model.name=timm/resnet18",
                 "model.stem=any_channel",
-                "train.mixed_precision=bf16",
-                "train.channels_last=true",
-                "train.epochs=1",
-                "train.steps_per_epoch=300",
-                "train.log_every=25",
-                "data.batch_size=128",
-                "data.num_workers=6",
+                *BF16_RUN,
             ),
         ],
         300,
