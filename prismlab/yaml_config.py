@@ -188,9 +188,13 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
         return coerce(non_none[0], value, key)
     if origin is typing.Literal:
         if value not in args:
-            choices = ", ".join(repr(a) for a in args)
+            choices = ", ".join(str(a).lower() if isinstance(a, bool) else repr(a) for a in args)  # YAML's words
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of {choices}")
         return value
+    if origin is dict and args and dataclasses.is_dataclass(args[1]):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r} must be a mapping, e.g. {key}={{name: {{...}}}}")
+        return {str(k): coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}={value!r} must be a list, e.g. {key}=[1,2]")

@@ -72,6 +72,7 @@ class CNN(nn.Module):
         pool_first: bool = False,
         whiten: bool = False,
         head_pool: str = "avg",
+        head_bias: bool = True,
     ):
         super().__init__()
         height, width_px = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -89,7 +90,7 @@ class CNN(nn.Module):
         self.features = nn.Sequential(*stages)
         self.pool = global_pooling(head_pool) if global_pool else nn.Identity()
         features = channels if global_pool else channels * h * w
-        self.head = MLP(features, hidden, num_outputs, act, dropout)
+        self.head = MLP(features, hidden, num_outputs, act, dropout, output_bias=head_bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(images)))

@@ -72,6 +72,7 @@ def cnn(cfg, channels: list[str], size: tuple[int, int], outputs: int) -> nn.Mod
         cfg.pool_first,
         cfg.whiten,
         cfg.head_pool,
+        cfg.head_bias,
     )
 
 

@@ -83,6 +83,8 @@ class ModelConfig:
     """cnn: pool the last feature map (model.head_pool) instead of flattening it (position-free features)."""
     head_pool: Literal["avg", "max"] = "avg"
     """cnn with global_pool, any_channel_cnn: the global pooling before the head (airbench: max)."""
+    head_bias: bool = True
+    """cnn: the last linear layer has a bias (airbench's has none)."""
     batch_norm_eps: float = 1e-5
     """cnn: BatchNorm's epsilon (PyTorch's 1e-5; airbench 1e-12)."""
     logit_scale: float | None = None
@@ -159,6 +161,8 @@ class ModelConfig:
             raise ValueError(f"model.logit_scale={self.logit_scale} must be > 0 (or null: off), e.g. 0.111")
         if self.init != "default" and self.external:
             raise ValueError(f"model.init={self.init} applies to the built-in models; {self.name} has its own")
+        if not self.head_bias and self.name != "cnn":
+            raise ValueError(f"model.head_bias=false applies to model.name=cnn, not {self.name}")
         if self.whiten and self.name != "cnn":
             raise ValueError(f"model.whiten applies to model.name=cnn, not {self.name}")
         if self.spectral_norm and self.name != "gan":
@@ -226,6 +230,32 @@ class TaskConfig:
         at_least("task.vae_beta", self.vae_beta, 0.0)
 
 
+PARAMETER_KINDS = ("weight", "bias", "norm", "whitening")
+"""What `optim.groups` can address: `norm`: the parameters of normalisation layers (BatchNorm,
+LayerNorm, GroupNorm, timm's); `whitening`: those of cnn's fitted whitening layer (its bias);
+`bias`: the other biases; `weight`: everything else."""
+
+
+@dataclass
+class GroupRule:
+    """How one kind of parameter trains (optim.groups.<kind>)."""
+
+    lr_scale: float = 1.0
+    """Its lr is optim.lr times this (airbench: 64 for the BatchNorm biases)."""
+    weight_decay: float | None = None
+    """Its weight decay; null: optim.weight_decay (0 with optim.no_decay_norm_bias for 1-d ones). For SGD
+    and Adam the decay per step is lr x weight_decay, so a group with lr_scale 64 that should decay
+    like the rest takes weight_decay / 64 (airbench's)."""
+    epochs: int | None = None
+    """Trained for the first this many epochs, then frozen (airbench: the whitening bias, 3); null: always."""
+
+    def __post_init__(self):
+        if not (math.isfinite(self.lr_scale) and self.lr_scale > 0):
+            raise ValueError(f"lr_scale={self.lr_scale} must be > 0 (freeze a kind with epochs: 0)")
+        at_least("weight_decay", self.weight_decay, 0.0)
+        at_least("epochs", self.epochs, 0)
+
+
 @dataclass
 class OptimConfig:
     name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adamw"
@@ -262,6 +292,9 @@ class OptimConfig:
     no_decay_norm_bias: bool = False
     """No weight decay on norm weights, biases (every 1-d parameter) and the model's own exceptions
     (a ViT's position embedding and class token), as the ImageNet recipes train."""
+    groups: dict[str, GroupRule] = field(default_factory=dict)
+    """Per kind of parameter (weight, bias, norm, whitening): its lr_scale, weight_decay and the epochs
+    it trains, e.g. {norm: {lr_scale: 64, weight_decay: 2e-5}, whitening: {epochs: 3}}."""
     layer_decay: float | None = None
     """Layer-wise lr decay (ViTs, as DeiT / BEiT fine-tune): each layer's lr is this times the next
     one's, the head's full (0.65-0.75 in the recipes); null: off."""
@@ -286,6 +319,13 @@ class OptimConfig:
             raise ValueError(f"optim.peak_fraction={self.peak_fraction} must be in (0, 1)")
         within("optim.start_factor", self.start_factor, 0.0, 1.0, high_open=False)
         within("optim.end_factor", self.end_factor, 0.0, 1.0, high_open=False)
+        unknown = sorted(set(self.groups) - set(PARAMETER_KINDS))
+        if unknown:
+            raise ValueError(
+                f"optim.groups names {unknown}; the kinds of parameter are {', '.join(PARAMETER_KINDS)}"
+            )
+        if self.groups and self.layer_decay is not None:
+            raise ValueError("optim.groups and optim.layer_decay both set the lr per parameter; use one of them")
         if self.layer_decay is not None:
             within("optim.layer_decay", self.layer_decay, 0.0, 1.0, low_open=True, high_open=False)
         if self.cycle_momentum and self.schedule != "onecycle":

@@ -51,7 +51,7 @@ from prismlab.train.components import checkpoint
 from prismlab.train.components.evaluate import Evaluation, evaluate, model_for_batch
 from prismlab.train.components.finetune import parameter_counts, prepare_finetune
 from prismlab.train.components.lookahead import Lookahead
-from prismlab.train.components.optim import build_optimizer, build_scheduler, l1_penalty
+from prismlab.train.components.optim import build_optimizer, build_scheduler, describe_group, frozen_groups, l1_penalty
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.stop import STOP_REQUEST
 from prismlab.yaml_config import save_config, to_dict
@@ -110,6 +110,8 @@ class Trainer:
         self.profiler = StepProfiler(cfg.train.profile_steps, self.run.profile, self.accelerator.device, rank)
         logger.info("model: %s parameters, %s trainable", f"{self.total_params:,}", f"{self.trainable_params:,}")
         optimizer = build_optimizer(cfg.optim, model)
+        if len(optimizer.param_groups) > 1 and "kinds" in optimizer.param_groups[0]:
+            logger.info("parameter groups: %s", "; ".join(describe_group(g) for g in optimizer.param_groups))
         # Not passed to prepare(): Accelerate would step it once per process, assuming a loader it
         # shards itself; ours gives every rank the full number of batches.
         steps_per_epoch = len(self.train_loader) // t.grad_accum_steps
@@ -297,6 +299,10 @@ class Trainer:
                     f"(the last good checkpoint is kept in {self.run.checkpoints})"
                 )
             self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients:
+                for group in frozen_groups(self.optimizer, self.state.epoch):
+                    for param in group["params"]:
+                        param.grad = None
             clip = self.cfg.optim.grad_clip
             if self.accelerator.sync_gradients and (clip is not None or want_grad_norm):
                 grad_norm = float(

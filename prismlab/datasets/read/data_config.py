@@ -63,8 +63,10 @@ class DataConfig:
     crop_padding: int = 0
     """Reflect-pad every side by this many pixels before the random crop (translation augmentation;
     with crop equal to the image side, the usual CIFAR recipe)."""
-    flip: bool = False
-    """Random horizontal flips when training."""
+    flip: Literal[False, True, "alternate"] = False
+    """Horizontal flips when training: true, each image at random; `alternate`, airbench's: each image
+    flipped or not at random once for the run, and the other way round in every odd epoch (every
+    image is seen both ways within two epochs)."""
     rotation: float = 0.0
     """Random rotations within +-rotation degrees when training."""
     mean: list[float] = field(default_factory=lambda: [0.5])

@@ -25,6 +25,8 @@ class PendingDecode:
     """Which items are still JPEG bytes."""
     seed: int
     """The batch's augmentation seed, so GPU decoding augments like the CPU path."""
+    mirror: list[bool] | None = None
+    """Which samples to flip under data.flip=alternate."""
 
 
 def is_jpeg(data: bytes) -> bool:
@@ -41,4 +43,4 @@ def decode_pending(
     ]
     decoded = iter(decode_jpeg(jpegs, mode=read_mode(transform.channel_names), device=device))
     images = [next(decoded) if enc else as_chw(item).to(device) for item, enc in zip(pending.items, pending.encoded)]
-    return transform.assemble(images, pending.seed)
+    return transform.assemble(images, pending.seed, mirror=pending.mirror)

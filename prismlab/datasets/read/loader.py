@@ -53,7 +53,14 @@ from prismlab.datasets.format.shard_io import fetch, is_remote
 from prismlab.datasets.format.tar_reader import ShardFile
 from prismlab.datasets.read.data_config import DataConfig
 from prismlab.datasets.read.gpu_decode import PendingDecode, decode_pending, is_jpeg
-from prismlab.datasets.read.plan import PlannedBatch, consumed_after, exact_batches, exact_steps, resampled_batches
+from prismlab.datasets.read.plan import (
+    AlternatingFlips,
+    PlannedBatch,
+    consumed_after,
+    exact_batches,
+    exact_steps,
+    resampled_batches,
+)
 from prismlab.datasets.read.transforms import BatchTransform, BufferRing, normalize
 from prismlab.dist_env import launcher_rank_and_world
 from prismlab.errors import PrismlabError
@@ -217,12 +224,15 @@ class EpochStream(IterableDataset):
         # for one batch per batch taken), so with PREFETCH + 1 buffers it overwrites batch n - 1,
         # which a consumer that uses each batch at once is done with (see BufferRing).
         ring = BufferRing(PREFETCH + 1 if info else 1) if self.config.reuse_buffers else None
+        c = self.config
+        flips = AlternatingFlips(c.shard_samples, c.seed) if c.train and c.data.flip == "alternate" else None
         fraction = self.config.data.max_incomplete_fraction
         allowed = math.floor(fraction * sum(len(b.valid) for b in mine))
         skipped = 0
         try:
             for planned in mine:
-                batch = self.make_batch(planned, readers, transform, ring)
+                mirror = flips(planned.shards, planned.indices, self.epoch).tolist() if flips else None
+                batch = self.make_batch(planned, readers, transform, ring, mirror)
                 skipped += batch.corrupt
                 yield batch
         except IncompleteSample as exc:
@@ -237,10 +247,17 @@ class EpochStream(IterableDataset):
             readers.close()
 
     def make_batch(
-        self, planned: PlannedBatch, readers: ShardReaders, transform: BatchTransform, ring: BufferRing | None
+        self,
+        planned: PlannedBatch,
+        readers: ShardReaders,
+        transform: BatchTransform,
+        ring: BufferRing | None,
+        mirror: list[bool] | None,
     ) -> Shipment:
-        items, encoded, labels, valid, corrupt = [], [], [], [], 0
-        for shard, index, is_valid in zip(planned.shards.tolist(), planned.indices.tolist(), planned.valid.tolist()):
+        items, encoded, labels, valid, kept, corrupt = [], [], [], [], [], 0
+        for position, (shard, index, is_valid) in enumerate(
+            zip(planned.shards.tolist(), planned.indices.tolist(), planned.valid.tolist())
+        ):
             sample = readers.sample(shard, index)
             try:
                 item, is_encoded, label = self.decode(sample)
@@ -256,11 +273,13 @@ class EpochStream(IterableDataset):
                 logger.debug("skipping %s", where)
                 continue
             items.append(item)
+            kept.append(position)
             encoded.append(is_encoded)
             labels.append(label)
             valid.append(is_valid)
+        mirror = [mirror[k] for k in kept] if mirror is not None else None
         if any(encoded):
-            return Shipment(None, labels, valid, [], corrupt, PendingDecode(items, encoded, planned.seed))
+            return Shipment(None, labels, valid, [], corrupt, PendingDecode(items, encoded, planned.seed, mirror))
         if not items:
             return Shipment(
                 torch.empty(0, 0, 0, len(transform.selected), dtype=torch.uint8),
@@ -269,7 +288,7 @@ class EpochStream(IterableDataset):
                 list(transform.selected),
                 corrupt,
             )
-        pixels, channels = transform.assemble(items, planned.seed, ring)
+        pixels, channels = transform.assemble(items, planned.seed, ring, mirror)
         return Shipment(pixels, labels, valid, channels, corrupt)
 
     def decode(self, sample: dict | CorruptSample) -> tuple[torch.Tensor | bytes, bool, int]:

@@ -38,6 +38,21 @@ class PlannedBatch:
     """Seeds the batch's augmentation, so a resumed stream augments like an uninterrupted one."""
 
 
+class AlternatingFlips:
+    """Which samples a training batch mirrors under data.flip=alternate: a random half of the
+    samples, drawn once from the run's seed, in even epochs, the other half in odd ones. A function
+    of (seed, epoch, sample) alone, so resumed and elastic streams flip as an uninterrupted one."""
+
+    SALT = 0x464C4950  # "FLIP": a stream of its own, apart from the order's
+
+    def __init__(self, shard_samples: list[int], seed: int):
+        self.offsets = np.concatenate([[0], np.cumsum(shard_samples)])[:-1]
+        self.base = np.random.default_rng(derive_seed(seed, self.SALT)).random(int(sum(shard_samples))) < 0.5
+
+    def __call__(self, shards: np.ndarray, indices: np.ndarray, epoch: int) -> np.ndarray:
+        return self.base[self.offsets[shards] + indices] ^ bool(epoch % 2)
+
+
 def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
 

@@ -103,11 +103,16 @@ class BatchTransform:
         return normalize(raw, *self.normalization(channels, raw.dtype)), channels
 
     def assemble(
-        self, pixels: list[torch.Tensor | np.ndarray], seed: int, ring: BufferRing | None = None
+        self,
+        pixels: list[torch.Tensor | np.ndarray],
+        seed: int,
+        ring: BufferRing | None = None,
+        mirror: list[bool] | None = None,
     ) -> tuple[torch.Tensor, list[str]]:
         """Samples (uint8/uint16 [C, H, W] tensors, or uint8 [H, W, C] arrays from packed shards) ->
         (integer-valued [B, H', W', C'] batch: uint8, or float32 for 16-bit images; channel names),
-        written into the next buffer of `ring` if given."""
+        written into the next buffer of `ring` if given. `mirror`: which samples to flip under
+        data.flip=alternate (the stream knows each sample's identity; see plan.AlternatingFlips)."""
         pixels = [as_chw(p) for p in pixels]
         if self.per_sample is not None:
             # v2 draws from the global RNG: seed it for this batch without disturbing the caller's.
@@ -121,7 +126,11 @@ class BatchTransform:
                 f"decoded images have {channels} channels but the manifest lists "
                 f"{self.channel_names}; rewrite the shards"
             )
-        flips = (torch.rand(len(pixels), generator=generator) < 0.5).tolist() if self.train and self.data.flip else None
+        flips = None
+        if self.train and self.data.flip == "alternate":
+            flips = mirror
+        elif self.train and self.data.flip:
+            flips = (torch.rand(len(pixels), generator=generator) < 0.5).tolist()
         index = self.channel_index
         if self.train and self.data.drop_channels > 0 and len(index) > 1:
             keep = torch.rand(len(index), generator=generator) >= self.data.drop_channels

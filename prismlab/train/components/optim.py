@@ -5,15 +5,30 @@ from __future__ import annotations
 import math
 
 import torch
-from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+from timm.optim import param_groups_layer_decay
 from torch import nn
+
+from prismlab.models.whitening import PatchWhitening
+from prismlab.train.config import GroupRule
+
+
+def parameter_kind(module: nn.Module, name: str) -> str:
+    """The kind `optim.groups` addresses a module's own parameter `name` by (config.PARAMETER_KINDS).
+    Norm layers go by class name, so timm's (LayerNorm2d, BatchNormAct2d, RmsNorm) count as well."""
+    if isinstance(module, PatchWhitening):
+        return "whitening"
+    if "norm" in type(module).__name__.lower():
+        return "norm"
+    return "bias" if name == "bias" else "weight"
 
 
 def parameter_groups(cfg, model: nn.Module) -> list[dict]:
-    """The optimiser's parameter groups, of trainable parameters only (finetuning freezes some): one
-    group; or timm's split into decayed weights and undecayed norm weights, biases and the model's
-    own `no_weight_decay()` names (optim.no_decay_norm_bias); or timm's layer-wise lr scales, the
-    first layers smallest (optim.layer_decay, for ViTs). A group's lr is optim.lr x its `lr_scale`."""
+    """The optimiser's parameter groups, of trainable parameters only (finetuning freezes some).
+    Either timm's layer-wise lr scales, the first layers smallest (optim.layer_decay, for ViTs), or
+    one group per distinct (lr scale, weight decay, epochs) that `optim.groups` gives each kind of
+    parameter, with optim.no_decay_norm_bias undecaying what timm's recipes do (every 1-d parameter
+    and the model's own `no_weight_decay()` names). Without either, one group. A group's lr is
+    optim.lr x its `lr_scale`; its `epochs` (or None) is how long it trains (see `frozen_groups`)."""
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     if cfg.layer_decay is not None:
         groups = param_groups_layer_decay(
@@ -23,13 +38,44 @@ def parameter_groups(cfg, model: nn.Module) -> list[dict]:
             layer_decay=cfg.layer_decay,
             weight_decay_exclude_1d=cfg.no_decay_norm_bias,
         )
-    elif cfg.no_decay_norm_bias:
-        groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=skip)
     else:
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+        merged: dict[tuple, dict] = {}
+        seen: set[int] = set()  # a parameter shared by two modules (tied weights) goes in once
+        for module_name, module in model.named_modules():
+            for name, param in module.named_parameters(recurse=False):
+                if not param.requires_grad or id(param) in seen:
+                    continue
+                seen.add(id(param))
+                kind = parameter_kind(module, name)
+                rule = cfg.groups.get(kind, GroupRule())
+                undecayed = cfg.no_decay_norm_bias and (param.ndim <= 1 or f"{module_name}.{name}".lstrip(".") in skip)
+                decay = rule.weight_decay if rule.weight_decay is not None else 0.0 if undecayed else cfg.weight_decay
+                group = merged.setdefault(
+                    (rule.lr_scale, decay, rule.epochs),
+                    {"params": [], "kinds": [], "lr_scale": rule.lr_scale, "weight_decay": decay, "epochs": rule.epochs},
+                )
+                group["params"].append(param)
+                if kind not in group["kinds"]:
+                    group["kinds"].append(kind)
+        groups = list(merged.values())
     for group in groups:
         group["lr"] = cfg.lr * group.get("lr_scale", 1.0)
     return [group for group in groups if group["params"]]
+
+
+def describe_group(group: dict) -> str:
+    """One group for the log: its kinds, size, lr scale, decay and epochs."""
+    epochs = f", {group['epochs']} epochs" if group["epochs"] is not None else ""
+    size = sum(p.numel() for p in group["params"])
+    return f"{'+'.join(group['kinds'])} ({size:,}): lr x{group['lr_scale']:g}, decay {group['weight_decay']:g}{epochs}"
+
+
+def frozen_groups(optimizer: torch.optim.Optimizer, epoch: int) -> list[dict]:
+    """The groups whose `epochs` of training are over at `epoch` (0-based): their gradients are
+    dropped before each step, so the optimiser leaves them be (no step, no momentum, no decay), as
+    airbench stops its whitening bias. Dropped rather than requires_grad=False: DDP expects every
+    parameter it was built with to get a gradient."""
+    return [g for g in optimizer.param_groups if g.get("epochs") is not None and epoch >= g["epochs"]]
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:

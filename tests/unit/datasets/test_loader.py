@@ -147,14 +147,21 @@ def signature(batch) -> tuple:
 
 
 @pytest.mark.parametrize(
-    "mode, workers, k", [("resampled", 2, 3), ("exact", 3, 4), ("exact", 0, 5), ("resampled", 3, 1)]
+    "mode, workers, k, flip",
+    [
+        ("resampled", 2, 3, True),
+        ("exact", 3, 4, True),
+        ("exact", 0, 5, True),
+        ("resampled", 3, 1, True),
+        ("exact", 2, 3, "alternate"),
+    ],
 )
-def test_resume_mid_epoch_equals_uninterrupted_run(shards, mode, workers, k):
+def test_resume_mid_epoch_equals_uninterrupted_run(shards, mode, workers, k, flip):
     settings = {
         "mode": mode,
         "num_workers": workers,
         "batches_per_epoch": 6 if mode == "resampled" else None,
-        "flip": True,
+        "flip": flip,
         "crop": 3,
         "rank": 1,
         "world_size": 2,
@@ -220,6 +227,30 @@ def test_resume_on_other_process_and_worker_counts_sees_every_sample_once(shards
     assert len(set(counts)) == 1
     assert sorted(seen) == list(range(SAMPLES))  # none twice, none skipped
     assert all(loader.state_dict()["epoch"] == 1 for loader in resumed)
+
+
+def mirrored_by_label(loader: ShardLoader) -> dict[int, bool]:
+    """One epoch: whether each sample came mirrored (sample i > 0 has 0 at its top-left pixel, i elsewhere)."""
+    return {
+        label: bool(pixels[0, -1, 0] == 0)
+        for batch in loader
+        for pixels, label, valid in zip(batch.pixels, batch.labels.tolist(), batch.valid.tolist())
+        if valid and label > 0
+    }
+
+
+def test_alternating_flip_mirrors_a_fixed_half_and_the_other_half_in_odd_epochs(shards):
+    loader = make(shards, flip="alternate", num_workers=2)
+    epochs = [mirrored_by_label(loader) for _ in range(3)]
+    assert len(epochs[0]) == SAMPLES - 1
+    assert 0.3 < np.mean(list(epochs[0].values())) < 0.7
+    assert epochs[1] == {label: not mirrored for label, mirrored in epochs[0].items()}
+    assert epochs[2] == epochs[0]
+    # On other ranks and worker counts each sample flips as it does here (elastic resume).
+    for rank in range(3):
+        elsewhere = make(shards, flip="alternate", num_workers=1, world_size=3, rank=rank)
+        assert all(epochs[0][label] == mirrored for label, mirrored in mirrored_by_label(elsewhere).items())
+    assert mirrored_by_label(make(shards, flip="alternate", seed=6)) != epochs[0]  # drawn from the run's seed
 
 
 def test_packed_shards_stream_like_plain_ones(shards, packed_shards):

@@ -54,3 +54,8 @@ def test_dirac_init_passes_the_first_channels_through():
     rgb = torch.randn(2, 3, 6, 6)
     torch.testing.assert_close(F.conv2d(rgb, first.weight[:3], padding=1), rgb)
     assert first.weight[3:].abs().sum() > 0
+
+
+def test_head_bias_false_leaves_the_last_linear_layer_without_one():
+    assert cnn().head.net[-1].bias is not None
+    assert cnn(head_bias=False).head.net[-1].bias is None

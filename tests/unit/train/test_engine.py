@@ -225,6 +225,20 @@ AIRBENCH = [
     "train.lookahead_every=2",
 ]
 
+AIRBENCH94 = [
+    *AIRBENCH,
+    "data.flip=alternate",
+    "model.global_pool=true",
+    "model.head_pool=max",
+    "model.head_bias=false",
+    "model.init=dirac",
+    "model.logit_scale=0.111",
+    "optim.name=sgd",
+    "optim.schedule=linear",
+    "optim.groups={norm: {lr_scale: 4, weight_decay: 0.0}, whitening: {epochs: 1}}",
+]
+"""Every airbench94 option; the whitening bias freezes in the second epoch, after the resume."""
+
 
 RECIPE = [
     "data.crop=14",
@@ -248,7 +262,9 @@ TIMM_RECIPE = [
 
 
 @pytest.mark.parametrize(
-    "options", [[], AIRBENCH, RECIPE, TIMM_RECIPE], ids=["plain", "airbench", "recipe", "timm-recipe"]
+    "options",
+    [[], AIRBENCH, AIRBENCH94, RECIPE, TIMM_RECIPE],
+    ids=["plain", "airbench", "airbench94", "recipe", "timm-recipe"],
 )
 def test_resume_mid_epoch_is_bitwise_identical(pattern_shards, tmp_path, monkeypatch, options):
     common = [
