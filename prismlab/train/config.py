@@ -272,8 +272,8 @@ class OptimConfig:
     nesterov: bool = True
     """SGD: Nesterov momentum."""
     schedule: Literal["constant", "step", "cosine", "onecycle", "linear"] = "cosine"
-    """`linear`: up from start_factor x lr to lr over peak_fraction of the run, then down to end_factor x lr
-    at its last step (airbench94's: 0.2, 0.23, 0.07)."""
+    """`linear`: up from start_factor x lr to lr over peak_fraction of the run, then down toward
+    end_factor x lr, reached at its end (airbench94's: 0.2, 0.23, 0.07)."""
     warmup_steps: int = 100
     """Linear warm-up steps (all schedules but onecycle and linear, which rise on their own)."""
     step_epochs: int = 10
@@ -285,7 +285,7 @@ class OptimConfig:
     start_factor: float = 0.2
     """linear: the first step's learning rate, as a fraction of optim.lr."""
     end_factor: float = 0.07
-    """linear: the last step's learning rate, as a fraction of optim.lr."""
+    """linear: the learning rate the run falls toward (reached as it ends), as a fraction of optim.lr."""
     cycle_momentum: bool = False
     """onecycle: also cycle the momentum (SGD, RMSprop) or beta1 (Adam, AdamW) between 0.95 and 0.85,
     against the lr, as torch's OneCycleLR does by default (false: the configured momentum/betas hold)."""
@@ -321,9 +321,7 @@ class OptimConfig:
         within("optim.end_factor", self.end_factor, 0.0, 1.0, high_open=False)
         unknown = sorted(set(self.groups) - set(PARAMETER_KINDS))
         if unknown:
-            raise ValueError(
-                f"optim.groups names {unknown}; the kinds of parameter are {', '.join(PARAMETER_KINDS)}"
-            )
+            raise ValueError(f"optim.groups names {unknown}; the kinds of parameter are {', '.join(PARAMETER_KINDS)}")
         if self.groups and self.layer_decay is not None:
             raise ValueError("optim.groups and optim.layer_decay both set the lr per parameter; use one of them")
         if self.layer_decay is not None:

@@ -52,7 +52,13 @@ def parameter_groups(cfg, model: nn.Module) -> list[dict]:
                 decay = rule.weight_decay if rule.weight_decay is not None else 0.0 if undecayed else cfg.weight_decay
                 group = merged.setdefault(
                     (rule.lr_scale, decay, rule.epochs),
-                    {"params": [], "kinds": [], "lr_scale": rule.lr_scale, "weight_decay": decay, "epochs": rule.epochs},
+                    {
+                        "params": [],
+                        "kinds": [],
+                        "lr_scale": rule.lr_scale,
+                        "weight_decay": decay,
+                        "epochs": rule.epochs,
+                    },
                 )
                 group["params"].append(param)
                 if kind not in group["kinds"]:
@@ -118,13 +124,13 @@ def one_cycle(step: int, total_steps: int, pct_start: float, start: float, peak:
 
 
 def rise_and_fall(step: int, total_steps: int, peak_fraction: float, start: float, end: float) -> float:
-    """Straight up from `start` to 1 over `peak_fraction` of the steps, then straight down to `end` at
-    the last step (airbench94's schedule; torch's LinearLR chained with SequentialLR keeps state
-    that a changed run length would not fit)."""
-    peak = max(1, round(peak_fraction * total_steps))
+    """Straight up from `start` to 1 over the first int(peak_fraction x total) steps, then straight
+    down toward `end`, reached at `total_steps` (airbench94's get_lr, step for step; torch's LinearLR
+    chained with SequentialLR keeps state that a changed run length would not fit)."""
+    peak = max(1, int(peak_fraction * total_steps))
     if step < peak:
         return start + (1.0 - start) * step / peak
-    return 1.0 + (end - 1.0) * min(1.0, (step - peak) / max(1, total_steps - 1 - peak))
+    return 1.0 + (end - 1.0) * min(1.0, (step - peak) / max(1, total_steps - peak))
 
 
 class Schedule(torch.optim.lr_scheduler.LRScheduler):

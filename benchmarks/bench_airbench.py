@@ -1,0 +1,129 @@
+"""CIFAR-10 side by side with airbench94 on the same data and machine: the anchor's own script
+(benchmarks/anchors/airbench94.py) and prismlab's configs, each on the same seeds, in one run.
+
+Data: the CIFAR-10 JPEG tree of ../shared/data. The anchor decodes it into its uint8 arrays;
+prismlab reads shards written from it (`prismlab shards <tree> --out <scratch>/cifar10-full --pack
+256`: the same decoded pixels, 50,000 training images and the test set). Each arm trains from
+scratch and is scored on the test set at its end: airbench's TTA accuracy; for prismlab `prismlab
+eval RUN --checkpoint last.pt` (its config has no held-out set, so best.pt would be picked on the
+test set), with the config's TTA.
+
+    .venv/bin/python benchmarks/bench_airbench.py [--seeds 3] [--epochs 10] [--arms anchor,airbench94]
+
+`--epochs` sets every arm's budget (the anchor's own 9.9 when not given; prismlab's configs train
+whole epochs: 10). Prints a table (mean, min, epochs, wall time per run) and as its last line a JSON
+object with every run's accuracy and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+ANCHOR = REPO / "benchmarks" / "anchors" / "airbench94.py"
+PRISMLAB_ARMS = {"airbench94": REPO / "configs" / "cifar10_airbench94.yaml"}
+"""prismlab's arms: a name and its config (each evaluated on last.pt)."""
+
+
+def anchor_arm(scratch: Path, seeds: int, epochs: float | None) -> list[dict]:
+    command = [sys.executable, str(ANCHOR), "--seeds", str(seeds), "--data", str(scratch / "anchor")]
+    command += ["--epochs", str(epochs)] if epochs is not None else []
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the anchor failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    wall = (time.perf_counter() - started) / seeds  # with its per-epoch evaluations, as prismlab's is timed
+    return [
+        {"seed": s, "accuracy": acc, "epochs": result["epochs"], "timed_s": timed, "wall_s": wall}
+        for s, (acc, timed) in enumerate(zip(result["tta_accuracy"], result["wall_s"]))
+    ]
+
+
+def prismlab_arm(name: str, config: Path, shards: Path, out: Path, seeds: int, epochs: int) -> list[dict]:
+    prismlab = Path(sys.executable).parent / "prismlab"
+    runs = []
+    for seed in range(seeds):
+        run = f"{name}-seed{seed}"
+        overrides = [f"data.shards={shards}", f"run.out_dir={out}", f"run.name={run}", f"run.seed={seed}"]
+        overrides += [f"train.epochs={epochs}", "wandb.mode=disabled", "train.hang_timeout_s=null"]
+        started = time.perf_counter()
+        for command in (
+            [str(prismlab), "train", str(config), *overrides, "--resume", "never"],
+            [str(prismlab), "eval", str(out / run), "--checkpoint", "last.pt", "--split", "test"],
+        ):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"{' '.join(command[:3])} failed:\n{done.stderr[-3000:]}")
+        wall = time.perf_counter() - started
+        accuracy = json.loads((out / run / "eval_test.json").read_text())["accuracy"]
+        runs.append({"seed": seed, "accuracy": accuracy, "epochs": epochs, "wall_s": wall})
+    return runs
+
+
+def summary(runs: list[dict]) -> dict:
+    accuracies = [r["accuracy"] for r in runs]
+    return {
+        "mean": statistics.mean(accuracies),
+        "min": min(accuracies),
+        "epochs": runs[0]["epochs"],
+        "wall_min_per_run": statistics.mean(r["wall_s"] for r in runs) / 60,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, help="every arm's budget (default: the anchor 9.9, prismlab 10)")
+    parser.add_argument("--arms", default=",".join(["anchor", *PRISMLAB_ARMS]))
+    args = parser.parse_args(argv)
+    arms = args.arms.split(",")
+    unknown = sorted(set(arms) - {"anchor", *PRISMLAB_ARMS})
+    if unknown:
+        parser.error(f"--arms {unknown}: choose from anchor, {', '.join(PRISMLAB_ARMS)}")
+    if not ARCHIVE.is_file():
+        print(f"skipped: {ARCHIVE} is absent (the benchmark needs the CIFAR-10 JPEG tree from ../shared/data)")
+        return 0
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="prismlab-bench-airbench-") as tmp:
+        scratch = Path(tmp)
+        with tarfile.open(ARCHIVE) as tar:
+            tar.extractall(scratch / "anchor", filter="data")
+        shards = scratch / "cifar10-full"
+        prismlab = Path(sys.executable).parent / "prismlab"
+        subprocess.run(
+            [str(prismlab), "shards", str(scratch / "anchor" / "cifar10"), "--out", str(shards), "--pack", "256"],
+            check=True,
+            capture_output=True,
+        )
+        for arm in arms:
+            if arm == "anchor":
+                results[arm] = anchor_arm(scratch, args.seeds, args.epochs)
+            else:
+                epochs = args.epochs or math.ceil(9.9)
+                results[arm] = prismlab_arm(arm, PRISMLAB_ARMS[arm], shards, scratch / "runs", args.seeds, epochs)
+    print(f"| arm | mean | min | epochs | wall min per run | {args.seeds} seeds |")
+    print("|---|---|---|---|---|---|")
+    for arm, runs in results.items():
+        s = summary(runs)
+        seeds = " / ".join(f"{100 * r['accuracy']:.2f}" for r in runs)
+        print(
+            f"| {arm} | {100 * s['mean']:.2f}% | {100 * s['min']:.2f}% | {s['epochs']} | "
+            f"{s['wall_min_per_run']:.1f} | {seeds} |"
+        )
+    print(json.dumps({arm: {**summary(runs), "runs": runs} for arm, runs in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
