@@ -52,6 +52,10 @@ class DataConfig:
     the image's area (the ImageNet recipe: [0.08, 1.0]); null: off."""
     crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
     """With data.crop_scale: the range of the crop's aspect ratio."""
+    reduced_decode: bool = True
+    """With data.crop_scale (and no data.resize): decode each JPEG at the smallest of libjpeg's k/8
+    scales that leaves its crop data.crop pixels a side, the same crop box as a full decode (pixels
+    within a few levels of it; see read/crop.py); false: decode every pixel, then crop."""
     auto_augment: str | None = None
     """Training: `trivial` (TrivialAugmentWide), `autoaugment` (AutoAugment's ImageNet policy) or
     `rand-m<M>-n<N>` (RandAugment, N ops of magnitude M, e.g. rand-m9-n2); null: off. 1 or 3 channels."""

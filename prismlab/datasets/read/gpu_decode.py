@@ -27,6 +27,8 @@ class PendingDecode:
     """The batch's augmentation seed, so GPU decoding augments like the CPU path."""
     mirror: list[bool] | None = None
     """Which samples to flip under data.flip=alternate."""
+    sample_seeds: list[int] | None = None
+    """Each sample's crop seed (a RandomResizedCrop draws the same box as on the CPU)."""
 
 
 def is_jpeg(data: bytes) -> bool:
@@ -43,4 +45,4 @@ def decode_pending(
     ]
     decoded = iter(decode_jpeg(jpegs, mode=read_mode(transform.channel_names), device=device))
     images = [next(decoded) if enc else as_chw(item).to(device) for item, enc in zip(pending.items, pending.encoded)]
-    return transform.assemble(images, pending.seed, mirror=pending.mirror)
+    return transform.assemble(images, pending.seed, mirror=pending.mirror, sample_seeds=pending.sample_seeds)

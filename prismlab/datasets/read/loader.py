@@ -61,7 +61,7 @@ from prismlab.datasets.read.plan import (
     exact_steps,
     resampled_batches,
 )
-from prismlab.datasets.read.transforms import BatchTransform, BufferRing, normalize
+from prismlab.datasets.read.transforms import BatchTransform, BufferRing, crop_seed, normalize
 from prismlab.dist_env import launcher_rank_and_world
 from prismlab.errors import PrismlabError
 
@@ -255,12 +255,15 @@ class EpochStream(IterableDataset):
         mirror: list[bool] | None,
     ) -> Shipment:
         items, encoded, labels, valid, kept, corrupt = [], [], [], [], [], 0
+        crop_here = transform.crops_while_decoding and not self.config.gpu_decode
         for position, (shard, index, is_valid) in enumerate(
             zip(planned.shards.tolist(), planned.indices.tolist(), planned.valid.tolist())
         ):
             sample = readers.sample(shard, index)
             try:
-                item, is_encoded, label = self.decode(sample)
+                item, is_encoded, label = self.decode(
+                    sample, transform, crop_seed(planned.seed, position) if crop_here else None
+                )
             except CorruptSample as exc:
                 corrupt += 1
                 logger.debug("skipping a corrupt sample of %s: %s", self.config.shard_urls[shard], exc)
@@ -278,8 +281,10 @@ class EpochStream(IterableDataset):
             labels.append(label)
             valid.append(is_valid)
         mirror = [mirror[k] for k in kept] if mirror is not None else None
+        seeds = [crop_seed(planned.seed, k) for k in kept]
         if any(encoded):
-            return Shipment(None, labels, valid, [], corrupt, PendingDecode(items, encoded, planned.seed, mirror))
+            pending = PendingDecode(items, encoded, planned.seed, mirror, seeds)
+            return Shipment(None, labels, valid, [], corrupt, pending)
         if not items:
             return Shipment(
                 torch.empty(0, 0, 0, len(transform.selected), dtype=torch.uint8),
@@ -288,22 +293,35 @@ class EpochStream(IterableDataset):
                 list(transform.selected),
                 corrupt,
             )
-        pixels, channels = transform.assemble(items, planned.seed, ring, mirror)
+        pixels, channels = transform.assemble(items, planned.seed, ring, mirror, seeds, cropped=crop_here)
         return Shipment(pixels, labels, valid, channels, corrupt)
 
-    def decode(self, sample: dict | CorruptSample) -> tuple[torch.Tensor | bytes, bool, int]:
-        """(pixels, or JPEG bytes left for the GPU; whether still encoded; label)."""
+    def decode(
+        self, sample: dict | CorruptSample, transform: BatchTransform, seed: int | None
+    ) -> tuple[torch.Tensor | bytes, bool, int]:
+        """(pixels, or JPEG bytes left for the GPU; whether still encoded; label). With a crop `seed`,
+        the pixels come resized and cropped, JPEGs decoded no larger than the crop needs."""
         if isinstance(sample, CorruptSample):
             raise sample
         c = self.config
         if "pixels" in sample:
-            return sample["pixels"], False, self.checked(sample["cls"])
+            pixels = sample["pixels"]
+            if seed is not None:
+                pixels = transform.crop_decoded(pixels, seed, jpeg=False)
+            return pixels, False, self.checked(sample["cls"])
         classes = {name: i for i, name in enumerate(c.manifest.class_names)}
         label = self.checked(label_of(sample["members"], c.manifest.label, classes))
         extension, data = encoded_image(sample["members"])
         if c.gpu_decode and is_jpeg(data):
             return data, True, label
-        return decode_pixels(data, read_mode(c.manifest.channels), extension), False, label
+        if seed is not None and is_jpeg(data):
+            cropped = transform.crop_decoded(data, seed, jpeg=True)
+            if cropped is not None:
+                return cropped, False, label
+        pixels = decode_pixels(data, read_mode(c.manifest.channels), extension)
+        if seed is not None:
+            pixels = transform.crop_decoded(pixels, seed, jpeg=False)
+        return pixels, False, label
 
     def checked(self, label: int) -> int:
         """A class index must name one of the manifest's classes (a model would fail on it deep inside)."""

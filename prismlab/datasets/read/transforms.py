@@ -19,7 +19,9 @@ import torch
 from torch.utils.data import get_worker_info
 from torchvision.transforms import v2
 
+from prismlab.datasets.read.crop import ResizedCrop
 from prismlab.datasets.read.data_config import DataConfig, auto_augment_op
+from prismlab.datasets.read.plan import derive_seed
 from prismlab.errors import ConfigError, PrismlabError
 
 
@@ -52,6 +54,12 @@ class BatchTransform:
         self.channel_names = list(channel_names)
         self.channel_index = self.select_channels(data.channels)
         self.selected = [self.channel_names[i] for i in self.channel_index]
+        self.resize = v2.Resize((data.resize, data.resize), antialias=True) if data.resize else None
+        self.resized_crop = (
+            ResizedCrop(data.crop, tuple(data.crop_scale), tuple(data.crop_ratio))
+            if data.crop and train and data.crop_scale
+            else None
+        )
         self.per_sample = self.sample_pipeline(data, train)
         self.mean = torch.tensor(per_channel(data.mean, self.selected)).reshape(1, -1, 1, 1)
         self.std = torch.tensor(per_channel(data.std, self.selected, what="data.std")).reshape(1, -1, 1, 1)
@@ -67,17 +75,28 @@ class BatchTransform:
             )
         return [self.channel_names.index(c) for c in wanted]
 
+    @property
+    def crops_while_decoding(self) -> bool:
+        """Whether the stream should decode JPEGs through `crop_decoded` (reduced to the crop's need)."""
+        return self.resized_crop is not None and self.resize is None and self.data.reduced_decode
+
+    def crop_decoded(self, pixels: torch.Tensor | np.ndarray | bytes, seed: int, jpeg: bool) -> torch.Tensor | None:
+        """One training sample through data.resize and the RandomResizedCrop, seeded per sample: JPEG
+        bytes decoded at reduced size (None if this decoder cannot: decode it in full and call again),
+        or decoded pixels."""
+        if jpeg:
+            return self.resized_crop.decode(pixels, len(self.channel_names), seed)
+        pixels = as_chw(pixels)
+        return self.resized_crop(self.resize(pixels) if self.resize else pixels, seed)
+
     def sample_pipeline(self, data: DataConfig, train: bool) -> v2.Compose | None:
-        """Per-sample steps, torchvision's v2 transforms on uint8 [C, H, W] tensors (flips and
-        channel dropping are done per batch in `assemble`)."""
-        steps = []
-        if data.resize:
-            steps.append(v2.Resize((data.resize, data.resize), antialias=True))
+        """Per-sample steps after the RandomResizedCrop (or, without one, after data.resize),
+        torchvision's v2 transforms on uint8 [C, H, W] tensors (flips and channel dropping are done
+        per batch in `assemble`)."""
+        steps = [self.resize] if self.resize is not None and self.resized_crop is None else []
         if data.crop and data.crop_pct and not train:
             steps.append(v2.Resize(round(data.crop / data.crop_pct), antialias=True))
-        if data.crop and train and data.crop_scale:
-            steps.append(v2.RandomResizedCrop(data.crop, scale=tuple(data.crop_scale), ratio=tuple(data.crop_ratio)))
-        elif data.crop:
+        if self.resized_crop is None and data.crop:
             steps.append(
                 v2.RandomCrop(data.crop, padding=data.crop_padding or None, padding_mode="reflect")
                 if train
@@ -108,12 +127,19 @@ class BatchTransform:
         seed: int,
         ring: BufferRing | None = None,
         mirror: list[bool] | None = None,
+        sample_seeds: list[int] | None = None,
+        cropped: bool = False,
     ) -> tuple[torch.Tensor, list[str]]:
         """Samples (uint8/uint16 [C, H, W] tensors, or uint8 [H, W, C] arrays from packed shards) ->
         (integer-valued [B, H', W', C'] batch: uint8, or float32 for 16-bit images; channel names),
         written into the next buffer of `ring` if given. `mirror`: which samples to flip under
-        data.flip=alternate (the stream knows each sample's identity; see plan.AlternatingFlips)."""
+        data.flip=alternate (the stream knows each sample's identity; see plan.AlternatingFlips).
+        `sample_seeds`: each sample's crop seed (default `crop_seed(seed, i)` for the i-th);
+        `cropped`: the stream has resized and cropped them already (`crop_decoded`)."""
         pixels = [as_chw(p) for p in pixels]
+        if self.resized_crop is not None and not cropped:
+            seeds = sample_seeds or [crop_seed(seed, i) for i in range(len(pixels))]
+            pixels = [self.crop_decoded(p, s, jpeg=False) for p, s in zip(pixels, seeds)]
         if self.per_sample is not None:
             # v2 draws from the global RNG: seed it for this batch without disturbing the caller's.
             with torch.random.fork_rng(devices=[]):
@@ -157,6 +183,11 @@ class BatchTransform:
         picked = [self.selected.index(name) for name in channels]
         mean, std = self.mean.flatten()[picked], self.std.flatten()[picked]
         return 1.0 / (std * (255.0 if dtype == torch.uint8 else 65535.0)), mean / std
+
+
+def crop_seed(batch_seed: int, position: int) -> int:
+    """The crop seed of the sample at `position` of its planned batch."""
+    return derive_seed(batch_seed, position)
 
 
 def normalize(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
