@@ -10,7 +10,7 @@ EXTENSION_SOURCES := setup.py $(shell find prismlab/kernels/csrc -type f 2>/dev/
 DEMO_SHARDS := data/clocks-demo
 DEMO_RUNS := runs
 
-.PHONY: setup demo test test-fast clean gpu-wheels gpu-check
+.PHONY: setup demo test test-fast clean gpu-wheels gpu-check bench-setup
 
 setup: $(EXTENSION_STAMP)
 
@@ -27,6 +27,16 @@ $(EXTENSION_STAMP): $(REQUIREMENTS_STAMP) $(EXTENSION_SOURCES)
 	@echo "==> building the C++/CUDA extension prismlab._C ahead of time (setup.py, ninja)"
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	$(PY) -c "import prismlab.kernels.ops as ops; assert ops.extension_available(), 'prismlab._C did not build'; print('prismlab._C built; CUDA kernels compiled:', ops.cuda_kernels_compiled())"
+	@touch $@
+
+# The peers benchmarks/bench_loader_photos.py runs beside prismlab's loader (MosaicML Streaming), in an
+# environment of their own: they pin numpy below what prismlab takes.
+bench-setup: .venv-bench/.installed
+
+.venv-bench/.installed: requirements-bench.txt
+	@echo "==> creating .venv-bench with the benchmarks' peers (requirements-bench.txt)"
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet -r requirements-bench.txt
 	@touch $@
 
 $(DEMO_SHARDS)/test.manifest.json: | $(EXTENSION_STAMP)
