@@ -29,7 +29,6 @@ vs_streaming, vs_imagefolder, vs_full_decode_ceiling (prismlab's rate over each)
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import multiprocessing
 import random
@@ -43,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
