@@ -108,20 +108,9 @@ def timed_pass(loader, count) -> float:
 
 
 def prismlab_rate(shards: Path, workers: int, batch: int, reduced: bool) -> float:
-    from prismlab.datasets.read.data_config import DataConfig
-    from prismlab.datasets.read.loader import ShardLoader
+    from bench_loader import prismlab_loader  # prismlab's environment only (the Streaming arm's has none)
 
-    data = DataConfig(
-        shards=str(shards),
-        mode="exact",
-        batch_size=batch,
-        num_workers=workers,
-        crop=CROP,
-        crop_scale=list(SCALE),
-        flip=True,
-        reduced_decode=reduced,
-    )
-    loader = ShardLoader(data, "train", train=True, seed=0, rank=0, world_size=1, reuse_buffers=True)
+    loader = prismlab_loader(shards, workers, batch, crop=CROP, crop_scale=list(SCALE), reduced_decode=reduced)
     return timed_pass(loader, lambda b: len(b.labels))
 
 
