@@ -127,8 +127,8 @@ def run_shards(args) -> int:
     for flag, value, low in least:
         if value is not None and value < low:
             raise ConfigError(f"{flag} {value} must be >= {low}")
-    if args.channel_names is not None and args.source in ("index", "clocks"):
-        raise ConfigError(f"--channel-names goes with a folder source, not `{args.source}`; drop it")
+    if args.channel_names is not None and args.source == "clocks":
+        raise ConfigError("--channel-names goes with a folder source or `index`, not `clocks`; drop it")
     if args.source == "index":
         if not args.shards:
             raise ConfigError(
@@ -137,7 +137,9 @@ def run_shards(args) -> int:
             )
         from prismlab.datasets.write.indexer import index_shards
 
-        manifests = index_shards(args.shards, args.out, args.split, args.label, args.cache_dir, args.workers)
+        manifests = index_shards(
+            args.shards, args.out, args.split, args.label, args.cache_dir, args.workers, args.channel_names
+        )
     elif args.source == "clocks":
         from prismlab.datasets.write.clock_shards import write_clock_shards
 

@@ -25,6 +25,7 @@ import webdataset as wds
 from PIL import Image
 
 from prismlab.datasets.format.manifest import Manifest, ShardInfo, write_manifest
+from prismlab.datasets.format.samples import ARRAY_EXTENSIONS, PIXEL_EXTENSIONS, CorruptSample, decode_pixels
 from prismlab.datasets.format.shard_io import fetch_uncached, is_remote, local_file
 from prismlab.datasets.format.tar_reader import ShardFile
 from prismlab.errors import PrismlabError
@@ -32,9 +33,9 @@ from prismlab.progress import progress
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 CHANNELS = {"L": ["gray"], "LA": ["gray"], "I;16": ["gray"], "I": ["gray"]}
-"""PIL modes read as one channel; every other mode (RGB, RGBA, CMYK, P, YCbCr) is read as R, G, B."""
+"""PIL modes read as one channel; every other mode (RGB, RGBA, CMYK, P, YCbCr) is read as R, G, B.
+Arrays (.npy, .tif) are recorded as `bands<C>`: C channels as stored, named by --channel-names."""
 
 
 SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val"}
@@ -143,10 +144,17 @@ def read_shard(url: str, label: str, cache_dir: Path | None) -> ShardFacts:
         for sample in shard:
             facts.info.samples += 1
             members = sample["members"]
-            extension = next((e for e in IMAGE_EXTENSIONS if e in members), None)
+            extension = next((e for e in PIXEL_EXTENSIONS if e in members), None)
             reason = None
             if extension is None:
                 reason = f"no image member (it has {', '.join(sorted(members)) or 'none'})"
+            elif extension in ARRAY_EXTENSIONS:
+                try:  # decoded as the loader decodes them: readable means trainable
+                    bands, height, width = decode_pixels(members[extension], extension=extension).shape
+                    facts.sizes[f"{height}x{width}"] += 1
+                    facts.modes[f"bands{bands}"] += 1
+                except CorruptSample as exc:
+                    reason = f"{sample['key']}.{extension} is not a readable array ({exc})"
             else:
                 try:
                     with Image.open(io.BytesIO(members[extension])) as im:  # reads the header only
@@ -198,9 +206,11 @@ def index_shards(
     label: str = "auto",
     cache_dir: Path | None = None,
     workers: int = 4,
+    channel_names: list[str] | None = None,
 ) -> dict[str, Manifest]:
     """Index SOURCE's shards into a manifest per split (see `shards_by_split`); each split is read
-    and checked before any manifest is written."""
+    and checked before any manifest is written. `channel_names` name the stored channels (needed
+    for arrays of other than 1 or 3 bands)."""
     urls = expand_source(source)
     if label == "auto":
         label = detect_label(urls[0], cache_dir)
@@ -208,15 +218,47 @@ def index_shards(
         raise PrismlabError(f"--label {label} is not cls, json.<field> or none")
     groups = shards_by_split(source, urls, split)
     manifests = {
-        name: split_manifest(source, name, shard_urls, label, cache_dir, workers) for name, shard_urls in groups.items()
+        name: split_manifest(source, name, shard_urls, label, cache_dir, workers, channel_names)
+        for name, shard_urls in groups.items()
     }
     for manifest in manifests.values():
         write_manifest(out, manifest)
     return manifests
 
 
+def stored_channels(source: str, split: str, modes: Counter, names: list[str] | None) -> list[str]:
+    """The manifest's channel names: --channel-names, checked against what the samples hold, or
+    gray / R, G, B for images (and for arrays of 1 or 3 bands)."""
+    bands = sorted({int(m.removeprefix("bands")) for m in modes if m.startswith("bands")})
+    if len(bands) > 1 or (bands and len(bands) != len(modes)):
+        raise PrismlabError(
+            f"the {split} shards of {source} mix channel counts ({', '.join(sorted(modes))}); "
+            f"index shards whose samples all have the same channels"
+        )
+    stored = bands[0] if bands else 1 if all(m in CHANNELS for m in modes) else 3
+    if names is not None:
+        if len(names) != stored or len(set(names)) != len(names) or not all(names):
+            raise PrismlabError(
+                f"--channel-names {','.join(names)}: {len(names)} names for the {stored} channels of the "
+                f"{split} shards of {source}; give {stored} distinct names"
+            )
+        return list(names)
+    if stored not in (1, 3):
+        raise PrismlabError(
+            f"the {split} shards of {source} hold {stored}-band arrays; name the bands once: "
+            f"--channel-names B01,B02,B03,... ({stored} names)"
+        )
+    return ["gray"] if stored == 1 else ["R", "G", "B"]
+
+
 def split_manifest(
-    source: str, split: str, urls: list[str], label: str, cache_dir: Path | None, workers: int
+    source: str,
+    split: str,
+    urls: list[str],
+    label: str,
+    cache_dir: Path | None,
+    workers: int,
+    channel_names: list[str] | None = None,
 ) -> Manifest:
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # I/O and hashing release the GIL
         facts = list(
@@ -240,12 +282,12 @@ def split_manifest(
         raise PrismlabError(
             f"the {split} shards of {source} hold no readable image in {samples} samples (e.g. sample "
             f"{first['path']}: {first['reason']}); index shards whose samples have a "
-            f"{'/'.join('.' + e for e in IMAGE_EXTENSIONS)} image"
+            f"{'/'.join('.' + e for e in PIXEL_EXTENSIONS)} image"
         )
     missing = [(f.info.url, f.without_image, f.without_label) for f in facts if f.without_image or f.without_label]
     for url, images, labelled in missing[:5]:
         logger.warning("%s: %d samples without a readable image, %d without a %s label", url, images, labelled, label)
-    channels = ["gray"] if modes and all(m in CHANNELS for m in modes) else ["R", "G", "B"]
+    channels = stored_channels(source, split, modes, channel_names)
     one_size = [int(v) for v in next(iter(sizes)).split("x")] if len(sizes) == 1 else []
     return Manifest(
         split,

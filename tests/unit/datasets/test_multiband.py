@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import webdataset as wds
 
 from prismlab.cli import main
 from prismlab.datasets.format.samples import decode_pixels
@@ -146,3 +147,33 @@ def test_a_4_band_tiff_is_4_bands_not_pils_rgba_and_colour_tiffs_need_no_names(t
                 origin = json.loads(data)["origin"]
                 tif = members[name.removesuffix(".json") + ".tif"]
                 assert np.array_equal(decode_pixels(tif, extension="tif").permute(1, 2, 0).numpy(), pixels[origin])
+
+
+def test_band_shards_another_tool_wrote_are_indexed_with_their_names(tmp_path, capsys):
+    """13-band TIFF tiles in shards written by webdataset's own ShardWriter, as a satellite archive
+    ships them: `prismlab shards index --channel-names` records the bands, the loader decodes them."""
+    arrays = write_tiles(tmp_path / "tiles", "tif", {"train": 4})
+    (tmp_path / "wds").mkdir()
+    with wds.ShardWriter(str(tmp_path / "wds" / "train-%06d.tar"), maxcount=5) as sink:
+        for n, path in enumerate(sorted(arrays)):
+            sink.write(
+                {"__key__": f"tile{n:04d}", "tif": Path(path).read_bytes(), "cls": int(Path(path).parent.name[-1])}
+            )
+    assert main(["shards", "index", str(tmp_path / "wds"), "--out", str(tmp_path / "unnamed")]) == 1
+    assert "hold 13-band arrays; name the bands once: --channel-names B01,B02,B03,... (13 names)" in (
+        capsys.readouterr().err
+    )
+    names = ["shards", "index", str(tmp_path / "wds"), "--out", str(tmp_path / "index"), "--channel-names"]
+    assert main([*names, ",".join(BANDS)]) == 0
+    manifest = json.loads((tmp_path / "index" / "train.manifest.json").read_text())
+    assert manifest["channels"] == BANDS and manifest["samples"] == 12 and manifest["image_size"] == [SIDE, SIDE]
+    data = DataConfig(shards=str(tmp_path / "index"), mode="exact", batch_size=4, num_workers=0)
+    decoded = [
+        image
+        for batch in ShardLoader(data, "train", train=False, seed=0, rank=0, world_size=1)
+        for image in batch.pixels
+    ]
+    expected = sorted(a.astype(np.float64).sum() for a in arrays.values())
+    assert sorted(float(image.double().sum()) for image in decoded) == expected
+    assert main([*names[:-1], "--channel-names", "R,G,B"]) == 1
+    assert "3 names for the 13 channels" in capsys.readouterr().err
