@@ -9,6 +9,7 @@ eval RUN --checkpoint last.pt` (its config has no held-out set, so best.pt would
 test set), with the config's TTA.
 
     .venv/bin/python benchmarks/bench_airbench.py [--seeds 3] [--epochs 10] [--arms anchor,airbench94]
+    .venv/bin/python benchmarks/bench_airbench.py --arms ablation --epochs 3 --seeds 1   # what each ingredient adds
 
 `--epochs` sets every arm's budget (the anchor's own 9.9 when not given; prismlab's configs train
 whole epochs: 10). Prints a table (mean, min, epochs, wall time per run) and as its last line a JSON
@@ -31,8 +32,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 ANCHOR = REPO / "benchmarks" / "anchors" / "airbench94.py"
-PRISMLAB_ARMS = {"airbench94": REPO / "configs" / "cifar10_airbench94.yaml"}
-"""prismlab's arms: a name and its config (each evaluated on last.pt)."""
+AIRBENCH94 = REPO / "configs" / "cifar10_airbench94.yaml"
+ABLATION = {
+    "- alternating flip": ["data.flip=true"],
+    "- BatchNorm biases at 64x lr": ["optim.groups.norm.lr_scale=1", "optim.groups.norm.weight_decay=null"],
+    "- whitening bias frozen after 3 epochs": ["optim.groups.whitening.epochs=null"],
+    "- linear schedule (one-cycle instead)": ["optim.schedule=onecycle"],
+    "- max pooling (average instead)": ["model.head_pool=avg"],
+    "- logit scale 1/9": ["model.logit_scale=null"],
+    "- head without bias": ["model.head_bias=true"],
+    "- dirac init": ["model.init=default"],
+    "- BatchNorm eps 1e-12": ["model.batch_norm_eps=1e-5"],
+    "- weighted TTA": ["task.tta_weights=null"],
+    "- lookahead": ["train.lookahead_every=null"],
+}
+"""airbench94 without one ingredient each (`--arms ablation`): what each one adds."""
+PRISMLAB_ARMS = {"airbench94": (AIRBENCH94, []), **{name: (AIRBENCH94, o) for name, o in ABLATION.items()}}
+"""prismlab's arms: a name, its config and overrides (each evaluated on last.pt)."""
 
 
 def anchor_arm(scratch: Path, seeds: int, epochs: float | None) -> list[dict]:
@@ -50,12 +66,14 @@ def anchor_arm(scratch: Path, seeds: int, epochs: float | None) -> list[dict]:
     ]
 
 
-def prismlab_arm(name: str, config: Path, shards: Path, out: Path, seeds: int, epochs: int) -> list[dict]:
+def prismlab_arm(
+    name: str, config: Path, changes: list[str], shards: Path, out: Path, seeds: int, epochs: int
+) -> list[dict]:
     prismlab = Path(sys.executable).parent / "prismlab"
     runs = []
     for seed in range(seeds):
-        run = f"{name}-seed{seed}"
-        overrides = [f"data.shards={shards}", f"run.out_dir={out}", f"run.name={run}", f"run.seed={seed}"]
+        run = f"arm{list(PRISMLAB_ARMS).index(name)}-seed{seed}"
+        overrides = [*changes, f"data.shards={shards}", f"run.out_dir={out}", f"run.name={run}", f"run.seed={seed}"]
         overrides += [f"train.epochs={epochs}", "wandb.mode=disabled", "train.hang_timeout_s=null"]
         started = time.perf_counter()
         for command in (
@@ -85,9 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, help="every arm's budget (default: the anchor 9.9, prismlab 10)")
-    parser.add_argument("--arms", default=",".join(["anchor", *PRISMLAB_ARMS]))
+    parser.add_argument(
+        "--arms",
+        default="anchor,airbench94",
+        help="comma-separated arm names, or `ablation` (airbench94 and each ablation)",
+    )
     args = parser.parse_args(argv)
-    arms = args.arms.split(",")
+    arms = ["airbench94", *ABLATION] if args.arms == "ablation" else args.arms.split(",")
     unknown = sorted(set(arms) - {"anchor", *PRISMLAB_ARMS})
     if unknown:
         parser.error(f"--arms {unknown}: choose from anchor, {', '.join(PRISMLAB_ARMS)}")
@@ -111,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[arm] = anchor_arm(scratch, args.seeds, args.epochs)
             else:
                 epochs = args.epochs or math.ceil(9.9)
-                results[arm] = prismlab_arm(arm, PRISMLAB_ARMS[arm], shards, scratch / "runs", args.seeds, epochs)
+                config, changes = PRISMLAB_ARMS[arm]
+                results[arm] = prismlab_arm(arm, config, changes, shards, scratch / "runs", args.seeds, epochs)
     print(f"| arm | mean | min | epochs | wall min per run | {args.seeds} seeds |")
     print("|---|---|---|---|---|---|")
     for arm, runs in results.items():

@@ -109,3 +109,14 @@ def test_the_config_steps_as_airbenchs_optimiser_and_schedule(airbench, cfg):
             sched.step()
         for mine, theirs_param in zip(ours.parameters(), theirs.parameters()):
             torch.testing.assert_close(mine, theirs_param, rtol=1e-6, atol=1e-7, msg=f"step {step}")
+
+
+def test_every_arm_of_the_side_by_side_and_its_ablation_loads():
+    spec = importlib.util.spec_from_file_location("bench_airbench", REPO / "benchmarks" / "bench_airbench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    loaded = {
+        name: load_config(ExperimentConfig, config, changes) for name, (config, changes) in bench.PRISMLAB_ARMS.items()
+    }
+    base = loaded.pop("airbench94")
+    assert all(cfg != base for cfg in loaded.values())  # each arm changes something
