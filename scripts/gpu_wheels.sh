@@ -15,7 +15,7 @@ DIR=${1:-.whl}
 PY=${PYTHON:-python3}
 PYTHON_VERSION=${GPU_PYTHON_VERSION:-3.12}
 # Ours, pinned as in requirements.txt.
-PACKAGES=$(grep -E '^(webdataset|wandb|submitit|matplotlib|timm|tifffile)==' requirements.txt)
+PACKAGES=$(grep -E '^(webdataset|wandb|submitit|matplotlib|timm|tifffile|simplejpeg)==' requirements.txt)
 # The node's own torch and torchvision (timm pulls them in, with CUDA wheels of 4 GB), and what they,
 # accelerate and huggingface_hub bring on any node that has them.
 PROVIDED='^(torch|torchvision|triton|nvidia_[a-z0-9_]+|cuda_[a-z0-9_]+|numpy|pillow|pyyaml|requests|urllib3|certifi|idna|charset_normalizer|packaging|typing_extensions|tqdm|filelock|fsspec|jinja2|markupsafe|sympy|mpmath|networkx|setuptools|psutil)-'
