@@ -136,3 +136,25 @@ def test_the_stream_with_reduced_decoding_resumes_exactly(photo_shards):
     tail = [b.pixels.clone() for b in resumed]
     assert len(head + tail) == len(uninterrupted)
     assert all(torch.equal(a, b) for a, b in zip(head + tail, uninterrupted))
+
+
+@pytest.mark.gpu
+def test_nvjpeg_batches_crop_the_boxes_the_cpus_reduced_decode_crops(photo_shards):
+    """On a GPU the JPEGs are decoded whole by nvJPEG and cropped there with the same per-sample
+    boxes: the batches match the CPU stream's (reduced where it could) within the tolerance."""
+    on_cpu = list(loader(photo_shards))
+    data = DataConfig(
+        shards=str(photo_shards),
+        mode="exact",
+        batch_size=5,
+        num_workers=1,
+        crop=SIZE,
+        crop_scale=[0.35, 1.0],
+        flip=True,
+    )
+    on_gpu = list(ShardLoader(data, "train", train=True, seed=3, rank=0, world_size=1, device="cuda"))
+    assert all(b.pixels.is_cuda for b in on_gpu)
+    for cpu, gpu in zip(on_cpu, on_gpu):
+        assert torch.equal(cpu.labels, gpu.labels)
+        per_image = (cpu.pixels.float() - gpu.pixels.cpu().float()).abs().mean((1, 2, 3))
+        assert per_image.max() < MEAN_LEVELS + 2  # nvJPEG's IDCT differs from libjpeg-turbo's by a level or two
