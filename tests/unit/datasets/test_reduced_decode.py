@@ -45,12 +45,14 @@ def full_decode(data: bytes) -> torch.Tensor:
     return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8))
 
 
-def test_the_box_is_torchvisions_own_randomresizedcrop_from_the_same_seed():
-    crop = ResizedCrop(SIZE, (0.08, 1.0), (3 / 4, 4 / 3))
+@pytest.mark.parametrize("scale, ratio", [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.9, 1.0), (3.0, 4.0))])
+def test_the_crop_is_torchvisions_randomresizedcrop_from_the_same_seed(scale, ratio):
+    """The second case never fits (too wide): every draw ends in torchvision's centre-crop fallback."""
+    crop = ResizedCrop(SIZE, scale, ratio)
     image = full_decode(photo(300, 400, 0))
     for seed in range(20):
         torch.manual_seed(seed)
-        expected = v2.RandomResizedCrop(SIZE, scale=(0.08, 1.0), antialias=True)(image)
+        expected = v2.RandomResizedCrop(SIZE, scale=scale, ratio=ratio, antialias=True)(image)
         assert torch.equal(crop(image, seed), expected)
 
 
