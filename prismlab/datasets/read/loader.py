@@ -61,7 +61,7 @@ from prismlab.datasets.read.plan import (
     exact_steps,
     resampled_batches,
 )
-from prismlab.datasets.read.transforms import BatchTransform, BufferRing, crop_seed, normalize
+from prismlab.datasets.read.transforms import BatchTransform, BufferRing, crop_seeds, normalize
 from prismlab.dist_env import launcher_rank_and_world
 from prismlab.errors import PrismlabError
 
@@ -256,14 +256,13 @@ class EpochStream(IterableDataset):
     ) -> Shipment:
         items, encoded, labels, valid, kept, corrupt = [], [], [], [], [], 0
         crop_here = transform.crops_while_decoding and not self.config.gpu_decode
+        seeds = crop_seeds(planned.seed, len(planned.indices))
         for position, (shard, index, is_valid) in enumerate(
             zip(planned.shards.tolist(), planned.indices.tolist(), planned.valid.tolist())
         ):
             sample = readers.sample(shard, index)
             try:
-                item, is_encoded, label = self.decode(
-                    sample, transform, crop_seed(planned.seed, position) if crop_here else None
-                )
+                item, is_encoded, label = self.decode(sample, transform, seeds[position] if crop_here else None)
             except CorruptSample as exc:
                 corrupt += 1
                 logger.debug("skipping a corrupt sample of %s: %s", self.config.shard_urls[shard], exc)
@@ -281,7 +280,7 @@ class EpochStream(IterableDataset):
             labels.append(label)
             valid.append(is_valid)
         mirror = [mirror[k] for k in kept] if mirror is not None else None
-        seeds = [crop_seed(planned.seed, k) for k in kept]
+        seeds = [seeds[k] for k in kept]
         if any(encoded):
             pending = PendingDecode(items, encoded, planned.seed, mirror, seeds)
             return Shipment(None, labels, valid, [], corrupt, pending)

@@ -21,7 +21,6 @@ from torchvision.transforms import v2
 
 from prismlab.datasets.read.crop import ResizedCrop
 from prismlab.datasets.read.data_config import DataConfig, auto_augment_op
-from prismlab.datasets.read.plan import derive_seed
 from prismlab.errors import ConfigError, PrismlabError
 
 
@@ -134,11 +133,11 @@ class BatchTransform:
         (integer-valued [B, H', W', C'] batch: uint8, or float32 for 16-bit images; channel names),
         written into the next buffer of `ring` if given. `mirror`: which samples to flip under
         data.flip=alternate (the stream knows each sample's identity; see plan.AlternatingFlips).
-        `sample_seeds`: each sample's crop seed (default `crop_seed(seed, i)` for the i-th);
+        `sample_seeds`: each sample's crop seed (default `crop_seeds(seed, len(pixels))`);
         `cropped`: the stream has resized and cropped them already (`crop_decoded`)."""
         pixels = [as_chw(p) for p in pixels]
         if self.resized_crop is not None and not cropped:
-            seeds = sample_seeds or [crop_seed(seed, i) for i in range(len(pixels))]
+            seeds = sample_seeds or crop_seeds(seed, len(pixels))
             pixels = [self.crop_decoded(p, s, jpeg=False) for p, s in zip(pixels, seeds)]
         if self.per_sample is not None:
             # v2 draws from the global RNG: seed it for this batch without disturbing the caller's.
@@ -185,9 +184,10 @@ class BatchTransform:
         return 1.0 / (std * (255.0 if dtype == torch.uint8 else 65535.0)), mean / std
 
 
-def crop_seed(batch_seed: int, position: int) -> int:
-    """The crop seed of the sample at `position` of its planned batch."""
-    return derive_seed(batch_seed, position)
+def crop_seeds(batch_seed: int, count: int) -> list[int]:
+    """The crop seeds of the samples of a planned batch, by position: drawn at once from the
+    batch's seed (a SeedSequence per sample costs 20 us)."""
+    return np.random.default_rng(batch_seed).integers(0, 2**62, size=count).tolist()
 
 
 def normalize(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
