@@ -97,6 +97,8 @@ def decode_pixels(data: bytes, mode: ImageReadMode = ImageReadMode.UNCHANGED, ex
             raise CorruptSample(f"cannot decode .{extension}: {type(exc).__name__}: {exc}") from exc
         check_array(array, f".{extension}")
         return torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)
+    # torchvision 0.29 deprecates its image decoders in favour of TorchCodec's; kept, with torchvision
+    # pinned (requirements.txt), until TorchCodec's are measured against them here.
     try:
         return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     except RuntimeError as exc:
