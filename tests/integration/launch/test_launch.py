@@ -16,6 +16,7 @@ from prismlab.train.components import checkpoint
 from tests.helpers import REPO
 from tests.helpers.image_patterns import write_pattern_folder
 from tests.helpers.slurm_jobs import wait_until_ended
+from tests.helpers.snapshots import file_snapshot
 
 
 @pytest.fixture(autouse=True)
@@ -89,11 +90,11 @@ def test_a_submission_sbatch_refuses_leaves_the_run_dir_as_it_was(slurm_cluster,
     wait_until_ended(job, 60)
     marker = tmp_path / "job" / "code" / "prismlab" / "the-snapshot-the-job-ran"
     marker.touch()
-    before = {p: p.read_bytes() for p in (tmp_path / "job").rglob("*") if p.is_file()}
+    before = file_snapshot(tmp_path / "job")
     capsys.readouterr()
     assert main(args(pattern_shards, tmp_path, "launch.constraint=bogus")) == 2
     assert "sbatch refused the job" in capsys.readouterr().err
-    assert {p: p.read_bytes() for p in (tmp_path / "job").rglob("*") if p.is_file()} == before
+    assert file_snapshot(tmp_path / "job") == before
 
 
 def test_a_sweep_refused_before_queueing_leaves_no_sweep_dir(slurm_cluster, pattern_shards, tmp_path, capsys):
@@ -178,13 +179,13 @@ def test_a_changed_config_is_refused_before_queueing_and_the_run_is_left_as_it_w
     assert main(args(pattern_shards, tmp_path, "--wait")) == 0
     # --wait returns with the result, a moment before SLURM counts the job as ended.
     wait_until_ended(json.loads((tmp_path / "job" / "slurm_job.json").read_text())["job_id"], 60)
-    before = {p: p.read_bytes() for p in (tmp_path / "job").rglob("*") if p.is_file()}
+    before = file_snapshot(tmp_path / "job")
     capsys.readouterr()
     assert main(args(pattern_shards, tmp_path, "optim.lr=0.01")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "was started with another config: optim.lr" in err[0], err
     assert "run.name=NEW" in err[0] and "--resume" not in err[0]  # launch has no --resume
-    assert {p: p.read_bytes() for p in (tmp_path / "job").rglob("*") if p.is_file()} == before
+    assert file_snapshot(tmp_path / "job") == before
 
 
 def test_a_run_with_a_job_queued_or_running_is_refused_another(slurm_cluster, pattern_shards, tmp_path, capsys):

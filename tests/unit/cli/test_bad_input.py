@@ -4,7 +4,6 @@ with exit code 2 (a bad value or a mismatch; 1 for I/O and broken files), exactl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from prismlab.datasets.write.clock_shards import write_clock_shards
 
 from tests.helpers import REPO
 from tests.helpers.image_patterns import write_pattern_folder
+from tests.helpers.snapshots import file_snapshot
 
 DEMO = str(REPO / "configs" / "clock_demo.yaml")
 
@@ -402,21 +402,13 @@ def case_params():
         yield pytest.param(argv, code, words, id=name)
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 def test_there_are_over_120_cases():
     assert len(list(case_params())) >= 120
 
 
 @pytest.mark.parametrize("argv, code, words", list(case_params()))
 def test_bad_input_is_one_line_and_changes_nothing(world, capsys, argv, code, words):
-    before = snapshot(world)
+    before = file_snapshot(world)
     capsys.readouterr()
     assert main([a.format(w=world) for a in argv]) == code
     captured = capsys.readouterr()
@@ -425,7 +417,7 @@ def test_bad_input_is_one_line_and_changes_nothing(world, capsys, argv, code, wo
     assert "Traceback" not in captured.err + captured.out
     for word in words:
         assert word.format(w=world) in lines[0]
-    assert snapshot(world) == before
+    assert file_snapshot(world) == before
 
 
 @pytest.mark.parametrize("key", ["data.mean", "data.std"])
@@ -444,11 +436,11 @@ def test_a_refused_start_leaves_the_run_name_free_for_the_corrected_command(worl
 def test_a_finished_run_started_again_says_so_and_changes_nothing(world, capsys):
     """It said `resumed from step N` and validated again. The overrides come after --run-dir here,
     where argparse used to refuse them."""
-    before = snapshot(world)
+    before = file_snapshot(world)
     capsys.readouterr()
     run_dir = world / "runs" / "done"
     assert main(["train", DEMO, "--run-dir", str(run_dir), *RUN, f"data.shards={world / 'rgb'}", "run.name=done"]) == 0
     out = capsys.readouterr().out
     assert f"run {world / 'runs' / 'done'} has already finished: 1 epochs, step 3" in out
     assert "to train it longer, run the same command with train.epochs=2 or more" in out
-    assert snapshot(world) == before
+    assert file_snapshot(world) == before
