@@ -82,8 +82,8 @@ class ResizedCrop:
             height, width, stored, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError as exc:
             raise CorruptSample(f"cannot decode image: {exc}") from exc
-        if colorspace is None or stored not in ("Gray", "YCbCr", "RGB"):
-            return None
+        if colorspace is None or stored not in ("Gray", "YCbCr", "RGB") or min(height, width) < 2 * self.size:
+            return None  # no crop of an image this small can be decoded reduced: skip drawing its box
         box = self.box(height, width, seed)
         reduction = FULL
         while reduction < MAX_REDUCTION and min(box["height"], box["width"]) >= 2 * reduction * self.size:
