@@ -116,6 +116,29 @@ def judge_nccl(text: str):
     return ("PASS" if ok else "FAIL"), (match.group(0) if match else "no world-size line in the log"), {}
 
 
+def judge_fsdp(run_dir: Path):
+    """fsdp on NCCL in bf16 with async sharded checkpoints: it learned on CUDA, its last checkpoint is
+    a complete step dir, and it evaluates from the consolidated shards."""
+    train = judge_training(run_dir)
+
+    def judge(text: str):
+        status, detail, figures = train(text)
+        last = run_dir / "checkpoints" / "last"
+        complete = last.is_symlink() and (last / ".metadata").is_file()
+        evaluated = subprocess.run(
+            [*PRISMLAB, "eval", str(run_dir), "--checkpoint", "last", "--split", "val"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        ok = status == "PASS" and "backend nccl" in text and complete and evaluated.returncode == 0
+        detail += f"; last checkpoint {'complete' if complete else 'MISSING'}"
+        detail += "; eval ok" if evaluated.returncode == 0 else f"; eval failed: {evaluated.stderr[-200:]}"
+        return ("PASS" if ok else "FAIL"), detail, figures
+
+    return judge
+
+
 BF16_RUN = [
     "train.mixed_precision=bf16",
     "train.channels_last=true",
@@ -250,6 +273,33 @@ def main() -> int:
         ],
         180,
         judge_nccl,
+    )
+    check.run(
+        "fsdp-nccl",  # FSDP2 in bf16 (fp32 reduction) on NCCL, fused stem on sharded weights, async checkpoints
+        [
+            py,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "1",
+            "--master_port",
+            "29612",
+            "-m",
+            "prismlab.cli",
+            *train_args(
+                shards,
+                runs,
+                "fsdp",
+                "model.name=timm/resnet18",
+                "model.stem=any_channel",
+                "train.parallel=fsdp",
+                "train.async_checkpoint=true",
+                "train.checkpoint_every=50",
+                *BF16_RUN,
+            ),
+        ],
+        300,
+        judge_fsdp(runs / "fsdp"),
     )
     report = {**environment(), "steps": check.steps}
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")

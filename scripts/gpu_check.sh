@@ -10,7 +10,8 @@
 #   build   copy the source to a scratch dir and build prismlab._C there against the node's torch
 #           (TORCH_CUDA_ARCH_LIST=9.0 unless set)
 #   then scripts/gpu_check.py: GPU tests, kernel benchmark, bf16 training, any-channel fused vs
-#   reference, NCCL through the engine; every figure goes to OUT_DIR/gpu_check.json.
+#   reference, NCCL through the engine, FSDP2 in bf16 with async sharded checkpoints on NCCL;
+#   every figure goes to OUT_DIR/gpu_check.json.
 # Without a GPU (the dry run in `make test`) the wheel and build steps still run and every GPU
 # step prints SKIP with its reason.
 set -uo pipefail

@@ -69,9 +69,10 @@ class SavedModel:
             raise PrismlabError(
                 f"{run_dir} is not a run dir (no config.yaml); pass the folder `prismlab train` printed"
             )
-        path = run.checkpoints / checkpoint_name
-        if not path.is_file():
-            saved = sorted(p.name for p in run.checkpoints.glob("*.pt"))
+        path = checkpoint.resolve(run.checkpoints, checkpoint_name)
+        if path is None:
+            path = run.checkpoints / checkpoint_name
+            saved = [p.name for p in checkpoint.saved_checkpoints(run.checkpoints)]
             if not saved:
                 raise PrismlabError(f"no checkpoint {path}, nor any other; train (or resume) the run first")
             raise PrismlabError(f"no checkpoint {path}; it has {', '.join(saved)}: pass one with --checkpoint")

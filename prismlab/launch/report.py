@@ -143,10 +143,10 @@ def best_checkpoint_result(run: RunDir, split: str) -> dict:
     (the file holds whichever checkpoint `prismlab eval` was last given)."""
     from prismlab.analysis.trained_run import evaluate_run  # noqa: PLC0415 (torch: only when asked)
 
-    saved, best = run.eval_result(split), run.checkpoints / checkpoint.BEST
-    if saved.is_file():
+    saved, best = run.eval_result(split), checkpoint.resolve(run.checkpoints, checkpoint.BEST)
+    if saved.is_file() and best is not None:
         values = json.loads(saved.read_text())
-        of_best = Path(values.get("checkpoint", "")).name == checkpoint.BEST
+        of_best = Path(values.get("checkpoint", "")).name == best.name
         if of_best and saved.stat().st_mtime >= best.stat().st_mtime:
             return values
     return evaluate_run(run.root, split)

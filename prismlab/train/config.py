@@ -371,6 +371,16 @@ class TrainConfig:
     run fails with one line naming the ranks behind (null: no watchdog)."""
     profile_steps: str | None = None
     """`a:b`: a torch.profiler trace of steps a to b (and a CUDA memory snapshot) in <run>/profile/."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """ddp: every rank holds the whole model and optimiser, checkpoints are one file. fsdp: parameters,
+    gradients and optimiser state sharded across the ranks (FSDP2, `fully_shard` per block), with
+    sharded checkpoints every rank writes (see train/components/sharding.py)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass instead of keeping them: less memory
+    for about a third more compute."""
+    async_checkpoint: bool = False
+    """fsdp: copy each checkpoint to host memory and write it in the background, so the loop waits only
+    for the copy; a save at a stop request is always written before the run exits."""
 
     def __post_init__(self):
         at_least("train.epochs", self.epochs, 1)
@@ -395,6 +405,15 @@ class TrainConfig:
             raise ValueError(f"train.keep_top_k={self.keep_top_k} must be >= 1")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay={self.ema_decay} must be in (0, 1)")
+        if self.parallel == "fsdp":
+            # Both keep a full copy of the weights beside the trained ones, the memory fsdp exists to save.
+            for key, value in (("train.ema_decay", self.ema_decay), ("train.lookahead_every", self.lookahead_every)):
+                if value is not None:
+                    raise ValueError(f"{key} is not supported with train.parallel=fsdp; set it to null or use ddp")
+            if self.mixed_precision == "fp16":
+                raise ValueError("train.parallel=fsdp trains in bf16, not fp16: set train.mixed_precision=bf16")
+        elif self.async_checkpoint:
+            raise ValueError("train.async_checkpoint needs train.parallel=fsdp (ddp checkpoints are one file)")
 
 
 @dataclass
@@ -497,6 +516,11 @@ class ExperimentConfig:
                 f"task.name={self.task.name} does not go with model.name={self.model.name}; "
                 f"generative tasks use model.name {', '.join(GENERATIVE_MODELS)}, the others do not"
             )
+        if self.train.parallel == "fsdp" and self.task.name == "generative":
+            # Their plots run the model on rank 0 alone, which a sharded model cannot (every forward gathers).
+            raise ValueError("train.parallel=fsdp trains classify and clock tasks; generative models use ddp")
+        if self.train.parallel == "fsdp" and self.optim.l1:
+            raise ValueError("optim.l1 is not supported with train.parallel=fsdp; set optim.l1=0 or use ddp")
         if self.data.drop_channels and not self.model.takes_any_channels:
             raise ValueError(
                 f"data.drop_channels={self.data.drop_channels} needs a model that takes any subset of channels: "

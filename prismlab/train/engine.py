@@ -1,8 +1,10 @@
 """The training engine: build everything from the config, run epochs, evaluate, checkpoint, summarise.
 
-Accelerate places the model and optimiser (and wraps them in DDP when several processes run); the
-shard loaders are never passed to `prepare()` — each rank reads its own shards and batches are
-moved to the device here. What differs between experiments lives in the task (`train.tasks`).
+Accelerate places the model and optimiser (and wraps them in DDP when several processes run), or
+under train.parallel=fsdp the model is sharded here (components/sharding.py) and Accelerate wraps
+the optimiser only; the shard loaders are never passed to `prepare()` — each rank reads its own
+shards and batches are moved to the device here. What differs between experiments lives in the
+task (`train.tasks`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from prismlab.train.components.evaluate import Evaluation, evaluate, model_for_b
 from prismlab.train.components.finetune import parameter_counts, prepare_finetune
 from prismlab.train.components.lookahead import Lookahead
 from prismlab.train.components.optim import build_optimizer, build_scheduler, describe_group, frozen_groups, l1_penalty
+from prismlab.train.components.sharded_checkpoint import ShardedCheckpointSaver, load_sharded, sharded_state
+from prismlab.train.components.sharding import checkpoint_activations, full_norm, shard_model
 from prismlab.train.config import ExperimentConfig
 from prismlab.train.stop import STOP_REQUEST
 from prismlab.yaml_config import save_config, to_dict
@@ -109,6 +113,11 @@ class Trainer:
         self.rank_metrics = RankMetrics(self.accelerator, self.hosts, flops)
         self.profiler = StepProfiler(cfg.train.profile_steps, self.run.profile, self.accelerator.device, rank)
         logger.info("model: %s parameters, %s trainable", f"{self.total_params:,}", f"{self.trainable_params:,}")
+        if t.activation_checkpointing:
+            checkpoint_activations(model)
+        self.sharded = t.parallel == "fsdp"
+        if self.sharded:  # before the optimiser, which then holds the shards
+            model = shard_model(model, self.accelerator.device, t.mixed_precision)
         optimizer = build_optimizer(cfg.optim, model)
         if len(optimizer.param_groups) > 1 and "kinds" in optimizer.param_groups[0]:
             logger.info("parameter groups: %s", "; ".join(describe_group(g) for g in optimizer.param_groups))
@@ -116,7 +125,10 @@ class Trainer:
         # shards itself; ours gives every rank the full number of batches.
         steps_per_epoch = len(self.train_loader) // t.grad_accum_steps
         self.scheduler = build_scheduler(cfg.optim, optimizer, t.epochs * steps_per_epoch, steps_per_epoch)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.sharded:
+            self.model, self.optimizer = model, self.accelerator.prepare(optimizer)
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.ema = (
             AveragedModel(
                 self.accelerator.unwrap_model(self.model),
@@ -132,7 +144,11 @@ class Trainer:
             else None
         )
         self.state = TrainState()
-        self.saver = checkpoint.CheckpointSaver(self.run.checkpoints, t.keep_top_k, self.task.higher_is_better)
+        self.saver = (
+            ShardedCheckpointSaver(self.run.checkpoints, t.keep_top_k, self.task.higher_is_better, t.async_checkpoint)
+            if self.sharded
+            else checkpoint.CheckpointSaver(self.run.checkpoints, t.keep_top_k, self.task.higher_is_better)
+        )
         self.metrics = MetricLog(self.run.metrics, self.accelerator)
         self.wandb_run_id = self.shared_wandb_id()
         self.record = self.write_record() if self.accelerator.is_main_process else {}
@@ -161,8 +177,11 @@ class Trainer:
         """Rank 0: the run dir, without the temp files of a process killed mid-save, and the config
         record the start checks asked for."""
         self.run.hangs.mkdir(parents=True, exist_ok=True)  # NCCL's flight recorder writes there
-        for stale in self.run.checkpoints.glob(".*.tmp"):
-            stale.unlink()
+        for stale in self.run.checkpoints.glob(".*.tmp"):  # a file, a link, or a sharded save's dir
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
         record = start.config_record if start is not None else self.run.config
         if record is not None:
             save_config(self.cfg, record)
@@ -177,10 +196,12 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
 
     def stateful_parts(self) -> dict:
-        """Everything a checkpoint restores, by name; each part has state_dict() / load_state_dict()."""
-        parts = {
-            "model": self.accelerator.unwrap_model(self.model),
-            "optimizer": self.optimizer,
+        """Everything a checkpoint restores, by name; each part has state_dict() / load_state_dict().
+        Under fsdp the model and optimiser are not among them: their shards are saved apart."""
+        parts = (
+            {} if self.sharded else {"model": self.accelerator.unwrap_model(self.model), "optimizer": self.optimizer}
+        )
+        parts |= {
             "scheduler": self.scheduler,
             "state": self.state,
             "loader": self.train_loader,
@@ -208,6 +229,8 @@ class Trainer:
         payload = checkpoint.latest_valid_checkpoint(self.run.checkpoints)
         if payload is None:
             return False
+        if self.sharded:  # run_checks refuses a resume with another train.parallel
+            load_sharded(payload["sharded"], self.model, self.optimizer.optimizer)
         for name, part in self.stateful_parts().items():
             if payload.get(name) is not None:  # a scaler or EMA the run did not have then starts afresh
                 part.load_state_dict(payload[name])
@@ -305,7 +328,7 @@ class Trainer:
                         param.grad = None
             clip = self.cfg.optim.grad_clip
             if self.accelerator.sync_gradients and (clip is not None or want_grad_norm):
-                grad_norm = float(
+                grad_norm = full_norm(
                     self.accelerator.clip_grad_norm_(self.model.parameters(), clip if clip is not None else math.inf)
                 )
             # Skipped by Accelerate between accumulation boundaries.
@@ -342,9 +365,9 @@ class Trainer:
                 images = 0
             self.track_files(self.profiler.after_step(self.state.step))
             if t.checkpoint_every and self.state.step % t.checkpoint_every == 0:
-                self.save_last()
+                self.save()
             if self.stop_agreed():
-                self.save_last()
+                self.save(final=True)
                 # Every rank leaves once the checkpoint is on disk: a launcher that stops the other
                 # ranks when one exits (srun --kill-on-bad-exit, torchrun) cannot cut rank 0's save short.
                 self.accelerator.wait_for_everyone()
@@ -380,11 +403,15 @@ class Trainer:
             for path in files:
                 self.metrics.to_tracker(lambda path=path: tracker.save(str(path), base_path=str(self.run.root)))
 
-    def save_last(self) -> None:
+    def save(self, metric: float | None = None, final: bool = False) -> None:
+        """A checkpoint as the new last one, ranked by `metric` if given (collective). `final`: the
+        run's last save before it stops, on disk when this returns."""
         self.watchdog.beat(self.state.step, "saving a checkpoint")
         payload = self.checkpoint_payload()
-        if self.accelerator.is_main_process:
-            self.saver.save_last(payload)
+        if self.sharded:
+            self.saver.save(payload, sharded_state(self.model, self.optimizer.optimizer), metric, final)
+        elif self.accelerator.is_main_process:
+            self.saver.save(payload, metric)
 
     def end_epoch(self, val: dict[str, float]) -> bool:
         """Rank the epoch's validation metric, decide whether to stop early, checkpoint (with that
@@ -405,9 +432,7 @@ class Trainer:
             # Rank 0 asks (a sweep's pruner); every rank takes its answer.
             verdict = self.on_validation(self.state.epoch, val) if self.accelerator.is_main_process else None
             self.state.stopped_by = gather_object([verdict])[0]
-        payload = self.checkpoint_payload()
-        if self.accelerator.is_main_process:
-            self.saver.save_ranked(payload, metric)
+        self.save(metric)
         return self.state.stopped_by is not None
 
     def validate(self) -> tuple[dict[str, float], Evaluation]:
@@ -432,6 +457,8 @@ class Trainer:
                 break
         if val is None:  # resumed a run that had already finished its epochs
             val, result = self.validate()
+        if self.sharded:
+            self.saver.wait()
         return self.finish(val, result)
 
     def finish(self, val: dict[str, float], result: Evaluation) -> dict:

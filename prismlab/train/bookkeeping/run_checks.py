@@ -34,6 +34,8 @@ SAFE_TO_CHANGE = (
     "train.max_eval_batches",
     "train.hang_timeout_s",
     "train.profile_steps",
+    "train.activation_checkpointing",
+    "train.async_checkpoint",
     "data.num_workers",
     "data.cache_dir",
     "wandb.mode",

@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 def weights_file(path: str) -> Path:
     """A weight file, or a prismlab run dir (its best checkpoint)."""
     candidate = Path(path).expanduser()
-    if candidate.is_dir():
-        candidate = candidate / "checkpoints" / checkpoint.BEST
-    if not candidate.is_file():
+    if (candidate / "checkpoints").is_dir():
+        candidate = checkpoint.resolve(candidate / "checkpoints", checkpoint.BEST) or candidate
+    if not (candidate.is_file() or (candidate / checkpoint.TRAINER).is_file()):
         raise PrismlabError(
             f"model.pretrained={path}: no weights there; give a .pth/.pt/.safetensors file, a prismlab run dir or "
             f"checkpoint, or `hub` for a timm model in the local Hugging Face cache"
@@ -38,7 +38,9 @@ def state_dict_in(path: Path) -> dict[str, torch.Tensor]:
     """The model weights a file holds: a safetensors file, a bare state dict (timm, torchvision), a
     training checkpoint holding one under `model` (prismlab) or `state_dict` (timm's train.py,
     Lightning); DDP's `module.` prefixes dropped."""
-    if path.suffix == ".safetensors":
+    if checkpoint.is_sharded(path):
+        found = checkpoint.load_checkpoint(path)["model"]
+    elif path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         found = load_file(path)
