@@ -275,3 +275,61 @@ def test_time_limit_just_above_the_preflight_minimum(slurm_cluster, pattern_shar
     assert job_field(job, "JobState") == "CANCELLED" and job_field(job, "Restarts") == "1"
     log = "".join(p.read_text() for p in (run_dir / "submitit").glob("*_0_log.err"))
     assert f"resumed from step {stopped}" in log and "it was cancelled, so it is not requeued" in log
+
+
+FSDP_STEPS = 400
+
+
+def test_an_fsdp_job_on_two_tasks_is_preempted_requeued_and_ends_on_the_uninterrupted_parameters(
+    slurm_cluster, pattern_shards, tmp_path
+):
+    """train.parallel=fsdp under srun with two tasks: the preemption's save is each rank's shards (the
+    stop's save is synchronous, so the requeue finds it complete), and the requeued job loads them and
+    ends bit for bit where the same run under torchrun, never stopped, ends."""
+    args = train_args(
+        pattern_shards,
+        tmp_path,
+        "train.parallel=fsdp",
+        "train.async_checkpoint=true",
+        "train.checkpoint_every=50",
+        "train.epochs=1",
+        f"train.steps_per_epoch={FSDP_STEPS}",
+        "model.dropout=0.0",
+    )
+    straight = tmp_path / "straight"
+    reference = subprocess.run(
+        [str(PRISMLAB.parent / "torchrun"), "--nproc_per_node", "2", "--master_port", "29517", "-m", "prismlab.cli"]
+        + ["train", *args, f"run.out_dir={straight}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    job = sbatch(
+        [
+            "-p",
+            "low",
+            "--ntasks-per-node=2",
+            "--cpus-per-task=1",
+            f"--output={tmp_path}/slurm-%j.out",
+            f"--export=ALL,PRISMLAB={PRISMLAB}",
+            str(REPO / "slurm" / "train.sbatch"),
+            *args,
+        ],
+        cwd=tmp_path,
+    )
+    run_dir = tmp_path / "pre"
+    wait_for(lambda: last_step(run_dir) >= 60, 300, "the job to reach step 60")
+    preempt(job, tmp_path)
+    wait_for(lambda: job_field(job, "Restarts") == "1", 180, "the requeue")
+    assert wait_until_ended(job, 600) == "COMPLETED", failure_excerpt((tmp_path / f"slurm-{job}.out").read_text())
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    stopped = int(log.split("stopped at step ")[1].split()[0])
+    assert 60 <= stopped < FSDP_STEPS and f"resumed from step {stopped}" in log and "Traceback" not in log
+
+    def final(run: Path) -> dict:
+        return checkpoint.load_checkpoint(checkpoint.resolve(run / "checkpoints", "last"))
+
+    a, b = final(run_dir), final(straight / "pre")
+    assert a["state"]["step"] == b["state"]["step"] == FSDP_STEPS
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"]), "parameters differ"
