@@ -215,3 +215,31 @@ def test_a_rank_killed_in_the_middle_of_an_async_save_leaves_the_previous_checkp
     assert "resumed from step 4" in resumed.stderr and not list(saved.glob(".*.tmp"))
     a, b = consolidated(tmp_path / "straight" / "r"), consolidated(run)
     assert all(torch.equal(a[k], b[k]) for k in a)  # same ranks, same reduction order: bit for bit
+
+
+def test_an_fsdp_config_trains_as_one_process_without_a_launcher(shards, tmp_path):
+    """A debug run of an fsdp config on one machine, `prismlab train` alone: a world of one."""
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "prismlab"),
+            "train",
+            str(REPO / "configs" / "clock_demo.yaml"),
+            "task.name=classify",
+            f"data.shards={shards}",
+            f"run.out_dir={tmp_path}",
+            "run.name=one",
+            "wandb.mode=disabled",
+            "data.num_workers=0",
+            "train.epochs=1",
+            "train.steps_per_epoch=4",
+            "model.name=timm/test_vit",
+            "train.parallel=fsdp",
+            "train.async_checkpoint=true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sharded across 1 ranks" in result.stderr
+    assert (tmp_path / "one" / "checkpoints" / "last" / ".metadata").is_file()

@@ -228,6 +228,11 @@ CONFIG_VALUES = [
     ("train.mixed_precision=fp8", "train.mixed_precision='fp8'"),
     ("train.max_eval_batches=0", "train.max_eval_batches=0"),
     ("train.compile=sometimes", "must be true or false"),
+    ("train.parallel=deepspeed", "train.parallel='deepspeed'"),
+    ("train.parallel=fsdp train.ema_decay=0.99", "train.ema_decay is not supported with train.parallel=fsdp"),
+    ("train.parallel=fsdp train.mixed_precision=fp16", "set train.mixed_precision=bf16"),
+    ("train.async_checkpoint=true", "train.async_checkpoint needs train.parallel=fsdp"),
+    ("train.parallel=fsdp optim.l1=0.01", "optim.l1 is not supported with train.parallel=fsdp"),
     # finetune, wandb, launch
     ("finetune.reinit_convs=-1", "finetune.reinit_convs=-1"),
     ("finetune.freeze=all", "finetune.freeze='all'"),
