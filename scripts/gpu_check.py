@@ -269,7 +269,9 @@ def main() -> int:
             "29611",
             "-m",
             "prismlab.cli",
-            *train_args(shards, runs, "nccl", "train.epochs=1", "train.steps_per_epoch=20"),
+            *train_args(
+                shards, runs, "nccl", "train.epochs=1", "train.steps_per_epoch=20", "model.sync_batchnorm=true"
+            ),
         ],
         180,
         judge_nccl,

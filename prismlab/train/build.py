@@ -170,6 +170,12 @@ def make_accelerator(cfg: ExperimentConfig, run: RunDir, tracking: bool) -> Acce
     )
 
 
+def sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """model.sync_batchnorm: every BatchNorm layer computes its statistics over all ranks' batches
+    (CUDA only: run_checks refuses it on the CPU)."""
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def own_wandb_service() -> None:
     """Call before wandb.init: the process then starts its own wandb service. wandb leaves its
     service's address in WANDB_SERVICE for child processes, and sbatch, submitit and `!sbatch` in a

@@ -56,6 +56,9 @@ class ModelConfig:
     prismlab run dir or checkpoint, or `hub` (a timm model's weights in the local Hugging Face cache,
     read with the hub offline). A head of another shape stays fresh; a first convolution for another
     channel count is adapted."""
+    sync_batchnorm: bool = False
+    """ddp on GPUs: BatchNorm statistics over the global batch instead of each GPU's (for small
+    per-GPU batches); torch's SyncBatchNorm runs on CUDA only."""
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     """cnn: output channels of each conv stage; every stage halves the resolution.
     cae / vae / gan: widths[0] is the channels of the first conv (the second has twice as many)."""
@@ -519,6 +522,8 @@ class ExperimentConfig:
         if self.train.parallel == "fsdp" and self.task.name == "generative":
             # Their plots run the model on rank 0 alone, which a sharded model cannot (every forward gathers).
             raise ValueError("train.parallel=fsdp trains classify and clock tasks; generative models use ddp")
+        if self.train.parallel == "fsdp" and self.model.sync_batchnorm:
+            raise ValueError("model.sync_batchnorm goes with train.parallel=ddp; set it to false for fsdp")
         if self.train.parallel == "fsdp" and self.optim.l1:
             raise ValueError("optim.l1 is not supported with train.parallel=fsdp; set optim.l1=0 or use ddp")
         if self.data.drop_channels and not self.model.takes_any_channels:

@@ -48,6 +48,7 @@ from prismlab.train.build import (
     make_accelerator,
     model_inputs,
     own_wandb_service,
+    sync_batchnorm,
 )
 from prismlab.train.components import checkpoint
 from prismlab.train.components.evaluate import Evaluation, evaluate, model_for_batch
@@ -113,6 +114,8 @@ class Trainer:
         self.rank_metrics = RankMetrics(self.accelerator, self.hosts, flops)
         self.profiler = StepProfiler(cfg.train.profile_steps, self.run.profile, self.accelerator.device, rank)
         logger.info("model: %s parameters, %s trainable", f"{self.total_params:,}", f"{self.trainable_params:,}")
+        if cfg.model.sync_batchnorm:
+            model = sync_batchnorm(model)
         if t.activation_checkpointing:
             checkpoint_activations(model)
         self.sharded = t.parallel == "fsdp"

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
 from prismlab.datasets.format.manifest import Manifest, read_manifest
@@ -59,6 +60,11 @@ class RunStart:
 def check_run(cfg, run: RunDir, resume: bool) -> RunStart:
     run.check_is_folder()
     check_model_name(cfg.model.name)
+    if cfg.model.sync_batchnorm and (cfg.train.device == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError(
+            "model.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm runs on CUDA only) and this run "
+            "trains on the CPU; set it to false"
+        )
     if cfg.model.pretrained and cfg.model.pretrained != "hub":
         weights_file(cfg.model.pretrained)  # one that is not there is refused before anything is written
     start = plan_start(cfg, run, resume)  # a changed config first: the data checks are of the new one

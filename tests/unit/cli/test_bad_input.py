@@ -232,6 +232,8 @@ CONFIG_VALUES = [
     ("train.parallel=fsdp train.ema_decay=0.99", "train.ema_decay is not supported with train.parallel=fsdp"),
     ("train.parallel=fsdp train.mixed_precision=fp16", "set train.mixed_precision=bf16"),
     ("train.async_checkpoint=true", "train.async_checkpoint needs train.parallel=fsdp"),
+    ("model.sync_batchnorm=true", "model.sync_batchnorm=true needs GPUs"),
+    ("train.parallel=fsdp model.sync_batchnorm=true", "model.sync_batchnorm goes with train.parallel=ddp"),
     ("train.parallel=fsdp optim.l1=0.01", "optim.l1 is not supported with train.parallel=fsdp"),
     # finetune, wandb, launch
     ("finetune.reinit_convs=-1", "finetune.reinit_convs=-1"),
