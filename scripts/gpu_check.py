@@ -21,6 +21,22 @@ from pathlib import Path
 import torch
 
 PRISMLAB = [sys.executable, "-m", "prismlab.cli"]
+
+
+def torchrun_one(port: int) -> list[str]:
+    """prismlab under torchrun with one process: the launcher and process group of a multi-GPU job."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "1",
+        "--master_port",
+        str(port),
+        *PRISMLAB[1:],
+    ]
+
+
 KERNEL_SHAPES = ["256,3,64,64,64", "64,4,16,128,128"]
 """Large enough that every tensor is several times the H200's 60 MB L2 (bandwidth, not cache)."""
 TARGETS = {"fwd_bw_frac": 0.8, "bwd_bw_frac": 0.7, "speedup_vs_compile": 2.0}
@@ -260,15 +276,7 @@ def main() -> int:
     check.run(
         "nccl",
         [
-            py,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "1",
-            "--master_port",
-            "29611",
-            "-m",
-            "prismlab.cli",
+            *torchrun_one(29611),
             *train_args(
                 shards, runs, "nccl", "train.epochs=1", "train.steps_per_epoch=20", "model.sync_batchnorm=true"
             ),
@@ -279,15 +287,7 @@ def main() -> int:
     check.run(
         "fsdp-nccl",  # FSDP2 in bf16 (fp32 reduction) on NCCL, fused stem on sharded weights, async checkpoints
         [
-            py,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "1",
-            "--master_port",
-            "29612",
-            "-m",
-            "prismlab.cli",
+            *torchrun_one(29612),
             *train_args(
                 shards,
                 runs,
