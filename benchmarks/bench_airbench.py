@@ -11,6 +11,9 @@ test set), with the config's TTA.
     .venv/bin/python benchmarks/bench_airbench.py [--seeds 3] [--epochs 10] [--arms anchor,airbench94]
     .venv/bin/python benchmarks/bench_airbench.py --arms ablation --epochs 3 --seeds 1   # what each ingredient adds
 
+`--val-batches N` caps prismlab's per-epoch validation (train.max_eval_batches) where only the
+final test evaluation counts (an ablation); wall times then leave most of it out.
+
 `--epochs` sets every arm's budget (the anchor's own 9.9 when not given; prismlab's configs train
 whole epochs: 10). Prints a table (mean, min, epochs, wall time per run) and as its last line a JSON
 object with every run's accuracy and wall time.
@@ -67,7 +70,7 @@ def anchor_arm(scratch: Path, seeds: int, epochs: float | None) -> list[dict]:
 
 
 def prismlab_arm(
-    name: str, config: Path, changes: list[str], shards: Path, out: Path, seeds: int, epochs: int
+    name: str, config: Path, changes: list[str], shards: Path, out: Path, seeds: int, epochs: int, val_batches
 ) -> list[dict]:
     prismlab = Path(sys.executable).parent / "prismlab"
     runs = []
@@ -75,6 +78,7 @@ def prismlab_arm(
         run = f"arm{list(PRISMLAB_ARMS).index(name)}-seed{seed}"
         overrides = [*changes, f"data.shards={shards}", f"run.out_dir={out}", f"run.name={run}", f"run.seed={seed}"]
         overrides += [f"train.epochs={epochs}", "wandb.mode=disabled", "train.hang_timeout_s=null"]
+        overrides += [f"train.max_eval_batches={val_batches}"] if val_batches else []
         started = time.perf_counter()
         for command in (
             [str(prismlab), "train", str(config), *overrides, "--resume", "never"],
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, help="every arm's budget (default: the anchor 9.9, prismlab 10)")
+    parser.add_argument("--val-batches", type=int, help="prismlab's per-epoch validation batches (default: all)")
     parser.add_argument(
         "--arms",
         default="anchor,airbench94",
@@ -134,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 epochs = args.epochs or math.ceil(9.9)
                 config, changes = PRISMLAB_ARMS[arm]
-                results[arm] = prismlab_arm(arm, config, changes, shards, scratch / "runs", args.seeds, epochs)
+                runs = scratch / "runs"
+                results[arm] = prismlab_arm(arm, config, changes, shards, runs, args.seeds, epochs, args.val_batches)
     print(f"| arm | mean | min | epochs | wall min per run | {args.seeds} seeds |")
     print("|---|---|---|---|---|---|")
     for arm, runs in results.items():

@@ -19,7 +19,7 @@ import torch
 
 from tests.helpers import REPO
 
-GPU_STEPS = ["tests", "kernel", "train-bf16", "timm-bf16-stem", "anychannel", "nccl"]
+GPU_STEPS = ["tests", "kernel", "train-bf16", "timm-bf16-stem", "anychannel", "nccl", "fsdp-nccl"]
 
 
 @pytest.fixture(scope="module")

@@ -277,7 +277,7 @@ def test_time_limit_just_above_the_preflight_minimum(slurm_cluster, pattern_shar
     assert f"resumed from step {stopped}" in log and "it was cancelled, so it is not requeued" in log
 
 
-FSDP_STEPS = 400
+FSDP_STEPS = 240
 
 
 def test_an_fsdp_job_on_two_tasks_is_preempted_requeued_and_ends_on_the_uninterrupted_parameters(
@@ -319,13 +319,13 @@ def test_an_fsdp_job_on_two_tasks_is_preempted_requeued_and_ends_on_the_uninterr
         cwd=tmp_path,
     )
     run_dir = tmp_path / "pre"
-    wait_for(lambda: last_step(run_dir) >= 60, 300, "the job to reach step 60")
+    wait_for(lambda: last_step(run_dir) >= 40, 300, "the job to reach step 40")
     preempt(job, tmp_path)
     wait_for(lambda: job_field(job, "Restarts") == "1", 180, "the requeue")
     assert wait_until_ended(job, 600) == "COMPLETED", failure_excerpt((tmp_path / f"slurm-{job}.out").read_text())
     log = (tmp_path / f"slurm-{job}.out").read_text()
     stopped = int(log.split("stopped at step ")[1].split()[0])
-    assert 60 <= stopped < FSDP_STEPS and f"resumed from step {stopped}" in log and "Traceback" not in log
+    assert 40 <= stopped < FSDP_STEPS and f"resumed from step {stopped}" in log and "Traceback" not in log
 
     def final(run: Path) -> dict:
         return checkpoint.load_checkpoint(checkpoint.resolve(run / "checkpoints", "last"))
