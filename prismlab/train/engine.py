@@ -513,10 +513,13 @@ class Trainer:
                 type(exc).__name__,
                 exc,
             )
-            try:  # drops wandb's exit hook first, which would print the same failure as a traceback at exit
-                wandb.teardown()
-            except Exception as again:
-                logger.debug("wandb teardown: %s", again)
+        # Left to itself, wandb tears its service down in an exit hook, which prints a traceback when
+        # SLURM has killed the service by then (a preemption cancels the whole job step, the service
+        # too): torn down here, the hook is dropped first and a failure is only logged.
+        try:
+            wandb.teardown()
+        except (Exception, SystemExit) as exc:  # SystemExit: the service's own non-zero exit code
+            logger.debug("wandb teardown: %s", exc)
 
 
 def clear_outputs(run: RunDir) -> None:

@@ -200,8 +200,8 @@ def test_a_run_stopped_on_4_ranks_resumes_on_2_stops_again_and_ends_on_3_with_ev
         assert (result.returncode == 0) == (stop is None), result.stderr[-3000:]
         if resumed_from is not None:
             assert f"resumed from step {resumed_from}" in result.stderr
-        if stop is not None:
-            assert f"stopped at step {stop} on request" in result.stderr
+        if stop is not None:  # (torchrun stops the other ranks when the first exits 75, maybe before rank 0 logs)
+            assert checkpoint.latest_valid_checkpoint(saved)["state"]["step"] == stop, result.stderr[-3000:]
             assert len(list(checkpoint.resolve(saved, "last").glob("*.distcp"))) == world  # one shard file a rank
     assert "resuming a data stream of 2 processes" in result.stderr
     assert sorted(seen_in_epoch(seen, 0).values()) == [1] * TRAIN_SAMPLES  # none twice, none skipped
