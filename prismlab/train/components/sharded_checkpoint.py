@@ -84,7 +84,7 @@ class ShardedCheckpointSaver:
         name = names[0]
         temp = self.directory / f".{name}.tmp"
         if self.main:
-            temp.mkdir(parents=True)
+            temp.mkdir(parents=True, exist_ok=True)  # the other ranks may create it first, writing their shards
             save_checkpoint(temp / TRAINER, payload)
         if self.background and not final:
             self.finished.clear()

@@ -81,6 +81,12 @@ def torchrun(world: int, args: list[str], seen: Path, **env: str) -> subprocess.
     )
 
 
+def rank_errors(stderr: str) -> str:
+    """What the ranks said when a torchrun failed: each rank's lines, then torchrun's summary."""
+    lines = stderr.splitlines()
+    return "\n".join([line for line in lines if line.startswith("[rank")][-60:] + lines[-15:])
+
+
 def consolidated(run_dir: Path, name: str = "last") -> dict[str, torch.Tensor]:
     return checkpoint.load_checkpoint(checkpoint.resolve(run_dir / "checkpoints", name))["model"]
 
@@ -197,7 +203,7 @@ def test_a_run_stopped_on_4_ranks_resumes_on_2_stops_again_and_ends_on_3_with_ev
     seen, saved = tmp_path / "seen", tmp_path / "r" / "checkpoints"
     for world, stop, resumed_from in ((4, 2, None), (2, 4, 2), (3, None, 4)):  # 32 + 16 + 48 samples
         result = torchrun(world, args, seen, **({"STOP_AT_STEP": str(stop)} if stop else {}))
-        assert (result.returncode == 0) == (stop is None), result.stderr[-3000:]
+        assert (result.returncode == 0) == (stop is None), rank_errors(result.stderr)
         if resumed_from is not None:
             assert f"resumed from step {resumed_from}" in result.stderr
         if stop is not None:  # (torchrun stops the other ranks when the first exits 75, maybe before rank 0 logs)
